@@ -1,0 +1,128 @@
+"""Turn loader records into a `datasets.Dataset` with the shared features.
+
+Loaders yield plain records {"image": uint8 (H, W), "mask": uint8 (H, W) class ids,
+"id": str, "source": str}; this module validates them, adds the `classes` column
+and builds the Arrow dataset through `Dataset.from_generator`, so memory stays
+flat however many images a folder holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Callable, Iterator, List, Optional, Sequence
+
+import datasets
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .features import classes_present, segmentation_features
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file and what was expected."""
+
+
+def read_grey(path: str) -> np.ndarray:
+    """Read an image file as one grey uint8 channel; a clear error if it cannot be read."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Read an image file as uint8 (H, W, 3)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
+    if image.shape[:2] != mask.shape[:2]:
+        raise DataError(
+            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} "
+            f"is {image.shape[1]}x{image.shape[0]}; expected the same size"
+        )
+
+
+def require_dir(path: str, what: str) -> str:
+    if not os.path.isdir(path):
+        raise DataError(f"{path}: {what} folder not found")
+    return path
+
+
+def _generate(make_records: Callable[[], Iterator[dict]], num_classes: int):
+    for record in make_records():
+        mask = np.asarray(record["mask"], dtype=np.uint8)
+        if mask.size and int(mask.max()) >= num_classes:
+            raise DataError(f"{record['id']}: mask holds class id {int(mask.max())}, expected ids below {num_classes}")
+        yield {
+            "image": Image.fromarray(np.asarray(record["image"], dtype=np.uint8), mode="L"),
+            "mask": Image.fromarray(mask, mode="L"),
+            "id": str(record["id"]),
+            "source": str(record["source"]),
+            "classes": classes_present(mask),
+        }
+
+
+def build_split(
+    make_records: Callable[[], Iterator[dict]],
+    class_names: Sequence[str],
+    fingerprint_parts: Sequence[object],
+    description: str = "",
+    expected_count: Optional[int] = None,
+) -> datasets.Dataset:
+    """Build one split from a record generator.
+
+    `fingerprint_parts` identify the content (paths, sizes, mtimes, seeds) so that
+    the Arrow cache is reused exactly when the input is unchanged.
+    """
+    if expected_count == 0:
+        raise DataError(f"empty dataset: no images found ({description})")
+    key = hashlib.sha256(repr((_loader_code_hash(), list(fingerprint_parts), list(class_names))).encode()).hexdigest()[:32]
+    features = segmentation_features(class_names)
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _generate,
+            features=features,
+            gen_kwargs={"make_records": make_records, "num_classes": len(class_names)},
+            fingerprint=key,
+        )
+    except Exception as error:  # datasets wraps errors raised inside the generator
+        cause = error
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+    if len(dataset) == 0:
+        raise DataError(f"empty dataset: no images found ({description})")
+    return dataset
+
+
+def _loader_code_hash() -> str:
+    """Hash of this package's loader code: cached Arrow data is rebuilt whenever a loader changes."""
+    digest = hashlib.sha256()
+    folder = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def file_signature(paths: List[str]) -> List[object]:
+    """(path, size, mtime) of each file: changes whenever the data on disk changes."""
+    signature = []
+    for path in paths:
+        stat = os.stat(path)
+        signature.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+    return signature

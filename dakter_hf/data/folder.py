@@ -1,0 +1,73 @@
+"""Generic folder of images and masks, for data in no known layout.
+
+    ROOT/[split/]images/NAME.{png,jpg,jpeg,tif,tiff,bmp}
+    ROOT/[split/]masks/NAME.png     pixel value = class id (0..C-1)
+
+Split folders (`train`, `validation`, `test`) are used when present; otherwise
+ROOT itself is one `train` split.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import datasets
+
+from .build import DataError, build_split, check_pair, file_signature, read_grey, require_dir
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+FOLDER_SPLITS = ("train", "validation", "test")
+
+
+def _folder_pairs(base: str):
+    image_dir = require_dir(os.path.join(base, "images"), "images")
+    mask_dir = require_dir(os.path.join(base, "masks"), "masks")
+    pairs = []
+    for name in sorted(os.listdir(image_dir)):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            continue
+        mask_path = os.path.join(mask_dir, stem + ".png")
+        if not os.path.isfile(mask_path):
+            raise DataError(f"{os.path.join(image_dir, name)}: no mask for this image; expected {mask_path}")
+        pairs.append((stem, os.path.join(image_dir, name), mask_path))
+    if not pairs:
+        raise DataError(f"{image_dir}: empty dataset, expected image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return pairs
+
+
+def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = None) -> datasets.DatasetDict:
+    """Load `images/` + `masks/` folders (optionally under split folders) as a DatasetDict."""
+    class_names = list(class_names)
+    require_dir(root, "dataset root")
+    present = [s for s in FOLDER_SPLITS if os.path.isdir(os.path.join(root, s))]
+    if split is not None:
+        if present and split not in present:
+            raise DataError(f"{root}: no '{split}' split folder; found {present}")
+        if not present and split != "train":
+            raise DataError(f"{root}: has no split folders, so only split 'train' exists")
+    layout = {s: os.path.join(root, s) for s in present} if present else {"train": root}
+    if split is not None:
+        layout = {split: layout[split]}
+
+    result = {}
+    for name, base in layout.items():
+        pairs = _folder_pairs(base)
+        source = f"folder/{os.path.basename(os.path.abspath(root))}/{name}"
+
+        def records(pairs=pairs, source=source):
+            for sample_id, image_path, mask_path in pairs:
+                image = read_grey(image_path)
+                mask = read_grey(mask_path)
+                check_pair(image, mask, image_path, mask_path)
+                if mask.max() >= len(class_names):
+                    raise DataError(
+                        f"{mask_path}: holds class id {int(mask.max())} but {len(class_names)} classes were given "
+                        f"({class_names}); expected pixel values 0..{len(class_names) - 1}"
+                    )
+                yield {"image": image, "mask": mask, "id": sample_id, "source": source}
+
+        paths = [p for _, a, b in pairs for p in (a, b)]
+        result[name] = build_split(records, class_names, ["folder", name, *file_signature(paths)], description=source)
+    return datasets.DatasetDict(result)

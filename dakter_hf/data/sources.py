@@ -1,0 +1,85 @@
+"""One way to name a dataset everywhere (CLI, training, generation).
+
+    sos:ROOT         SOS official layout (choose --sensor)
+    osd:ROOT         OSD layout (RGB masks, cropped to patches)
+    folder:ROOT      images/ + masks/ folders (give the class names)
+    simulate:N       N synthetic SAR scenes (offline tests and demos)
+    DIR              a DatasetDict written by `dakter data` / save_to_disk
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import datasets
+
+from .build import DataError
+from .features import class_names_of
+
+SOURCE_KINDS = ("sos", "osd", "folder", "simulate")
+
+
+def load_source(
+    spec: str,
+    sensor: str = "palsar",
+    split: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    num_classes: int = 2,
+    size: int = 64,
+    seed: int = 0,
+) -> datasets.DatasetDict:
+    """Load the dataset a spec string names, as a DatasetDict."""
+    kind, _, rest = spec.partition(":")
+    if kind in SOURCE_KINDS and rest:
+        if kind == "sos":
+            from .sos import load_sos
+
+            return load_sos(rest, sensor=sensor, split=split)
+        if kind == "osd":
+            from .osd import load_osd
+
+            return load_osd(rest, split=split, seed=seed)
+        if kind == "folder":
+            from .folder import load_folder
+
+            if not class_names:
+                raise ValueError("folder:ROOT needs the class names (e.g. --classes background,oil)")
+            return load_folder(rest, class_names, split=split)
+        from .simulate import simulate_sar
+
+        try:
+            count = int(rest)
+        except ValueError:
+            raise ValueError(f"simulate:N needs a number of samples, got {spec!r}") from None
+        if count <= 0:
+            raise ValueError(f"simulate:N needs N > 0, got {count}")
+        data = simulate_sar(count, num_classes=num_classes, size=size, seed=seed)
+        return _select(data, split, spec)
+    return load_saved(spec, split)
+
+
+def load_saved(path: str, split: Optional[str] = None) -> datasets.DatasetDict:
+    """A DatasetDict saved with `save_to_disk` (the `dakter data --out` folder or its `hf/` part)."""
+    if not os.path.isdir(path):
+        raise DataError(
+            f"{path}: not a dataset folder and not a source spec; expected a folder written by "
+            f"`dakter data`, or one of {', '.join(k + ':...' for k in SOURCE_KINDS)}"
+        )
+    candidate = os.path.join(path, "hf") if os.path.isdir(os.path.join(path, "hf")) else path
+    try:
+        data = datasets.load_from_disk(candidate)
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: no saved dataset here (expected dataset_dict.json from save_to_disk): {error}") from error
+    if isinstance(data, datasets.Dataset):
+        data = datasets.DatasetDict({"train": data})
+    class_names_of(data)  # fails clearly if the class names are missing
+    return _select(data, split, path)
+
+
+def _select(data: datasets.DatasetDict, split: Optional[str], name: str) -> datasets.DatasetDict:
+    if split is None:
+        return data
+    if split not in data:
+        raise DataError(f"{name}: has no split {split!r}; splits: {list(data)}")
+    return datasets.DatasetDict({split: data[split]})

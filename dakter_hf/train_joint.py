@@ -1,0 +1,445 @@
+"""Train the joint image + label diffusion model (DAKTer stage 1 / stage 2) with Accelerate.
+
+`training/train_joint.py` is the script users launch; the work happens here so that
+tests, benchmarks and the CLI run the very same loop.
+
+Reproducibility: the data order of epoch e comes from (seed, e), and the noise,
+timesteps and augmentations of micro-batch k from (seed, k, process). Nothing
+depends on hidden RNG state, so a run resumed from a checkpoint continues exactly
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .balance import compute_balance_stats
+from .data.features import class_names_of
+from .data.sources import load_source
+from .model_card import write_model_card
+from .objective import DAKTerObjective, canonical_prediction_type
+from .pipelines.pipeline_dakter import DAKTerPipeline
+from .transforms import collate_pairs, pair_to_tensors, random_dihedral
+from .unet import UNET_PRESETS, make_joint_unet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JointTrainingArguments:
+    """Arguments of `train_joint.py`; every field is a command-line flag and a config-file key."""
+
+    data: str = field(default="simulate:64", metadata={"help": "saved dataset dir, or sos:ROOT / osd:ROOT / folder:ROOT / simulate:N"})
+    output_dir: str = field(default="outputs/dakter-joint", metadata={"help": "where checkpoints, logs and the final pipeline go"})
+    split: str = field(default="train", metadata={"help": "training split"})
+    sensor: str = field(default="palsar", metadata={"help": "SOS sensor: palsar or sentinel"})
+    classes: Optional[str] = field(default=None, metadata={"help": "comma-separated class names for folder:ROOT"})
+    num_classes: int = field(default=2, metadata={"help": "classes of simulate:N (2 or 5)"})
+    resolution: int = field(default=128, metadata={"help": "training resolution (paper: 128 in stage 1, 256 in stage 2)"})
+    unet_preset: str = field(default="small", metadata={"help": f"UNet preset: {', '.join(UNET_PRESETS)}"})
+    unet_config: Optional[str] = field(default=None, metadata={"help": "JSON dict of UNet2DModel overrides"})
+    init_from: Optional[str] = field(default=None, metadata={"help": "pipeline dir to start from (stage 2 from stage 1)"})
+    balancing_factor: Optional[str] = field(
+        default=None,
+        metadata={"help": "'auto' (SNR value on the training split), 'none' (b=1), a number, or 'inherit' (from --init_from). Default: inherit with --init_from, else auto"},
+    )
+    balance_resolution: Optional[str] = field(default="train", metadata={"help": "resolution b is computed at: 'train' (the training resolution), 'native', or a number"})
+    label_loss: str = field(default="ce", metadata={"help": "ce (DAKTer) or l2 (plain DDPM / SatSynth baselines)"})
+    label_encoding: str = field(default="onehot", metadata={"help": "onehot or binary (SatSynth)"})
+    image_prediction: str = field(default="sample", metadata={"help": "image channel target: sample (paper), epsilon or v"})
+    snr_gamma: Optional[float] = field(default=None, metadata={"help": "min-SNR-gamma weighting of the image loss"})
+    zero_terminal_snr: bool = field(default=False, metadata={"help": "rescale the linear betas to zero terminal SNR"})
+    num_train_timesteps: int = field(default=1000, metadata={"help": "DDPM steps (paper: 1000, linear betas)"})
+    augment: bool = field(default=True, metadata={"help": "random flips / rot90, identical for image and mask"})
+    train_batch_size: int = field(default=16, metadata={"help": "per-device batch size"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_train_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop (checkpoint + pipeline) after this much wall time in this process; resume continues"})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW lr (paper: 2e-5 stage 1, 1e-5 stage 2)"})
+    lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers lr schedule name"})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps"})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: Optional[float] = field(default=1.0, metadata={"help": "gradient clipping (None = off)"})
+    use_ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights; the saved pipeline uses it"})
+    ema_decay: float = 0.9999
+    ema_power: float = 0.75
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)"})
+    seed: int = 0
+    dataloader_num_workers: int = 0
+    checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
+    checkpoints_total_limit: Optional[int] = field(default=3, metadata={"help": "keep at most this many checkpoints"})
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint dir"})
+    logging_steps: int = field(default=10, metadata={"help": "log losses every N steps"})
+    sample_steps: int = field(default=0, metadata={"help": "log a sample grid every N steps (0 = only at the end)"})
+    num_sample_images: int = field(default=4, metadata={"help": "samples in the logged grid"})
+    sample_inference_steps: int = field(default=50, metadata={"help": "DDIM steps for logged samples"})
+    report_to: Optional[str] = field(default="tensorboard", metadata={"help": "tensorboard, or none"})
+    push_to_hub: bool = False
+    hub_model_id: Optional[str] = None
+    hub_private: bool = False
+
+    def __post_init__(self):
+        self.image_prediction = canonical_prediction_type(self.image_prediction)
+        if self.max_train_steps <= 0:
+            raise ValueError(f"--max_train_steps must be > 0, got {self.max_train_steps}")
+        if self.train_batch_size <= 0 or self.gradient_accumulation_steps <= 0:
+            raise ValueError("--train_batch_size and --gradient_accumulation_steps must be > 0")
+        if self.resolution <= 0 or self.resolution % 8:
+            raise ValueError(f"--resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.unet_preset not in UNET_PRESETS:
+            raise ValueError(f"--unet_preset must be one of {sorted(UNET_PRESETS)}, got {self.unet_preset!r}")
+
+
+# ------------------------------------------------------------------ argument parsing
+def _parse_bool(value: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+def _optional(kind):
+    def convert(value):
+        if value is None or str(value).lower() in ("none", "null", ""):
+            return None
+        return kind(value)
+
+    return convert
+
+
+def _field_type(f: dataclasses.Field):
+    text = str(f.type)
+    base = float if "float" in text else int if "int" in text else _parse_bool if "bool" in text else str
+    return _optional(base) if "Optional" in text else base
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+    """Read a YAML or JSON config of training arguments."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config {path}: file not found")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if path.endswith(".json"):
+        config = json.loads(text)
+    else:
+        import yaml
+
+        config = yaml.safe_load(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path}: expected a mapping of argument names to values")
+    known = {f.name for f in fields(JointTrainingArguments)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown argument(s) {unknown}")
+    return config
+
+
+def parse_args(argv: Optional[List[str]] = None) -> JointTrainingArguments:
+    """Command line, optionally on top of `--config FILE` (the command line wins)."""
+    parser = argparse.ArgumentParser(description="Train the DAKTer joint SAR image + soft-label diffusion model.")
+    parser.add_argument("--config", default=None, help="YAML or JSON file with any of the arguments below")
+    for f in fields(JointTrainingArguments):
+        parser.add_argument(f"--{f.name}", type=_field_type(f), default=None, help=f.metadata.get("help", ""))
+    namespace = parser.parse_args(argv)
+    values: Dict[str, Any] = {}
+    if namespace.config:
+        values.update(load_config_file(namespace.config))
+    values.update({k: v for k, v in vars(namespace).items() if k != "config" and v is not None})
+    return JointTrainingArguments(**values)
+
+
+# ---------------------------------------------------------------------- data order
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_items, generator=generator)
+
+
+def batch_indices(num_items: int, global_batch: int, seed: int, micro_step: int) -> List[int]:
+    """Indices of global micro-batch `micro_step` (epochs drop the last partial batch)."""
+    per_epoch = num_items // global_batch
+    epoch, position = divmod(micro_step, per_epoch)
+    order = epoch_permutation(num_items, seed, epoch)
+    return order[position * global_batch : (position + 1) * global_batch].tolist()
+
+
+def step_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1009 + process_index)
+
+
+# -------------------------------------------------------------------------- helpers
+def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pipeline) -> Dict[str, Any]:
+    """b and how it was obtained, for the pipeline config and the model card."""
+    choice = args.balancing_factor or ("inherit" if init_pipeline is not None else "auto")
+    if choice == "inherit":
+        if init_pipeline is None:
+            raise ValueError("--balancing_factor inherit needs --init_from")
+        return {"b": float(init_pipeline.config.balancing_factor), "how": f"inherited from {args.init_from}", "resolution": init_pipeline.config.balance_resolution}
+    if choice == "none":
+        return {"b": 1.0, "how": "none (b = 1)", "resolution": None}
+    if choice == "auto":
+        if args.balance_resolution == "train":
+            resolution = args.resolution
+        elif args.balance_resolution in (None, "native"):
+            resolution = None
+        else:
+            resolution = int(args.balance_resolution)
+        stats = compute_balance_stats(train_split, resolution=resolution, show_progress=True)
+        where = "native size" if resolution is None else f"{resolution} px"
+        return {"b": stats.b, "how": f"SNR value on {stats.num_images} training images at {where}", "resolution": resolution}
+    try:
+        value = float(choice)
+    except ValueError:
+        raise ValueError(f"--balancing_factor must be auto, none, inherit or a number, got {choice!r}") from None
+    if not value > 0:
+        raise ValueError(f"--balancing_factor must be > 0, got {value}")
+    return {"b": value, "how": "given", "resolution": None}
+
+
+def sorted_checkpoints(output_dir: str) -> List[str]:
+    if not os.path.isdir(output_dir):
+        return []
+    names = [n for n in os.listdir(output_dir) if n.startswith("checkpoint-") and n.split("-")[-1].isdigit()]
+    return [os.path.join(output_dir, n) for n in sorted(names, key=lambda n: int(n.split("-")[-1]))]
+
+
+def build_pipeline(unet, objective: DAKTerObjective, class_names, balance: Dict[str, Any]) -> DAKTerPipeline:
+    return DAKTerPipeline(
+        unet=unet,
+        scheduler=objective.sampling_scheduler(),
+        balancing_factor=balance["b"],
+        class_names=class_names,
+        label_loss=objective.label_loss,
+        label_encoding=objective.label_encoding,
+        image_prediction_type=objective.image_prediction_type,
+        balance_resolution=balance["resolution"],
+    )
+
+
+# ----------------------------------------------------------------------------- main
+def train(args: JointTrainingArguments) -> str:
+    """Run training; returns the directory of the saved pipeline."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    report_to = None if (args.report_to in (None, "none")) else args.report_to
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+
+    class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    data = load_source(args.data, sensor=args.sensor, split=args.split, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=args.seed)
+    train_split = data[args.split]
+    class_names = class_names_of(train_split)
+
+    init_pipeline = DAKTerPipeline.from_pretrained(args.init_from) if args.init_from else None
+    if init_pipeline is not None and list(init_pipeline.config.class_names) != class_names:
+        raise ValueError(f"--init_from {args.init_from} was trained on classes {list(init_pipeline.config.class_names)}, but the data has {class_names}")
+    balance = resolve_balancing_factor(args, train_split, init_pipeline)
+    objective = DAKTerObjective(
+        num_classes=len(class_names),
+        balancing_factor=balance["b"],
+        label_loss=args.label_loss,
+        label_encoding=args.label_encoding,
+        image_prediction_type=args.image_prediction,
+        snr_gamma=args.snr_gamma,
+        zero_terminal_snr=args.zero_terminal_snr,
+        num_train_timesteps=args.num_train_timesteps,
+    )
+    if init_pipeline is not None:
+        unet = init_pipeline.unet
+        unet.register_to_config(sample_size=args.resolution)
+        if unet.config.in_channels != objective.channels:
+            raise ValueError(f"--init_from UNet has {unet.config.in_channels} channels; these options need {objective.channels}")
+    else:
+        overrides = json.loads(args.unet_config) if args.unet_config else {}
+        unet = make_joint_unet(len(class_names), args.unet_preset, sample_size=args.resolution, label_encoding=args.label_encoding, **overrides)
+    logger.info("b = %.4f (%s); classes %s; %d training images", balance["b"], balance["how"], class_names, len(train_split))
+
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=args.ema_power, model_cls=type(unet), model_config=unet.config) if args.use_ema else None
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes, num_training_steps=args.max_train_steps * accelerator.num_processes)
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    global_batch = args.train_batch_size * accelerator.num_processes
+    if len(train_split) < global_batch:
+        raise ValueError(f"the training split has {len(train_split)} images, fewer than one global batch ({global_batch})")
+
+    global_step = 0
+    if args.resume_from_checkpoint:
+        path = sorted_checkpoints(args.output_dir)[-1:] if args.resume_from_checkpoint == "latest" else [args.resume_from_checkpoint]
+        if not path or not os.path.isdir(path[0]):
+            if args.resume_from_checkpoint == "latest":
+                logger.info("no checkpoint in %s: starting a new run", args.output_dir)
+            else:
+                raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no such checkpoint folder")
+        else:
+            accelerator.load_state(path[0])
+            global_step = int(os.path.basename(path[0].rstrip("/")).split("-")[-1])
+            logger.info("resumed from %s at step %d", path[0], global_step)
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, "training_args.json"), "w", encoding="utf-8") as handle:
+            json.dump(dataclasses.asdict(args), handle, indent=2)
+        if report_to:
+            accelerator.init_trackers("dakter-joint", config={k: v for k, v in dataclasses.asdict(args).items() if isinstance(v, (int, float, str, bool))})
+
+    def load_rows(indices: List[int], generator: torch.Generator):
+        rows = []
+        for index in indices:
+            row = train_split[int(index)]
+            pair = pair_to_tensors(row["image"], row["mask"], args.resolution)
+            if args.augment:
+                pair["images"], pair["masks"] = random_dihedral(pair["images"], pair["masks"], generator)
+            rows.append(pair)
+        return collate_pairs(rows)
+
+    progress = tqdm(total=args.max_train_steps, initial=global_step, desc="joint training", disable=not accelerator.is_local_main_process)
+    unet.train()
+    start = time.time()
+    history = []
+    while global_step < args.max_train_steps:
+        for accumulation_index in range(args.gradient_accumulation_steps):
+            micro_step = global_step * args.gradient_accumulation_steps + accumulation_index
+            indices = batch_indices(len(train_split), global_batch, args.seed, micro_step)
+            local = indices[accelerator.process_index * args.train_batch_size : (accelerator.process_index + 1) * args.train_batch_size]
+            generator = step_generator(args.seed, micro_step, accelerator.process_index)
+            batch = load_rows(local, generator)
+            images, masks = batch["images"].to(accelerator.device), batch["masks"].to(accelerator.device)
+            timesteps = torch.randint(0, objective.scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator).to(accelerator.device)
+            noise = torch.randn((images.shape[0], objective.channels, *images.shape[2:]), generator=generator).to(accelerator.device, images.dtype)
+            with accelerator.accumulate(unet):
+                with accelerator.autocast():
+                    out = objective(unet, images, masks, timesteps=timesteps, noise=noise)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(unet.parameters())
+        global_step += 1
+        progress.update(1)
+        logs = {"loss": out.loss.item(), "image_loss": out.image_loss.item(), "label_loss": out.label_loss.item(), "lr": lr_scheduler.get_last_lr()[0]}
+        progress.set_postfix(loss=f"{logs['loss']:.4f}")
+        if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
+            logs["images_per_second"] = (global_step * global_batch * args.gradient_accumulation_steps) / max(time.time() - start, 1e-9)
+            accelerator.log(logs, step=global_step)
+            if accelerator.is_main_process:
+                history.append({"step": global_step, **logs})
+                _append_jsonl(os.path.join(args.output_dir, "loss_history.jsonl"), {"step": global_step, **logs})
+        out_of_time = args.max_train_minutes is not None and (time.time() - start) / 60 >= args.max_train_minutes
+        if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps or out_of_time:
+            _save_checkpoint(accelerator, args, global_step)
+        if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process and report_to:
+            _log_samples(accelerator, unet, ema, objective, class_names, balance, args, global_step)
+        if out_of_time:
+            logger.info("time budget of %.1f min reached at step %d", args.max_train_minutes, global_step)
+            break
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    final_dir = os.path.join(args.output_dir, "pipeline")
+    if accelerator.is_main_process:
+        final_unet = accelerator.unwrap_model(unet)
+        if ema is not None:
+            ema.store(final_unet.parameters())
+            ema.copy_to(final_unet.parameters())
+        pipeline = build_pipeline(final_unet, objective, class_names, balance)
+        _save_pipeline_atomically(pipeline, final_dir)
+        write_model_card(final_dir, args, class_names, balance, train_split, objective)
+        if report_to:
+            _log_samples(accelerator, final_unet, None, objective, class_names, balance, args, global_step)
+        if ema is not None:
+            ema.restore(final_unet.parameters())
+        if args.push_to_hub:
+            from .hub import push_folder
+
+            push_folder(final_dir, args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)), private=args.hub_private, repo_type="model")
+    accelerator.end_training()
+    return final_dir
+
+
+def _append_jsonl(path: str, record: Dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _save_checkpoint(accelerator, args: JointTrainingArguments, step: int) -> None:
+    if accelerator.is_main_process and args.checkpoints_total_limit is not None:
+        existing = sorted_checkpoints(args.output_dir)
+        for old in existing[: max(0, len(existing) - args.checkpoints_total_limit + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    target = os.path.join(args.output_dir, f"checkpoint-{step}")
+    temporary = target + ".tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(temporary)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(temporary, target)
+
+
+def _save_pipeline_atomically(pipeline: DAKTerPipeline, directory: str) -> None:
+    temporary = directory + ".tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    pipeline.save_pretrained(temporary)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(temporary, directory)
+
+
+def _log_samples(accelerator, unet, ema, objective, class_names, balance, args, step) -> None:
+    """A grid of image | oil probability | mask to TensorBoard."""
+    from .visualize import softmax_probability, triplet_grid
+
+    model = accelerator.unwrap_model(unet)
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    was_training = model.training
+    model.eval()
+    pipeline = build_pipeline(model, objective, class_names, balance)
+    pipeline.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_sample_images)]
+    out = pipeline(batch_size=args.num_sample_images, num_inference_steps=args.sample_inference_steps, generator=generators, output_type="np")
+    oil = next((i for i, name in enumerate(class_names) if "oil" in name), 1)
+    probabilities = softmax_probability(out.soft_labels, oil) if out.soft_labels is not None else None
+    grid = np.asarray(triplet_grid(out.images[..., 0], out.masks, probabilities))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", grid, step, dataformats="HWC")
+    if was_training:
+        model.train()
+    if ema is not None:
+        ema.restore(model.parameters())

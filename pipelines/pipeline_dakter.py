@@ -1,0 +1,311 @@
+"""DAKTerPipeline: joint sampling of SAR images and per-pixel soft labels (Algorithm 2).
+
+This file needs only torch and diffusers. `DAKTerPipeline.save_pretrained` copies it
+next to `model_index.json`, so a saved pipeline loads three ways:
+
+    DAKTerPipeline.from_pretrained(path)
+    DiffusionPipeline.from_pretrained(path, trust_remote_code=True)
+    DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline_dakter", trust_remote_code=True)
+
+It is also the single home of the label codec (how masks become label channels and
+back) and of the image-parameterisation conversion (epsilon / v -> x0), which the
+training objective imports, so sampler and loss can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import PIL.Image
+import torch
+
+from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+LABEL_LOSSES = ("ce", "l2")
+LABEL_ENCODINGS = ("onehot", "binary")
+IMAGE_PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
+LABEL_NOISE_READINGS = ("consistent", "literal")
+PIPELINE_FILE_STEM = "pipeline_dakter"
+
+
+# --------------------------------------------------------------------------- label codec
+def num_label_channels(num_classes: int, label_encoding: str = "onehot") -> int:
+    """C one-hot channels, or ceil(log2 C) bit channels (SatSynth's binary encoding)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if label_encoding == "onehot":
+        return num_classes
+    if label_encoding == "binary":
+        return max(1, math.ceil(math.log2(num_classes)))
+    raise ValueError(f"label_encoding must be one of {LABEL_ENCODINGS}, got {label_encoding!r}")
+
+
+def label_codebook(num_classes: int, label_encoding: str = "onehot") -> torch.Tensor:
+    """(C, K) matrix: row c is the {-1, 1} code of class c."""
+    if label_encoding == "onehot":
+        return torch.eye(num_classes) * 2 - 1
+    bits = num_label_channels(num_classes, label_encoding)
+    ids = torch.arange(num_classes)[:, None]
+    return ((ids >> torch.arange(bits - 1, -1, -1)[None, :]) & 1).float() * 2 - 1
+
+
+def encode_labels(mask: torch.Tensor, num_classes: int, label_encoding: str = "onehot") -> torch.Tensor:
+    """Class ids (B, H, W) -> label channels in {-1, 1}, (B, K, H, W) (Algorithm 1: y0 = 2*onehot - 1)."""
+    codebook = label_codebook(num_classes, label_encoding).to(mask.device)
+    return codebook[mask.long()].permute(0, 3, 1, 2).contiguous()
+
+
+def decode_labels(values: torch.Tensor, num_classes: int, label_encoding: str = "onehot") -> torch.Tensor:
+    """Label channels (B, K, H, W) -> class ids (B, H, W) by the nearest class code."""
+    if label_encoding == "onehot":
+        return values.argmax(dim=1)
+    codebook = label_codebook(num_classes, label_encoding).to(device=values.device, dtype=values.dtype)
+    distances = ((values[:, None] - codebook[None, :, :, None, None]) ** 2).sum(dim=2)
+    return distances.argmin(dim=1)
+
+
+def label_prediction_to_state(label_output: torch.Tensor, label_loss: str, balancing_factor: float) -> torch.Tensor:
+    """Network label output -> clean label estimate in the b-scaled space.
+
+    `ce`: logits -> (softmax * 2 - 1) * b (Algorithm 2). `l2`: the regressed {-1, 1}
+    code, clamped, times b.
+    """
+    if label_loss == "ce":
+        return (label_output.softmax(dim=1) * 2 - 1) * balancing_factor
+    return label_output.clamp(-1, 1) * balancing_factor
+
+
+# ------------------------------------------------------------- image parameterisation
+def image_x0_from_output(
+    output: torch.Tensor, noisy: torch.Tensor, alpha_prod_t: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """Turn the image channel's network output into an estimate of the clean image x0.
+
+    sample: the output is x0. epsilon: x0 = (x_t - sqrt(1 - a) * eps) / sqrt(a).
+    v_prediction: x0 = sqrt(a) * x_t - sqrt(1 - a) * v. `alpha_prod_t` broadcasts
+    against the batch (shape (B, 1, 1, 1) or a scalar).
+    """
+    if prediction_type == "sample":
+        return output
+    alpha = alpha_prod_t.to(dtype=output.dtype)
+    if prediction_type == "epsilon":
+        return (noisy - (1 - alpha).sqrt() * output) / alpha.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha.sqrt() * noisy - (1 - alpha).sqrt() * output
+    raise ValueError(f"image prediction type must be one of {IMAGE_PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+# ---------------------------------------------------------------------------- pipeline
+@dataclass
+class DAKTerPipelineOutput(BaseOutput):
+    """
+    Args:
+        images: generated SAR images; PIL (mode L) list, numpy (B, H, W, 1) in [0, 1], or a tensor (B, 1, H, W).
+        soft_labels: the final label logits (B, C, H, W), float (numpy, or a tensor for `output_type="pt"`);
+            None for models trained with `l2` labels, which have no logits.
+        masks: hard masks (class ids): PIL (mode L) list, numpy (B, H, W) int64, or a tensor.
+    """
+
+    images: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
+    soft_labels: Optional[Union[np.ndarray, torch.Tensor]]
+    masks: Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]
+
+
+class DAKTerPipeline(DiffusionPipeline):
+    r"""
+    Joint generation of a SAR image and its soft label with a UNet that predicts the
+    clean image (or epsilon / v for it) and clean label logits (DAKTer, Algorithm 2).
+
+    Parameters:
+        unet ([`UNet2DModel`]): in = out = 1 + K channels (K = C for one-hot labels).
+        scheduler ([`DDIMScheduler`]): run with `prediction_type="sample"`: the pipeline
+            turns every network output into a clean estimate before each step.
+        balancing_factor (`float`): b, the SNR balancing factor the model was trained with.
+        class_names (`List[str]`): C class names; class i is label channel i.
+        label_loss (`str`): `ce` (soft labels from logits) or `l2` (regressed codes, baselines).
+        label_encoding (`str`): `onehot` or `binary` (SatSynth bit channels, with `l2`).
+        image_prediction_type (`str`): what the image channel predicts: `sample`, `epsilon`, `v_prediction`.
+        balance_resolution (`int`, *optional*): resolution b was computed at (None = native).
+    """
+
+    model_cpu_offload_seq = "unet"
+
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: DDIMScheduler,
+        balancing_factor: float = 1.0,
+        class_names: Optional[Sequence[str]] = None,
+        label_loss: str = "ce",
+        label_encoding: str = "onehot",
+        image_prediction_type: str = "sample",
+        balance_resolution: Optional[int] = None,
+    ):
+        super().__init__()
+        if class_names is None:
+            class_names = ["background", "oil"]
+        class_names = list(class_names)
+        check_pipeline_config(unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor)
+        if scheduler.config.prediction_type != "sample" or scheduler.config.clip_sample or scheduler.config.thresholding:
+            scheduler = DDIMScheduler.from_config(
+                scheduler.config, prediction_type="sample", clip_sample=False, thresholding=False
+            )
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(
+            balancing_factor=float(balancing_factor),
+            class_names=class_names,
+            label_loss=label_loss,
+            label_encoding=label_encoding,
+            image_prediction_type=image_prediction_type,
+            balance_resolution=balance_resolution,
+        )
+
+    # ---------------------------------------------------------------- save / load
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs):
+        """Save components and config, plus this file, so the folder loads without dakter_hf."""
+        super().save_pretrained(save_directory, **kwargs)
+        source = sys.modules[type(self).__module__].__file__
+        target = os.path.join(save_directory, f"{PIPELINE_FILE_STEM}.py")
+        if os.path.abspath(source) != os.path.abspath(target):
+            shutil.copyfile(source, target + ".tmp")
+            os.replace(target + ".tmp", target)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path, encoding="utf-8") as handle:
+            index = json.load(handle)
+        index["_class_name"] = [PIPELINE_FILE_STEM, type(self).__name__]
+        with open(index_path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(index, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(index_path + ".tmp", index_path)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        # Loading through this class itself: use this class, not the file copy the
+        # `["pipeline_dakter", "DAKTerPipeline"]` class name would point diffusers to.
+        result = super().load_config(*args, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
+        if isinstance(config.get("_class_name"), (list, tuple)):
+            config["_class_name"] = config["_class_name"][1]
+        return result
+
+    # ------------------------------------------------------------------- sampling
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.class_names)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        num_inference_steps: int = 200,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+        eta: float = 0.0,
+        label_noise: str = "consistent",
+        clip_image: bool = True,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> Union[DAKTerPipelineOutput, tuple]:
+        r"""
+        Generate SAR images with soft labels (Algorithm 2).
+
+        Args:
+            batch_size (`int`, defaults to 1): number of image/label pairs.
+            num_inference_steps (`int`, defaults to 200): DDIM steps (the paper uses 200).
+            generator (`torch.Generator` or a list of them, *optional*): one generator per sample
+                makes each sample reproducible on its own, whatever the batch.
+            eta (`float`, defaults to 0.0): DDIM eta; 0 is the paper's deterministic step.
+            label_noise (`str`, defaults to `"consistent"`): `consistent` keeps the label state
+                in the b-scaled space with unscaled noise, as in training; `literal` reads
+                Algorithm 2 as printed and feeds `b * y_t` to the network, which also scales
+                the label noise by b.
+            clip_image (`bool`, defaults to True): clamp the image's x0 estimate to [-1, 1].
+            output_type (`str`, defaults to `"pil"`): `pil`, `np` or `pt`.
+            return_dict (`bool`, defaults to True): return a [`DAKTerPipelineOutput`] or a tuple.
+        """
+        if label_noise not in LABEL_NOISE_READINGS:
+            raise ValueError(f"label_noise must be one of {LABEL_NOISE_READINGS}, got {label_noise!r}")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for batch_size={batch_size}; pass one per sample")
+        config = self.config
+        b = float(config.balancing_factor)
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        channels = self.unet.config.in_channels
+        device, dtype = self._execution_device, self.unet.dtype
+
+        state = randn_tensor((batch_size, channels, height, width), generator=generator, device=device, dtype=dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        label_scale = b if label_noise == "literal" else 1.0
+
+        label_output = None
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([state[:, :1], state[:, 1:] * label_scale], dim=1) if label_scale != 1.0 else state
+            output = self.unet(model_input, t).sample
+            label_output = output[:, 1:]
+            image_x0 = image_x0_from_output(output[:, :1], model_input[:, :1], alphas_cumprod[t], config.image_prediction_type)
+            if clip_image:
+                image_x0 = image_x0.clamp(-1, 1)
+            label_x0 = label_prediction_to_state(label_output, config.label_loss, b)
+            clean = torch.cat([image_x0, label_x0], dim=1)
+            state = self.scheduler.step(clean, t, model_input, eta=eta, generator=generator).prev_sample
+
+        images = (state[:, :1].float() / 2 + 0.5).clamp(0, 1)
+        label_output = label_output.float()
+        if config.label_loss == "ce":
+            soft_labels = label_output
+            masks = label_output.argmax(dim=1)
+        else:
+            soft_labels = None
+            masks = decode_labels(label_output, self.num_classes, config.label_encoding)
+
+        if output_type == "pt":
+            result = (images, soft_labels, masks)
+        else:
+            images_np = images.cpu().permute(0, 2, 3, 1).numpy()
+            masks_np = masks.cpu().numpy().astype(np.int64)
+            soft_np = None if soft_labels is None else soft_labels.cpu().numpy()
+            if output_type == "pil":
+                pil_images = [PIL.Image.fromarray((image[..., 0] * 255).round().astype(np.uint8), mode="L") for image in images_np]
+                pil_masks = [PIL.Image.fromarray(mask.astype(np.uint8), mode="L") for mask in masks_np]
+                result = (pil_images, soft_np, pil_masks)
+            else:
+                result = (images_np, soft_np, masks_np)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return result
+        return DAKTerPipelineOutput(*result)
+
+
+def check_pipeline_config(unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor) -> None:
+    """Clear errors for configs that cannot describe a working DAKTer model."""
+    if label_loss not in LABEL_LOSSES:
+        raise ValueError(f"label_loss must be one of {LABEL_LOSSES}, got {label_loss!r}")
+    if label_encoding not in LABEL_ENCODINGS:
+        raise ValueError(f"label_encoding must be one of {LABEL_ENCODINGS}, got {label_encoding!r}")
+    if label_encoding == "binary" and label_loss == "ce":
+        raise ValueError("label_encoding='binary' needs label_loss='l2': bit channels are not class logits")
+    if image_prediction_type not in IMAGE_PREDICTION_TYPES:
+        raise ValueError(f"image_prediction_type must be one of {IMAGE_PREDICTION_TYPES}, got {image_prediction_type!r}")
+    if not (isinstance(balancing_factor, (int, float)) and balancing_factor > 0 and math.isfinite(balancing_factor)):
+        raise ValueError(f"balancing_factor must be a positive finite number, got {balancing_factor!r}")
+    expected = 1 + num_label_channels(len(class_names), label_encoding)
+    in_channels, out_channels = unet.config.in_channels, unet.config.out_channels
+    if in_channels != expected or out_channels != expected:
+        raise ValueError(
+            f"the UNet has in_channels={in_channels}, out_channels={out_channels}, but {len(class_names)} classes "
+            f"({class_names}) with {label_encoding} labels need 1 image + "
+            f"{expected - 1} label channels = {expected} in and out"
+        )

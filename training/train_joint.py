@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Train the DAKTer joint diffusion model.
+
+    accelerate launch training/train_joint.py --config configs/tiny.yaml
+    accelerate launch training/train_joint.py --data sos:/path/to/SOS --sensor palsar \
+        --resolution 128 --learning_rate 2e-5 --output_dir runs/stage1          # stage 1
+    accelerate launch training/train_joint.py --data sos:/path/to/SOS --resolution 256 \
+        --learning_rate 1e-5 --init_from runs/stage1/pipeline --output_dir runs/stage2  # stage 2
+
+Run with `--help` for every argument; all of them can also come from `--config FILE`.
+"""
+
+from dakter_hf.train_joint import parse_args, train
+
+
+def main(argv=None):
+    return train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
