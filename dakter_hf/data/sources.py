@@ -67,10 +67,12 @@ def load_saved(path: str, split: Optional[str] = None) -> datasets.DatasetDict:
             f"`dakter data`, or one of {', '.join(k + ':...' for k in SOURCE_KINDS)}"
         )
     candidate = os.path.join(path, "hf") if os.path.isdir(os.path.join(path, "hf")) else path
-    try:
+    if os.path.isfile(os.path.join(candidate, "dataset_dict.json")) or os.path.isfile(os.path.join(candidate, "dataset_info.json")):
         data = datasets.load_from_disk(candidate)
-    except FileNotFoundError as error:
-        raise DataError(f"{path}: no saved dataset here (expected dataset_dict.json from save_to_disk): {error}") from error
+    elif os.path.isdir(os.path.join(path, "data")) and any(n.endswith(".parquet") for n in os.listdir(os.path.join(path, "data"))):
+        data = datasets.load_dataset("parquet", data_dir=os.path.join(path, "data"))
+    else:
+        raise DataError(f"{path}: no saved dataset here; expected hf/dataset_dict.json (save_to_disk) or data/*.parquet")
     if isinstance(data, datasets.Dataset):
         data = datasets.DatasetDict({"train": data})
     class_names_of(data)  # fails clearly if the class names are missing

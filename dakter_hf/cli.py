@@ -1,0 +1,115 @@
+"""`dakter` command line: data, balance, generate, quality, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser, flag: str) -> None:
+    parser.add_argument(flag, required=True, help="sos:ROOT, osd:ROOT, folder:ROOT, simulate:N, or a saved dataset dir")
+    parser.add_argument("--sensor", default="palsar", choices=["palsar", "sentinel"], help="SOS sensor")
+    parser.add_argument("--classes", default=None, help="comma-separated class names (folder:ROOT)")
+    parser.add_argument("--num-classes", type=int, default=2, help="simulate:N classes (2: SOS-like, 5: OSD-like)")
+    parser.add_argument("--size", type=int, default=64, help="simulate:N image size")
+    parser.add_argument("--seed", type=int, default=0, help="simulate:N seed; OSD all-sea patch selection seed")
+
+
+def _load(args, spec: str, split: Optional[str]):
+    from .data.sources import load_source
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    return load_source(spec, sensor=args.sensor, split=split, class_names=classes, num_classes=args.num_classes, size=args.size, seed=args.seed)
+
+
+def summarize(data) -> str:
+    """Splits, counts, image size, classes and their pixel shares."""
+    import numpy as np
+
+    from .data.arrays import mask_to_ids
+    from .data.features import class_names_of
+
+    names = class_names_of(data)
+    lines = [f"classes ({len(names)}): " + ", ".join(f"{i}={n}" for i, n in enumerate(names))]
+    for split, dataset in data.items():
+        counts = np.zeros(len(names), dtype=np.int64)
+        sizes = set()
+        for mask in dataset["mask"]:
+            ids = mask_to_ids(mask)
+            sizes.add(f"{ids.shape[1]}x{ids.shape[0]}")
+            counts += np.bincount(ids.ravel(), minlength=len(names))[: len(names)]
+        shares = ", ".join(f"{n} {100 * c / max(counts.sum(), 1):.1f}%" for n, c in zip(names, counts))
+        lines.append(f"{split}: {len(dataset)} images, size {', '.join(sorted(sizes))}; pixels: {shares}")
+    return "\n".join(lines)
+
+
+def cmd_data(args) -> int:
+    from .balance import compute_balance_stats
+    from .data.io import save_dataset
+
+    data = _load(args, args.source, args.split)
+    paths = save_dataset(data, args.out, overwrite=args.overwrite)
+    print(summarize(data))
+    split = "train" if "train" in data else next(iter(data))
+    stats = compute_balance_stats(data[split])
+    print(f"balancing factor b = {stats.b:.4f} ({split}, {stats.num_images} images, native size)")
+    print(f"wrote {paths['hf']} (load_from_disk) and {paths['parquet']} (load_dataset('parquet', data_dir=...))")
+    return 0
+
+
+def cmd_balance(args) -> int:
+    from .balance import compute_balance_stats
+
+    data = _load(args, args.data, args.split)
+    stats = compute_balance_stats(data[args.split], resolution=args.resolution, show_progress=True)
+    where = "native size" if args.resolution is None else f"{args.resolution}x{args.resolution}"
+    print(f"b = {stats.b:.4f}  ({stats.num_images} images, split {args.split}, {where}; P(x0) = {stats.power_image:.4g}, P(y0) = {stats.power_label:.4g})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dakter", description="DAKTer on Hugging Face: SAR data, joint diffusion, generated soft labels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="load a SAR dataset and write it as a Hugging Face dataset (save_to_disk + parquet)")
+    _add_source_arguments(data, "--source")
+    data.add_argument("--split", default=None, help="one split only (default: all)")
+    data.add_argument("--out", required=True, help="output folder")
+    data.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    data.set_defaults(func=cmd_data)
+
+    balance = sub.add_parser("balance", help="print the SNR balancing factor b of a dataset split")
+    _add_source_arguments(balance, "--data")
+    balance.add_argument("--split", default="train")
+    balance.add_argument("--resolution", type=int, default=None, help="resize to R x R first (default: native size)")
+    balance.set_defaults(func=cmd_balance)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Subcommands that live next to their implementation."""
+    from . import commands
+
+    return commands.REGISTRARS
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .data.build import DataError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (DataError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"dakter {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

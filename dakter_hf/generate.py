@@ -1,0 +1,404 @@
+"""Sample a DAKTer pipeline into a Hugging Face dataset of images with soft labels.
+
+Sample i always comes from `torch.Generator().manual_seed(base_seed + i)`, so the
+dataset is the same for any batch size and any number of processes. Samples are
+written as parquet shards of `shard_size` rows as they are made (memory does not
+grow with N); a finished shard is renamed into place, so a killed run resumed with
+the same command skips finished shards and ends with the same dataset.
+
+    OUT/data/train-00000-of-0000K.parquet   load_dataset("parquet", data_dir=OUT/data)
+    OUT/hf/                                 load_from_disk(OUT/hf)   (optional)
+    OUT/README.md                           dataset card
+    OUT/generation_config.json              what made it (checked on resume)
+
+Soft labels are the final logits stored as float16 `Array3D(C, H, W)`: half the
+bytes of float32. The card reports what that costs, measured on the samples
+themselves: the KL divergence between the float32 and float16 soft labels at the
+distillation temperature.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .data.features import classes_present
+from .data.io import parquet_shard_name
+from .pipelines.pipeline_dakter import DAKTerPipeline
+
+KD_TEMPERATURE = 2.0  # the paper's T; the temperature the stored soft labels are checked at
+CONFIG_NAME = "generation_config.json"
+
+
+def generated_features(class_names: Sequence[str], height: int, width: int, with_soft_labels: bool = True) -> datasets.Features:
+    """Features of a generated dataset: image, soft_label, mask, seed, index, classes."""
+    columns = {"image": datasets.Image()}
+    if with_soft_labels:
+        columns["soft_label"] = datasets.Array3D(shape=(len(class_names), height, width), dtype="float16")
+    columns.update(
+        {
+            "mask": datasets.Image(),
+            "seed": datasets.Value("int64"),
+            "index": datasets.Value("int64"),
+            "classes": datasets.List(datasets.ClassLabel(names=list(class_names))),
+        }
+    )
+    return datasets.Features(columns)
+
+
+def soft_label_kl(reference: np.ndarray, stored: np.ndarray, temperature: float = KD_TEMPERATURE) -> np.ndarray:
+    """Per-sample mean over pixels of KL(softmax(ref / T) || softmax(stored / T)), logits on axis 1."""
+    def log_softmax(logits):
+        logits = logits.astype(np.float64) / temperature
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    log_p, log_q = log_softmax(reference), log_softmax(stored)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=1)
+    return kl.reshape(kl.shape[0], -1).mean(axis=1)
+
+
+@dataclass
+class GenerationConfig:
+    """What a generated dataset was made from; a resume must match it."""
+
+    generator: str
+    num_samples: int
+    base_seed: int
+    num_inference_steps: int
+    eta: float
+    label_noise: str
+    shard_size: int
+    balancing_factor: float
+    class_names: List[str]
+    resolution: int
+    label_loss: str
+    label_encoding: str
+    image_prediction_type: str
+    license: str
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_samples / self.shard_size)
+
+
+def _shard_path(out: str, config: GenerationConfig, shard: int) -> str:
+    return os.path.join(out, "data", parquet_shard_name("train", shard, config.num_shards))
+
+
+def _check_or_write_config(out: str, config: GenerationConfig, is_main: bool) -> None:
+    path = os.path.join(out, CONFIG_NAME)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            existing = json.load(handle)
+        existing.pop("soft_label_kl", None)
+        mismatched = {k: (existing.get(k), v) for k, v in asdict(config).items() if existing.get(k) != v}
+        if mismatched:
+            details = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in mismatched.items())
+            raise ValueError(f"{out} holds a generation with other settings ({details}); use another --out or --overwrite")
+    elif is_main:
+        os.makedirs(os.path.join(out, "data"), exist_ok=True)
+        _write_json(path, asdict(config))
+
+
+def _write_json(path: str, payload: Dict) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def load_pipeline(pipeline: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> DAKTerPipeline:
+    """A DAKTerPipeline from a directory or Hub id, with a clear error for anything else."""
+    if os.path.sep in pipeline or pipeline.startswith("."):
+        if not os.path.isfile(os.path.join(pipeline, "model_index.json")):
+            raise FileNotFoundError(f"--pipeline {pipeline}: no model_index.json there; expected a folder written by DAKTerPipeline.save_pretrained")
+    pipe = DAKTerPipeline.from_pretrained(pipeline, torch_dtype=dtype) if dtype else DAKTerPipeline.from_pretrained(pipeline)
+    if device:
+        pipe.to(device)
+    return pipe
+
+
+def generate_dataset(
+    pipeline: str,
+    out: str,
+    num_samples: int,
+    base_seed: int = 0,
+    batch_size: int = 8,
+    shard_size: int = 256,
+    num_inference_steps: int = 200,
+    eta: float = 0.0,
+    label_noise: str = "consistent",
+    license: str = "other",
+    save_to_disk: bool = True,
+    overwrite: bool = False,
+    device: Optional[str] = None,
+    process_index: Optional[int] = None,
+    num_processes: Optional[int] = None,
+    pipe: Optional[DAKTerPipeline] = None,
+    show_progress: bool = True,
+) -> Optional[str]:
+    """Generate `num_samples` image/soft-label pairs into `out`; returns `out` once complete.
+
+    Args:
+        pipeline: pipeline folder or Hub id (also recorded in the card).
+        num_samples: N > 0.
+        base_seed: sample i uses seed base_seed + i.
+        batch_size: samples per pipeline call (does not change the result).
+        shard_size: rows per parquet shard (the unit of resumption); part of the settings.
+        process_index, num_processes: which shards this process makes (shard k goes to
+            process k % num_processes). Default: from Accelerate, so `accelerate launch`
+            splits the work; pass them to split by hand.
+        pipe: an already loaded pipeline (skips loading `pipeline`).
+
+    Returns `out` when every shard exists and the card is written, else None (other
+    processes still have shards to make).
+    """
+    if num_samples is None or num_samples <= 0:
+        raise ValueError(f"the number of samples must be > 0, got {num_samples}")
+    if batch_size <= 0 or shard_size <= 0:
+        raise ValueError("batch_size and shard_size must be > 0")
+    from accelerate import PartialState
+
+    explicit = process_index is not None
+    state = None if explicit else PartialState()
+    if not explicit:
+        process_index, num_processes = state.process_index, state.num_processes
+        device = device or str(state.device)
+    num_processes = num_processes or 1
+    is_main = process_index == 0
+
+    if overwrite and is_main and os.path.isdir(out):
+        shutil.rmtree(out)
+    if state is not None:
+        state.wait_for_everyone()
+    pipe = pipe or load_pipeline(pipeline, device=device)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    pipe_config = pipe.config
+    config = GenerationConfig(
+        generator=pipeline,
+        num_samples=int(num_samples),
+        base_seed=int(base_seed),
+        num_inference_steps=int(num_inference_steps),
+        eta=float(eta),
+        label_noise=label_noise,
+        shard_size=int(shard_size),
+        balancing_factor=float(pipe_config.balancing_factor),
+        class_names=list(pipe_config.class_names),
+        resolution=int(height),
+        label_loss=pipe_config.label_loss,
+        label_encoding=pipe_config.label_encoding,
+        image_prediction_type=pipe_config.image_prediction_type,
+        license=license,
+    )
+    if is_main:
+        os.makedirs(out, exist_ok=True)
+    if state is not None:
+        state.wait_for_everyone()
+    _check_or_write_config(out, config, is_main or explicit)
+    features = generated_features(config.class_names, height, width, with_soft_labels=config.label_loss == "ce")
+
+    my_shards = [k for k in range(config.num_shards) if k % num_processes == process_index]
+    todo = [k for k in my_shards if not os.path.isfile(_shard_path(out, config, k))]
+    progress = tqdm(total=sum(_shard_rows(config, k) for k in todo), desc=f"generating ({len(todo)} shards)", disable=not show_progress)
+    for shard in todo:
+        rows, kl = _generate_shard(pipe, config, shard, batch_size, progress)
+        path = _shard_path(out, config, shard)
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(path + ".tmp")
+        os.replace(path + ".tmp", path)
+        if kl is not None:
+            np.save(_kl_path(out, config, shard), kl)
+    progress.close()
+
+    if state is not None:
+        state.wait_for_everyone()
+        if not is_main:
+            return None
+    missing = [k for k in range(config.num_shards) if not os.path.isfile(_shard_path(out, config, k))]
+    if missing:
+        return None
+    finalize_generated_dataset(out, config, save_to_disk=save_to_disk)
+    return out
+
+
+def _kl_path(out: str, config: GenerationConfig, shard: int) -> str:
+    """Per-shard float16 cost, kept beside (not inside) data/ until the card is written."""
+    folder = os.path.join(out, ".soft_label_kl")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{shard:05d}.npy")
+
+
+def parquet_files(out: str) -> str:
+    """Glob of a generated dataset's shards, for `load_dataset("parquet", data_files=...)`."""
+    return os.path.join(out, "data", "train-*.parquet")
+
+
+def _shard_rows(config: GenerationConfig, shard: int) -> int:
+    return min(config.shard_size, config.num_samples - shard * config.shard_size)
+
+
+def _generate_shard(pipe: DAKTerPipeline, config: GenerationConfig, shard: int, batch_size: int, progress) -> tuple:
+    start = shard * config.shard_size
+    indices = list(range(start, start + _shard_rows(config, shard)))
+    rows: Dict[str, list] = {name: [] for name in ("image", "soft_label", "mask", "seed", "index", "classes")}
+    kls = []
+    for first in range(0, len(indices), batch_size):
+        batch = indices[first : first + batch_size]
+        seeds = [config.base_seed + i for i in batch]
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        out = pipe(
+            batch_size=len(batch),
+            num_inference_steps=config.num_inference_steps,
+            generator=generators,
+            eta=config.eta,
+            label_noise=config.label_noise,
+            output_type="np",
+        )
+        for k, (index, seed) in enumerate(zip(batch, seeds)):
+            grey = (out.images[k, ..., 0] * 255).round().astype(np.uint8)
+            mask = out.masks[k].astype(np.uint8)
+            rows["image"].append(Image.fromarray(grey, mode="L"))
+            rows["mask"].append(Image.fromarray(mask, mode="L"))
+            rows["seed"].append(seed)
+            rows["index"].append(index)
+            rows["classes"].append(classes_present(mask))
+            if out.soft_labels is not None:
+                rows["soft_label"].append(out.soft_labels[k].astype(np.float16))
+        if out.soft_labels is not None:
+            kls.append(soft_label_kl(out.soft_labels, out.soft_labels.astype(np.float16)))
+        progress.update(len(batch))
+    if not rows["soft_label"]:
+        rows.pop("soft_label")
+    return rows, (np.concatenate(kls) if kls else None)
+
+
+def finalize_generated_dataset(out: str, config: GenerationConfig, save_to_disk: bool = True) -> None:
+    """Card, KL summary and (optionally) the save_to_disk form, once every shard exists."""
+    kl_files = [_kl_path(out, config, k) for k in range(config.num_shards)]
+    kl_summary = None
+    if config.label_loss == "ce" and all(os.path.isfile(f) for f in kl_files):
+        kl = np.concatenate([np.load(f) for f in kl_files])
+        kl_summary = {"temperature": KD_TEMPERATURE, "mean": float(kl.mean()), "max": float(kl.max())}
+    record = asdict(config)
+    record["soft_label_kl"] = kl_summary
+    _write_json(os.path.join(out, CONFIG_NAME), record)
+    if save_to_disk:
+        data = datasets.load_dataset("parquet", data_files={"train": parquet_files(out)}, split="train")
+        target = os.path.join(out, "hf")
+        shutil.rmtree(target + ".tmp", ignore_errors=True)
+        datasets.DatasetDict({"train": data}).save_to_disk(target + ".tmp")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(target + ".tmp", target)
+    write_dataset_card(out, config, kl_summary)
+    shutil.rmtree(os.path.join(out, ".soft_label_kl"), ignore_errors=True)
+
+
+DATASET_CARD = """---
+license: {license}
+task_categories:
+- image-segmentation
+tags:
+- dakter
+- sar
+- oil-spill
+- synthetic
+- soft-labels
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+---
+
+# Generated SAR oil-spill images with soft labels (DAKTer)
+
+{num_samples} synthetic {resolution}x{resolution} SAR images with per-pixel soft labels over
+{num_classes} classes ({class_list}), sampled from the DAKTer joint diffusion model
+`{generator}`. These are **generated** images, not observations.
+
+| | |
+|---|---|
+| generator | `{generator}` |
+| balancing factor b | {b:.4f} |
+| label loss / encoding / image parameterisation | {label_loss} / {label_encoding} / {prediction} |
+| sampler | DDIM, {steps} steps, eta = {eta}, label noise: {label_noise} |
+| seeds | sample i uses seed {first_seed} + i ({first_seed} .. {last_seed}) |
+
+## Columns
+
+- `image`: the generated SAR image (grey).
+- `soft_label`: {soft_label_text}
+- `mask`: the hard mask (argmax of the soft label; class ids).
+- `seed`, `index`: reproduce sample `index` with `torch.Generator().manual_seed(seed)`.
+- `classes`: class ids present in the mask; its `ClassLabel` holds the class names.
+
+## Load
+
+```python
+from datasets import load_dataset
+data = load_dataset("parquet", data_dir="data", split="train")  # or load_dataset("<repo id>")
+data = data.with_format("torch")
+data[0]["soft_label"].shape  # (C, H, W)
+```
+
+## Licence
+
+`{license}`. Generated data can carry the terms of the data its generator was trained on;
+check them before redistributing.
+"""
+
+
+def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[Dict]) -> str:
+    if config.label_loss == "ce":
+        soft_label_text = "the final label logits, float16 `Array3D(C, H, W)` (half the size of float32)."
+        if kl_summary:
+            soft_label_text += (
+                f" Measured cost of float16 on these samples: mean KL(float32 || float16) per pixel at "
+                f"T = {kl_summary['temperature']:g} is {kl_summary['mean']:.2e} (max per sample {kl_summary['max']:.2e})."
+            )
+    else:
+        soft_label_text = "absent: this generator was trained with L2 labels (a baseline) and has no logits."
+    text = DATASET_CARD.format(
+        license=config.license,
+        num_samples=config.num_samples,
+        resolution=config.resolution,
+        num_classes=len(config.class_names),
+        class_list=", ".join(f"{i} = {n}" for i, n in enumerate(config.class_names)),
+        generator=config.generator,
+        b=config.balancing_factor,
+        label_loss=config.label_loss,
+        label_encoding=config.label_encoding,
+        prediction=config.image_prediction_type,
+        steps=config.num_inference_steps,
+        eta=config.eta,
+        label_noise=config.label_noise,
+        first_seed=config.base_seed,
+        last_seed=config.base_seed + config.num_samples - 1,
+        soft_label_text=soft_label_text,
+    )
+    path = os.path.join(out, "README.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def push_generated_dataset(out: str, repo_id: str, private: bool = False, api=None) -> str:
+    """Upload the card and parquet shards (not the save_to_disk copy) as a Hub dataset repo."""
+    from .hub import push_folder
+
+    if not os.path.isfile(os.path.join(out, "README.md")):
+        raise FileNotFoundError(f"{out}: no dataset card; generation is not complete")
+    return push_folder(out, repo_id, private=private, repo_type="dataset", api=api, ignore_patterns=["hf/*", "*.tmp", ".soft_label_kl/*"])
