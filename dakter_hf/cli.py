@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (DataError, OSError, ValueError) as error:
         print(f"dakter {args.command}: error: {error}", file=sys.stderr)
         return 2
 

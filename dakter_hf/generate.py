@@ -120,10 +120,13 @@ def _write_json(path: str, payload: Dict) -> None:
 
 def load_pipeline(pipeline: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> DAKTerPipeline:
     """A DAKTerPipeline from a directory or Hub id, with a clear error for anything else."""
-    if os.path.sep in pipeline or pipeline.startswith("."):
-        if not os.path.isfile(os.path.join(pipeline, "model_index.json")):
-            raise FileNotFoundError(f"--pipeline {pipeline}: no model_index.json there; expected a folder written by DAKTerPipeline.save_pretrained")
-    pipe = DAKTerPipeline.from_pretrained(pipeline, torch_dtype=dtype) if dtype else DAKTerPipeline.from_pretrained(pipeline)
+    looks_local = os.path.isdir(pipeline) or os.path.sep in pipeline or pipeline.startswith(".") or pipeline.count("/") != 1
+    if looks_local and not os.path.isfile(os.path.join(pipeline, "model_index.json")):
+        raise FileNotFoundError(f"--pipeline {pipeline}: no model_index.json there; expected a folder written by DAKTerPipeline.save_pretrained or a Hub id")
+    try:
+        pipe = DAKTerPipeline.from_pretrained(pipeline, torch_dtype=dtype) if dtype else DAKTerPipeline.from_pretrained(pipeline)
+    except OSError as error:
+        raise FileNotFoundError(f"--pipeline {pipeline}: could not load a pipeline from this Hub id ({error})") from error
     if device:
         pipe.to(device)
     return pipe

@@ -116,7 +116,6 @@ class DAKTerObjective:
             clip_sample=False,
             thresholding=False,
             timestep_spacing="trailing" if self.zero_terminal_snr else "leading",
-            set_alpha_to_one=not self.zero_terminal_snr,
         )
 
     def clean_sample(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -140,10 +139,12 @@ class DAKTerObjective:
             raise ValueError(f"masks must be (B, H, W) = {(images.shape[0], *images.shape[2:])}, got {tuple(masks.shape)}")
         batch, device = images.shape[0], images.device
         clean = self.clean_sample(images, masks)
-        if noise is None:
-            noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype) if generator is None or generator.device == device else torch.randn(clean.shape, generator=generator, dtype=clean.dtype).to(device)
+        if noise is None:  # drawn where the generator lives, then moved
+            noise_device = generator.device if generator is not None else device
+            noise = torch.randn(clean.shape, generator=generator, device=noise_device, dtype=clean.dtype).to(device)
         if timesteps is None:
-            timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=generator.device if generator is not None else device).to(device)
+            steps_device = generator.device if generator is not None else device
+            timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=steps_device).to(device)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         output = unet(noisy, timesteps).sample
 

@@ -52,9 +52,9 @@ class JointTrainingArguments:
     unet_preset: str = field(default="small", metadata={"help": f"UNet preset: {', '.join(UNET_PRESETS)}"})
     unet_config: Optional[str] = field(default=None, metadata={"help": "JSON dict of UNet2DModel overrides"})
     init_from: Optional[str] = field(default=None, metadata={"help": "pipeline dir to start from (stage 2 from stage 1)"})
-    balancing_factor: Optional[str] = field(
-        default=None,
-        metadata={"help": "'auto' (SNR value on the training split), 'none' (b=1), a number, or 'inherit' (from --init_from). Default: inherit with --init_from, else auto"},
+    balancing_factor: str = field(
+        default="default",
+        metadata={"help": "'auto' (SNR value on the training split), 'none' (b=1), a number, or 'inherit' (from --init_from). 'default': inherit with --init_from, else auto"},
     )
     balance_resolution: Optional[str] = field(default="train", metadata={"help": "resolution b is computed at: 'train' (the training resolution), 'native', or a number"})
     label_loss: str = field(default="ce", metadata={"help": "ce (DAKTer) or l2 (plain DDPM / SatSynth baselines)"})
@@ -110,6 +110,7 @@ class JointTrainingArguments:
 def _parse_bool(value: str) -> bool:
     if isinstance(value, bool):
         return value
+    value = str(value)
     if value.lower() in ("1", "true", "yes", "y", "on"):
         return True
     if value.lower() in ("0", "false", "no", "n", "off"):
@@ -146,11 +147,17 @@ def load_config_file(path: str) -> Dict[str, Any]:
         config = yaml.safe_load(text)
     if not isinstance(config, dict):
         raise ValueError(f"--config {path}: expected a mapping of argument names to values")
-    known = {f.name for f in fields(JointTrainingArguments)}
-    unknown = sorted(set(config) - known)
+    known = {f.name: f for f in fields(JointTrainingArguments)}
+    unknown = sorted(set(config) - set(known))
     if unknown:
         raise ValueError(f"--config {path}: unknown argument(s) {unknown}")
-    return config
+    converted = {}
+    for name, value in config.items():
+        try:  # YAML 1.1 reads `1e-4` as a string: convert every value like its flag
+            converted[name] = value if value is None else _field_type(known[name])(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+            raise ValueError(f"--config {path}: {name}: {error}") from None
+    return converted
 
 
 def parse_args(argv: Optional[List[str]] = None) -> JointTrainingArguments:
@@ -158,12 +165,14 @@ def parse_args(argv: Optional[List[str]] = None) -> JointTrainingArguments:
     parser = argparse.ArgumentParser(description="Train the DAKTer joint SAR image + soft-label diffusion model.")
     parser.add_argument("--config", default=None, help="YAML or JSON file with any of the arguments below")
     for f in fields(JointTrainingArguments):
-        parser.add_argument(f"--{f.name}", type=_field_type(f), default=None, help=f.metadata.get("help", ""))
-    namespace = parser.parse_args(argv)
+        # SUPPRESS: a flag not given stays out of the namespace, so an explicit `none` is kept
+        parser.add_argument(f"--{f.name}", type=_field_type(f), default=argparse.SUPPRESS, help=f.metadata.get("help", ""))
+    namespace = vars(parser.parse_args(argv))
     values: Dict[str, Any] = {}
-    if namespace.config:
-        values.update(load_config_file(namespace.config))
-    values.update({k: v for k, v in vars(namespace).items() if k != "config" and v is not None})
+    config_path = namespace.pop("config", None)
+    if config_path:
+        values.update(load_config_file(config_path))
+    values.update(namespace)
     return JointTrainingArguments(**values)
 
 
@@ -188,7 +197,9 @@ def step_generator(seed: int, micro_step: int, process_index: int) -> torch.Gene
 # -------------------------------------------------------------------------- helpers
 def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pipeline) -> Dict[str, Any]:
     """b and how it was obtained, for the pipeline config and the model card."""
-    choice = args.balancing_factor or ("inherit" if init_pipeline is not None else "auto")
+    choice = str(args.balancing_factor).lower()
+    if choice == "default":
+        choice = "inherit" if init_pipeline is not None else "auto"
     if choice == "inherit":
         if init_pipeline is None:
             raise ValueError("--balancing_factor inherit needs --init_from")
@@ -238,7 +249,7 @@ def build_pipeline(unet, objective: DAKTerObjective, class_names, balance: Dict[
 def train(args: JointTrainingArguments) -> str:
     """Run training; returns the directory of the saved pipeline."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -270,6 +281,7 @@ def train(args: JointTrainingArguments) -> str:
         zero_terminal_snr=args.zero_terminal_snr,
         num_train_timesteps=args.num_train_timesteps,
     )
+    set_seed(args.seed)  # fixes the UNet initialisation
     if init_pipeline is not None:
         unet = init_pipeline.unet
         unet.register_to_config(sample_size=args.resolution)

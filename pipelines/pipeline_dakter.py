@@ -224,9 +224,11 @@ class DAKTerPipeline(DiffusionPipeline):
                 makes each sample reproducible on its own, whatever the batch.
             eta (`float`, defaults to 0.0): DDIM eta; 0 is the paper's deterministic step.
             label_noise (`str`, defaults to `"consistent"`): `consistent` keeps the label state
-                in the b-scaled space with unscaled noise, as in training; `literal` reads
-                Algorithm 2 as printed and feeds `b * y_t` to the network, which also scales
-                the label noise by b.
+                in the b-scaled space with unit-variance noise, as in training. `literal` reads
+                Algorithm 2 as printed: the network sees `b * y'_t` with `y'_T ~ N(0, I)`, so the
+                label noise enters scaled by b and, the DDIM step being deterministic, stays so.
+                (Multiplying the DDIM output by b again at every step would compound to b^steps
+                and overflow for b > ~1.5, so the scaling is applied once, to the start noise.)
             clip_image (`bool`, defaults to True): clamp the image's x0 estimate to [-1, 1].
             output_type (`str`, defaults to `"pil"`): `pil`, `np` or `pt`.
             return_dict (`bool`, defaults to True): return a [`DAKTerPipelineOutput`] or a tuple.
@@ -245,21 +247,21 @@ class DAKTerPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
 
         state = randn_tensor((batch_size, channels, height, width), generator=generator, device=device, dtype=dtype)
+        if label_noise == "literal":
+            state = torch.cat([state[:, :1], state[:, 1:] * b], dim=1)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
-        label_scale = b if label_noise == "literal" else 1.0
 
         label_output = None
         for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = torch.cat([state[:, :1], state[:, 1:] * label_scale], dim=1) if label_scale != 1.0 else state
-            output = self.unet(model_input, t).sample
+            output = self.unet(state, t).sample
             label_output = output[:, 1:]
-            image_x0 = image_x0_from_output(output[:, :1], model_input[:, :1], alphas_cumprod[t], config.image_prediction_type)
+            image_x0 = image_x0_from_output(output[:, :1], state[:, :1], alphas_cumprod[t], config.image_prediction_type)
             if clip_image:
                 image_x0 = image_x0.clamp(-1, 1)
             label_x0 = label_prediction_to_state(label_output, config.label_loss, b)
             clean = torch.cat([image_x0, label_x0], dim=1)
-            state = self.scheduler.step(clean, t, model_input, eta=eta, generator=generator).prev_sample
+            state = self.scheduler.step(clean, t, state, eta=eta, generator=generator).prev_sample
 
         images = (state[:, :1].float() / 2 + 0.5).clamp(0, 1)
         label_output = label_output.float()

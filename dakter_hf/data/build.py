@@ -34,6 +34,23 @@ def read_grey(path: str) -> np.ndarray:
         raise DataError(f"{path}: cannot read this file as an image ({error})") from error
 
 
+def read_class_ids(path: str) -> np.ndarray:
+    """Read a mask whose pixel values are class ids.
+
+    Palette (P) and grey masks keep their stored values (palette indices are the
+    class ids); only RGB(A) masks are reduced to one grey channel.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("P", "L", "I", "I;16", "1"):
+                return np.asarray(image).astype(np.uint8) if image.mode != "1" else np.asarray(image, dtype=np.uint8)
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+
+
 def read_rgb(path: str) -> np.ndarray:
     """Read an image file as uint8 (H, W, 3)."""
     if not os.path.isfile(path):

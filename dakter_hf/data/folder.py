@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import datasets
 
-from .build import DataError, build_split, check_pair, file_signature, read_grey, require_dir
+from .build import DataError, build_split, check_pair, file_signature, read_class_ids, read_grey, require_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 FOLDER_SPLITS = ("train", "validation", "test")
@@ -59,7 +59,7 @@ def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = No
         def records(pairs=pairs, source=source):
             for sample_id, image_path, mask_path in pairs:
                 image = read_grey(image_path)
-                mask = read_grey(mask_path)
+                mask = read_class_ids(mask_path)
                 check_pair(image, mask, image_path, mask_path)
                 if mask.max() >= len(class_names):
                     raise DataError(

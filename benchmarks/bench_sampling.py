@@ -1,0 +1,64 @@
+"""DAKTerPipeline vs diffusers' DDIMPipeline: same UNet, steps and batch, in one run.
+
+    python benchmarks/bench_sampling.py [--preset small --resolution 64 --batch 4 --steps 50 --repeats 5]
+
+Runs alternate between the two pipelines and the median of each is compared, so
+background load affects both alike. Goal: ratio (DAKTer / DDIM) <= 1.03.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from diffusers import DDIMPipeline, DDIMScheduler
+
+from dakter_hf.objective import DAKTerObjective
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+from dakter_hf.unet import make_joint_unet
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    unet = make_joint_unet(args.classes, args.preset, sample_size=args.resolution).to(args.device).eval()
+    objective = DAKTerObjective(args.classes, balancing_factor=0.44)
+    dakter = DAKTerPipeline(unet=unet, scheduler=objective.sampling_scheduler(), balancing_factor=0.44, class_names=[f"c{i}" for i in range(args.classes)])
+    ddim = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(objective.scheduler.config))
+    for pipe in (dakter, ddim):
+        pipe.set_progress_bar_config(disable=True)
+
+    def run(pipe):
+        generator = torch.Generator().manual_seed(0)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        pipe(batch_size=args.batch, num_inference_steps=args.steps, generator=generator, output_type="np")
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run(dakter), run(ddim)  # warm-up
+    times = {"dakter": [], "ddim": []}
+    for _ in range(args.repeats):
+        times["dakter"].append(run(dakter))
+        times["ddim"].append(run(ddim))
+    dakter_s, ddim_s = statistics.median(times["dakter"]), statistics.median(times["ddim"])
+    print(f"device={args.device} preset={args.preset} {args.resolution}px batch={args.batch} steps={args.steps} repeats={args.repeats} threads={torch.get_num_threads()}")
+    print(f"DDIMPipeline   median {ddim_s:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['ddim'])})")
+    print(f"DAKTerPipeline median {dakter_s:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['dakter'])})")
+    ratio = dakter_s / ddim_s
+    print(f"ratio DAKTer/DDIM = {ratio:.3f}  (goal <= 1.03: {'met' if ratio <= 1.03 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
