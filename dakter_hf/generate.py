@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .data.features import classes_present
 from .data.io import parquet_shard_name
+from .devices import no_accelerator
 from .pipelines.pipeline_dakter import DAKTerPipeline
 
 KD_TEMPERATURE = 2.0  # the paper's T; the temperature the stored soft labels are checked at
@@ -174,7 +175,7 @@ def generate_dataset(
     from accelerate import PartialState
 
     explicit = process_index is not None
-    state = None if explicit else PartialState()
+    state = None if explicit else PartialState(cpu=no_accelerator())
     if not explicit:
         process_index, num_processes = state.process_index, state.num_processes
         device = device or str(state.device)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from .balance import compute_balance_stats
 from .data.features import class_names_of
 from .data.sources import load_source
+from .devices import no_accelerator
 from .model_card import write_model_card
 from .objective import DAKTerObjective, canonical_prediction_type
 from .pipelines.pipeline_dakter import DAKTerPipeline
@@ -255,6 +256,7 @@ def train(args: JointTrainingArguments) -> str:
 
     report_to = None if (args.report_to in (None, "none")) else args.report_to
     accelerator = Accelerator(
+        cpu=no_accelerator(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=report_to,

@@ -201,6 +201,27 @@ def test_same_dataset_for_one_and_two_processes(pipeline_dir, reference, tmp_pat
     assert (out / "README.md").exists() and (out / "hf").is_dir()
 
 
+def test_accelerate_launch_two_processes_matches_one(pipeline_dir, reference, tmp_path):
+    """The real multi-process path: `accelerate launch --multi_gpu --num_processes 2` (gloo on a CPU) splits the shards."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "launched"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dakter_hf.cli", "generate",
+        "--pipeline", pipeline_dir, "--out", str(out), "-n", str(N), "--steps", str(STEPS),
+        "--shard-size", str(SHARD), "--batch-size", "2", "--license", "cc-by-4.0",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # two processes really ran: one made shards 0 and 2, the other shard 1
+    assert "generating (2 shards)" in done.stderr and "generating (1 shards)" in done.stderr, done.stderr[-3000:]
+    assert_same_rows(rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0)
+    assert (out / "README.md").exists()
+
+
 # ------------------------------------------------------------------ kill / resume
 def test_kill_and_resume(pipeline_dir, reference, tmp_path):
     out = tmp_path / "killed"
