@@ -12,13 +12,16 @@ all call it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Tuple, Union
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .data.features import class_names_of
-from .data.arrays import image_to_unit_range, mask_to_ids, resize_pair
+from .data.arrays import image_to_unit_range, iter_image_mask_pairs, mask_to_ids, resize_pair
+
+if TYPE_CHECKING:
+    import datasets
 
 
 def mean_power(x: np.ndarray) -> float:
@@ -35,10 +38,17 @@ def mean_power(x: np.ndarray) -> float:
 
 
 def normalized_one_hot(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Class-id mask (H, W) -> one-hot in {-1, 1}, shape (C, H, W) (Algorithm 1, line 1)."""
-    mask = np.asarray(mask)
-    one_hot = (mask[None, :, :] == np.arange(num_classes)[:, None, None]).astype(np.float64)
-    return one_hot * 2.0 - 1.0
+    """Class-id mask (H, W) -> one-hot in {-1, 1}, shape (C, H, W) (Algorithm 1, line 1).
+
+    The codes come from the pipeline's label codec (`label_codebook(C, "onehot")`),
+    the one definition shared with training and sampling. Ids must lie in 0..C-1.
+    """
+    # imported here: the pipeline module pulls in diffusers, which `import dakter_hf` avoids
+    from .pipelines.pipeline_dakter import label_codebook
+
+    ids = np.asarray(mask).astype(np.int64, copy=False)
+    codebook = label_codebook(num_classes, "onehot").numpy().astype(np.float64)
+    return np.ascontiguousarray(np.moveaxis(codebook[ids], -1, 0))
 
 
 @dataclass
@@ -56,19 +66,6 @@ class BalanceStats:
 
 
 Pair = Tuple[object, object]
-
-
-def _iter_pairs(data, image_key: str, mask_key: str) -> Iterable[Pair]:
-    if hasattr(data, "features") and hasattr(data, "column_names"):
-        for row in data:
-            yield row[image_key], row[mask_key]
-    else:
-        for item in data:
-            if isinstance(item, dict):
-                yield item[image_key], item[mask_key]
-            else:
-                image, mask = item
-                yield image, mask
 
 
 def compute_balance_stats(
@@ -100,7 +97,7 @@ def compute_balance_stats(
     total_label = 0.0
     count = 0
     total = len(data) if hasattr(data, "__len__") else None
-    for image, mask in tqdm(_iter_pairs(data, image_key, mask_key), total=total, disable=not show_progress, desc="balancing factor"):
+    for image, mask in tqdm(iter_image_mask_pairs(data, image_key, mask_key), total=total, disable=not show_progress, desc="balancing factor"):
         image, mask = resize_pair(image, mask, resolution)
         x0 = image_to_unit_range(image)
         ids = mask_to_ids(mask)

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import List, Optional
 
-
-def _add_source_arguments(parser: argparse.ArgumentParser, flag: str) -> None:
-    parser.add_argument(flag, required=True, help="sos:ROOT, osd:ROOT, folder:ROOT, simulate:N, or a saved dataset dir")
-    parser.add_argument("--sensor", default="palsar", choices=["palsar", "sentinel"], help="SOS sensor")
-    parser.add_argument("--classes", default=None, help="comma-separated class names (folder:ROOT)")
-    parser.add_argument("--num-classes", type=int, default=2, help="simulate:N classes (2: SOS-like, 5: OSD-like)")
-    parser.add_argument("--size", type=int, default=64, help="simulate:N image size")
-    parser.add_argument("--seed", type=int, default=0, help="simulate:N seed; OSD all-sea patch selection seed")
-
-
-def _load(args, spec: str, split: Optional[str]):
-    from .data.sources import load_source
-
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    return load_source(spec, sensor=args.sensor, split=split, class_names=classes, num_classes=args.num_classes, size=args.size, seed=args.seed)
+from .sources_cli import SOURCE_HELP, add_source_options, load_from_args
 
 
 def summarize(data) -> str:
@@ -50,7 +34,7 @@ def cmd_data(args) -> int:
     from .balance import compute_balance_stats
     from .data.io import save_dataset
 
-    data = _load(args, args.source, args.split)
+    data = load_from_args(args, args.source, args.split)
     paths = save_dataset(data, args.out, overwrite=args.overwrite)
     print(summarize(data))
     split = "train" if "train" in data else next(iter(data))
@@ -63,7 +47,7 @@ def cmd_data(args) -> int:
 def cmd_balance(args) -> int:
     from .balance import compute_balance_stats
 
-    data = _load(args, args.data, args.split)
+    data = load_from_args(args, args.data, args.split)
     stats = compute_balance_stats(data[args.split], resolution=args.resolution, show_progress=True)
     where = "native size" if args.resolution is None else f"{args.resolution}x{args.resolution}"
     print(f"b = {stats.b:.4f}  ({stats.num_images} images, split {args.split}, {where}; P(x0) = {stats.power_image:.4g}, P(y0) = {stats.power_label:.4g})")
@@ -75,14 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="load a SAR dataset and write it as a Hugging Face dataset (save_to_disk + parquet)")
-    _add_source_arguments(data, "--source")
+    data.add_argument("--source", required=True, help=SOURCE_HELP)
+    add_source_options(data)
     data.add_argument("--split", default=None, help="one split only (default: all)")
     data.add_argument("--out", required=True, help="output folder")
     data.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     data.set_defaults(func=cmd_data)
 
     balance = sub.add_parser("balance", help="print the SNR balancing factor b of a dataset split")
-    _add_source_arguments(balance, "--data")
+    balance.add_argument("--data", required=True, help=SOURCE_HELP)
+    add_source_options(balance)
     balance.add_argument("--split", default="train")
     balance.add_argument("--resolution", type=int, default=None, help="resize to R x R first (default: native size)")
     balance.set_defaults(func=cmd_balance)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
+
+from .data.io import atomic_write_json
+from .sources_cli import add_source_options, load_from_args
 
 
 # ------------------------------------------------------------------------- generate
@@ -15,19 +17,19 @@ def _register_generate(sub) -> None:
     count.add_argument("-n", "--num-samples", type=int, help="number of samples N")
     count.add_argument("--scale", type=float, help="N as a fraction of the real training set (needs --real)")
     parser.add_argument("--real", default=None, help="real training data for --scale (sos:ROOT, saved dir, ...)")
-    parser.add_argument("--sensor", default="palsar", help="SOS sensor of --real")
+    add_source_options(parser, seed=False)
     parser.add_argument("--seed", type=int, default=0, help="base seed: sample i uses seed + i")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per pipeline call (does not change the result)")
     parser.add_argument("--shard-size", type=int, default=256, help="rows per parquet shard (the unit of resumption)")
     parser.add_argument("--steps", type=int, default=200, help="DDIM steps (paper: 200)")
-    parser.add_argument("--eta", type=float, default=0.0)
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the paper)")
     parser.add_argument("--label-noise", default="consistent", choices=["consistent", "literal"])
     parser.add_argument("--license", default="other", help="licence field of the dataset card")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: Accelerate's choice)")
     parser.add_argument("--no-save-to-disk", action="store_true", help="write only the parquet shards")
     parser.add_argument("--overwrite", action="store_true", help="delete --out first")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload card and shards as a Hub dataset repo")
-    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--private", action="store_true", help="create the Hub dataset repo as private")
     parser.set_defaults(func=_cmd_generate)
 
 
@@ -40,9 +42,7 @@ def _cmd_generate(args) -> int:
             raise ValueError("--scale needs --real (the real training data the fraction refers to)")
         if args.scale <= 0:
             raise ValueError(f"--scale must be > 0, got {args.scale}")
-        from .data.sources import load_source
-
-        real = load_source(args.real, sensor=args.sensor, split="train")["train"]
+        real = load_from_args(args, args.real, "train")["train"]
         num_samples = max(1, round(args.scale * len(real)))
         print(f"--scale {args.scale} of {len(real)} real training images: N = {num_samples}")
     done = generate_dataset(
@@ -73,7 +73,7 @@ def _register_quality(sub) -> None:
     parser = sub.add_parser("quality", help="SAR-aware quality statistics: real vs generated (no Inception network)")
     parser.add_argument("--real", required=True, help="real data: sos:ROOT, saved dataset dir, ...")
     parser.add_argument("--generated", required=True, help="generated dataset dir (from `dakter generate`)")
-    parser.add_argument("--sensor", default="palsar")
+    add_source_options(parser)
     parser.add_argument("--split", default="train", help="split of --real")
     parser.add_argument("--max-images", type=int, default=None, help="use the first N images of each")
     parser.add_argument("--json", default=None, help="write the report here (default: GENERATED/quality.json)")
@@ -81,17 +81,14 @@ def _register_quality(sub) -> None:
 
 
 def _cmd_quality(args) -> int:
-    from .data.sources import load_source
+    from .data.sources import load_saved
     from .quality import format_quality_table, quality_report
 
-    real = load_source(args.real, sensor=args.sensor, split=args.split)[args.split]
-    generated = load_source(args.generated, split="train")["train"]
+    real = load_from_args(args, args.real, args.split)[args.split]
+    generated = load_saved(args.generated, split="train")["train"]
     report = quality_report(real, generated, max_images=args.max_images, show_progress=True)
     print(format_quality_table(report))
-    path = args.json or os.path.join(args.generated, "quality.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
+    path = atomic_write_json(args.json or os.path.join(args.generated, "quality.json"), report)
     print(f"wrote {path}")
     return 0
 
@@ -113,47 +110,42 @@ def _cmd_demo(args) -> int:
     """Dataset -> b -> train (tiny config) -> generate -> quality -> PNG grid, printing each result."""
     from importlib import resources
 
-    import numpy as np
-
-    from .balance import compute_balance_stats
     from .cli import summarize
     from .data.io import save_dataset
-    from .data.sources import load_source
+    from .data.sources import load_saved, load_source
     from .generate import generate_dataset
+    from .pipelines.pipeline_dakter import DAKTerPipeline
     from .quality import format_quality_table, quality_report
-    from .train_joint import load_config_file, JointTrainingArguments, train
-    from .visualize import softmax_probability, triplet_grid
+    from .train_joint import JointTrainingArguments, load_config_file, train
+    from .visualize import generated_samples_figure
 
     config = load_config_file(str(resources.files("dakter_hf.configs") / "tiny.yaml"))
-    config.update(output_dir=os.path.join(args.out, "model"), report_to="none")
+    data = load_source(config["data"], num_classes=config["num_classes"], size=config["resolution"], seed=config["seed"])
+    dataset_dir = os.path.join(args.out, "dataset")
+    save_dataset(data, dataset_dir, overwrite=True)
+    print("== 1. dataset (synthetic SAR scenes, clearly not real data)")
+    print(summarize(data))
+    config.update(data=dataset_dir, output_dir=os.path.join(args.out, "model"), report_to="none")
     if args.steps:
         config["max_train_steps"] = args.steps
     training = JointTrainingArguments(**config)
-    data = load_source(training.data, num_classes=training.num_classes, size=training.resolution, seed=training.seed)
-    save_dataset(data, os.path.join(args.out, "dataset"), overwrite=True)
-    print("== 1. dataset (synthetic SAR scenes, clearly not real data)")
-    print(summarize(data))
-    stats = compute_balance_stats(data["train"], resolution=training.resolution)
-    print(f"== 2. balancing factor b = {stats.b:.4f} ({stats.num_images} images at {training.resolution} px)")
-    print(f"== 3. joint training: {training.max_train_steps} steps, {training.unet_preset} UNet")
+    print(f"== 2. joint training: {training.max_train_steps} steps, {training.unet_preset} UNet at {training.resolution} px")
     pipeline_dir = train(training)
+    pipeline_config = DAKTerPipeline.load_config(pipeline_dir)
+    print(f"balancing factor b = {pipeline_config['balancing_factor']:.4f} (SNR value at {pipeline_config['balance_resolution']} px)")
     print(f"pipeline + model card: {pipeline_dir}")
     generated = os.path.join(args.out, "generated")
-    print(f"== 4. generating {args.samples} image/soft-label pairs")
-    generate_dataset(pipeline_dir, generated, num_samples=args.samples, num_inference_steps=args.inference_steps, overwrite=True, device="cpu")
+    print(f"== 3. generating {args.samples} image/soft-label pairs")
+    generate_dataset(pipeline_dir, generated, num_samples=args.samples, num_inference_steps=args.inference_steps, overwrite=True)
     print(f"dataset: {generated} (parquet in data/, card README.md)")
-    print("== 5. quality, real (synthetic) vs generated")
-    rows = load_source(generated, split="train")["train"]
+    print("== 4. quality, real (synthetic) vs generated")
+    rows = load_saved(generated, split="train")["train"]
     report = quality_report(data["train"], rows)
     print(format_quality_table(report))
-    with open(os.path.join(args.out, "quality.json"), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    soft = np.stack([np.asarray(s, dtype=np.float32) for s in rows["soft_label"]])
-    images = np.stack([np.asarray(i, dtype=np.float64) / 255 for i in rows["image"]])
-    masks = np.stack([np.asarray(m) for m in rows["mask"]])
+    atomic_write_json(os.path.join(args.out, "quality.json"), report)
     figure = os.path.join(args.out, "samples.png")
-    triplet_grid(images, masks, softmax_probability(soft, 1), columns=4).save(figure)
-    print(f"== 6. figure (image | oil probability | mask): {figure}")
+    generated_samples_figure(rows, columns=4).save(figure)
+    print(f"== 5. figure (image | oil probability | mask): {figure}")
     return 0
 
 

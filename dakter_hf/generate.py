@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -33,7 +34,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.features import classes_present
-from .data.io import parquet_shard_name
+from .data.io import atomic_write_json, atomic_write_text, parquet_shard_name, replace_folder
 from .devices import no_accelerator
 from .pipelines.pipeline_dakter import DAKTerPipeline
 
@@ -109,23 +110,16 @@ def _check_or_write_config(out: str, config: GenerationConfig, is_main: bool) ->
             raise ValueError(f"{out} holds a generation with other settings ({details}); use another --out or --overwrite")
     elif is_main:
         os.makedirs(os.path.join(out, "data"), exist_ok=True)
-        _write_json(path, asdict(config))
+        atomic_write_json(path, asdict(config))
 
 
-def _write_json(path: str, payload: Dict) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(path + ".tmp", path)
-
-
-def load_pipeline(pipeline: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None) -> DAKTerPipeline:
+def load_pipeline(pipeline: str, device: Optional[str] = None) -> DAKTerPipeline:
     """A DAKTerPipeline from a directory or Hub id, with a clear error for anything else."""
     looks_local = os.path.isdir(pipeline) or os.path.sep in pipeline or pipeline.startswith(".") or pipeline.count("/") != 1
     if looks_local and not os.path.isfile(os.path.join(pipeline, "model_index.json")):
         raise FileNotFoundError(f"--pipeline {pipeline}: no model_index.json there; expected a folder written by DAKTerPipeline.save_pretrained or a Hub id")
     try:
-        pipe = DAKTerPipeline.from_pretrained(pipeline, torch_dtype=dtype) if dtype else DAKTerPipeline.from_pretrained(pipeline)
+        pipe = DAKTerPipeline.from_pretrained(pipeline)
     except OSError as error:
         raise FileNotFoundError(f"--pipeline {pipeline}: could not load a pipeline from this Hub id ({error})") from error
     if device:
@@ -219,11 +213,15 @@ def generate_dataset(
     progress = tqdm(total=sum(_shard_rows(config, k) for k in todo), desc=f"generating ({len(todo)} shards)", disable=not show_progress)
     for shard in todo:
         rows, kl = _generate_shard(pipe, config, shard, batch_size, progress)
+        if kl is not None:  # the shard's float16 cost first: a finished shard always has it
+            kl_path = _kl_path(out, shard)
+            os.makedirs(os.path.dirname(kl_path), exist_ok=True)
+            with open(kl_path + ".tmp", "wb") as handle:
+                np.save(handle, kl)
+            os.replace(kl_path + ".tmp", kl_path)
         path = _shard_path(out, config, shard)
         datasets.Dataset.from_dict(rows, features=features).to_parquet(path + ".tmp")
         os.replace(path + ".tmp", path)
-        if kl is not None:
-            np.save(_kl_path(out, config, shard), kl)
     progress.close()
 
     if state is not None:
@@ -233,15 +231,19 @@ def generate_dataset(
     missing = [k for k in range(config.num_shards) if not os.path.isfile(_shard_path(out, config, k))]
     if missing:
         return None
-    finalize_generated_dataset(out, config, save_to_disk=save_to_disk)
+    if not _is_finalized(out):
+        finalize_generated_dataset(out, config, save_to_disk=save_to_disk)
     return out
 
 
-def _kl_path(out: str, config: GenerationConfig, shard: int) -> str:
+def _is_finalized(out: str) -> bool:
+    """A rerun of a finished generation changes nothing (the card is written last)."""
+    return os.path.isfile(os.path.join(out, "README.md"))
+
+
+def _kl_path(out: str, shard: int) -> str:
     """Per-shard float16 cost, kept beside (not inside) data/ until the card is written."""
-    folder = os.path.join(out, ".soft_label_kl")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{shard:05d}.npy")
+    return os.path.join(out, ".soft_label_kl", f"{shard:05d}.npy")
 
 
 def parquet_files(out: str) -> str:
@@ -290,21 +292,20 @@ def _generate_shard(pipe: DAKTerPipeline, config: GenerationConfig, shard: int, 
 
 def finalize_generated_dataset(out: str, config: GenerationConfig, save_to_disk: bool = True) -> None:
     """Card, KL summary and (optionally) the save_to_disk form, once every shard exists."""
-    kl_files = [_kl_path(out, config, k) for k in range(config.num_shards)]
+    kl_files = [_kl_path(out, k) for k in range(config.num_shards)]
     kl_summary = None
     if config.label_loss == "ce" and all(os.path.isfile(f) for f in kl_files):
         kl = np.concatenate([np.load(f) for f in kl_files])
         kl_summary = {"temperature": KD_TEMPERATURE, "mean": float(kl.mean()), "max": float(kl.max())}
     record = asdict(config)
     record["soft_label_kl"] = kl_summary
-    _write_json(os.path.join(out, CONFIG_NAME), record)
+    atomic_write_json(os.path.join(out, CONFIG_NAME), record)
     if save_to_disk:
         data = datasets.load_dataset("parquet", data_files={"train": parquet_files(out)}, split="train")
-        target = os.path.join(out, "hf")
-        shutil.rmtree(target + ".tmp", ignore_errors=True)
-        datasets.DatasetDict({"train": data}).save_to_disk(target + ".tmp")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(target + ".tmp", target)
+        staging = tempfile.mkdtemp(prefix="hf.tmp-", dir=out)
+        datasets.DatasetDict({"train": data}).save_to_disk(os.path.join(staging, "hf"))
+        replace_folder(os.path.join(staging, "hf"), os.path.join(out, "hf"))
+        shutil.rmtree(staging, ignore_errors=True)
     write_dataset_card(out, config, kl_summary)
     shutil.rmtree(os.path.join(out, ".soft_label_kl"), ignore_errors=True)
 
@@ -392,11 +393,7 @@ def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[
         last_seed=config.base_seed + config.num_samples - 1,
         soft_label_text=soft_label_text,
     )
-    path = os.path.join(out, "README.md")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
-    return path
+    return atomic_write_text(os.path.join(out, "README.md"), text)
 
 
 def push_generated_dataset(out: str, repo_id: str, private: bool = False, api=None) -> str:

@@ -8,6 +8,8 @@ import os
 
 import yaml
 
+from .data.io import atomic_write_text
+
 CARD_TEMPLATE = """---
 {metadata}---
 
@@ -48,15 +50,20 @@ out.masks        # argmax masks
 """
 
 
-def write_model_card(directory: str, args, class_names, balance, train_split, objective) -> str:
-    """Write README.md next to model_index.json (write, then rename)."""
+def write_model_card(directory: str, args, class_names, balance, objective, unet, run) -> str:
+    """Write README.md (with Hub metadata) next to model_index.json.
+
+    `run` holds what actually happened: {"steps", "batch" (global, with
+    accumulation), "num_train_images"}.
+    """
     metadata = {
         "library_name": "diffusers",
         "license": "apache-2.0",
         "pipeline_tag": "unconditional-image-generation",
         "tags": ["dakter", "sar", "oil-spill", "diffusion", "soft-labels", "remote-sensing", "image-segmentation"],
-        "datasets": [args.data] if not args.data.startswith(("simulate:", "/", ".")) and ":" not in args.data else [],
         "dakter": {
+            "data": args.data,
+            "num_train_images": run["num_train_images"],
             "num_classes": len(class_names),
             "class_names": list(class_names),
             "balancing_factor": round(balance["b"], 6),
@@ -65,18 +72,14 @@ def write_model_card(directory: str, args, class_names, balance, train_split, ob
             "resolution": args.resolution,
         },
     }
-    unet_path = os.path.join(directory, "unet", "config.json")
-    with open(unet_path, encoding="utf-8") as handle:
-        unet_config = json.load(handle)
-    parameters = _count_parameters(directory)
     text = CARD_TEMPLATE.format(
         metadata=yaml.safe_dump(metadata, sort_keys=False),
-        resolution=unet_config["sample_size"],
+        resolution=unet.config.sample_size,
         num_classes=len(class_names),
         class_list=", ".join(f"{i} = {n}" for i, n in enumerate(class_names)),
         data=args.data,
         split=args.split,
-        num_images=len(train_split),
+        num_images=run["num_train_images"],
         b=balance["b"],
         b_how=balance["how"],
         label_loss=objective.label_loss,
@@ -85,21 +88,10 @@ def write_model_card(directory: str, args, class_names, balance, train_split, ob
         timesteps=objective.scheduler.config.num_train_timesteps,
         zero_snr=", rescaled to zero terminal SNR" if objective.zero_terminal_snr else "",
         preset=args.unet_preset if not args.init_from else f"{args.unet_preset} (weights from {args.init_from})",
-        parameters=parameters / 1e6,
-        steps=args.max_train_steps,
-        batch=args.train_batch_size * args.gradient_accumulation_steps,
+        parameters=unet.num_parameters() / 1e6,
+        steps=run["steps"],
+        batch=run["batch"],
         repo=args.hub_model_id or directory,
         arguments=json.dumps(dataclasses.asdict(args), indent=2),
     )
-    path = os.path.join(directory, "README.md")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
-    return path
-
-
-def _count_parameters(directory: str) -> int:
-    from safetensors.torch import load_file
-
-    weights = load_file(os.path.join(directory, "unet", "diffusion_pytorch_model.safetensors"))
-    return sum(tensor.numel() for tensor in weights.values())
+    return atomic_write_text(os.path.join(directory, "README.md"), text)

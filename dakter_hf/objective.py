@@ -15,13 +15,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from .pipelines.pipeline_dakter import (
-    IMAGE_PREDICTION_TYPES,
-    LABEL_ENCODINGS,
-    LABEL_LOSSES,
-    encode_labels,
-    num_label_channels,
-)
+from .pipelines.pipeline_dakter import check_label_options, encode_labels, num_label_channels
 
 PREDICTION_ALIASES = {"sample": "sample", "x0": "sample", "epsilon": "epsilon", "eps": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction"}
 
@@ -72,14 +66,7 @@ class DAKTerObjective:
         beta_end: float = 0.02,
         beta_schedule: str = "linear",
     ):
-        if label_loss not in LABEL_LOSSES:
-            raise ValueError(f"label_loss must be one of {LABEL_LOSSES}, got {label_loss!r}")
-        if label_encoding not in LABEL_ENCODINGS:
-            raise ValueError(f"label_encoding must be one of {LABEL_ENCODINGS}, got {label_encoding!r}")
-        if label_encoding == "binary" and label_loss == "ce":
-            raise ValueError("label_encoding='binary' needs label_loss='l2' (bit channels are not class logits)")
-        if not balancing_factor > 0:
-            raise ValueError(f"balancing_factor must be > 0, got {balancing_factor}")
+        check_label_options(label_loss, label_encoding, float(balancing_factor))
         prediction = canonical_prediction_type(image_prediction_type)
         if prediction == "epsilon" and zero_terminal_snr:
             raise ValueError("image_prediction_type='epsilon' cannot be used with zero_terminal_snr: x0 is undefined at the last step; use 'v' or 'sample'")
@@ -120,8 +107,12 @@ class DAKTerObjective:
 
     def clean_sample(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """(x0, b * y0): the clean joint sample that gets noised (Algorithm 1, lines 1-2)."""
-        labels = encode_labels(masks, self.num_classes, self.label_encoding).to(images.dtype)
-        return torch.cat([images, labels * self.balancing_factor], dim=1)
+        return self._clean_and_codes(images, masks)[0]
+
+    def _clean_and_codes(self, images: torch.Tensor, masks: torch.Tensor):
+        """(x0, b * y0) and y0, the masks as {-1, 1} label codes (one-hot or binary)."""
+        codes = encode_labels(masks, self.num_classes, self.label_encoding).to(images.dtype)
+        return torch.cat([images, codes * self.balancing_factor], dim=1), codes
 
     def __call__(
         self,
@@ -138,7 +129,7 @@ class DAKTerObjective:
         if masks.shape != (images.shape[0], *images.shape[2:]):
             raise ValueError(f"masks must be (B, H, W) = {(images.shape[0], *images.shape[2:])}, got {tuple(masks.shape)}")
         batch, device = images.shape[0], images.device
-        clean = self.clean_sample(images, masks)
+        clean, codes = self._clean_and_codes(images, masks)
         if noise is None:  # drawn where the generator lives, then moved
             noise_device = generator.device if generator is not None else device
             noise = torch.randn(clean.shape, generator=generator, device=noise_device, dtype=clean.dtype).to(device)
@@ -162,8 +153,7 @@ class DAKTerObjective:
 
         if self.label_loss == "ce":
             label_loss = F.cross_entropy(label_output.float(), masks.long())
-        else:
-            codes = encode_labels(masks, self.num_classes, self.label_encoding)
+        else:  # plain DDPM / SatSynth: regress the unscaled {-1, 1} codes
             label_loss = F.mse_loss(label_output.float(), codes.float())
         return JointLossOutput(loss=image_loss + label_loss, image_loss=image_loss, label_loss=label_loss, timesteps=timesteps)
 

@@ -30,7 +30,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .data.arrays import mask_to_ids, to_grey_array
+from .data.arrays import is_dataset, iter_image_mask_pairs, mask_to_ids, to_grey_array
 
 __all__ = [
     "speckle_stats",
@@ -116,15 +116,33 @@ def _speckle_windows(image: np.ndarray, ids: np.ndarray, sea_class: int, window:
     return mu**2 / var, np.sqrt(var) / mu, int((~ok).sum())
 
 
-def _speckle_summary(enl: List[np.ndarray], cv: List[np.ndarray], constant: int) -> Dict[str, object]:
-    enl_all = np.concatenate(enl) if enl else np.empty(0)
-    cv_all = np.concatenate(cv) if cv else np.empty(0)
-    return {
-        "enl_median": _float_or_none(np.median(enl_all)) if enl_all.size else None,
-        "cv_median": _float_or_none(np.median(cv_all)) if cv_all.size else None,
-        "num_windows": int(enl_all.size),
-        "num_constant_windows": int(constant),
-    }
+class _Speckle:
+    """Per-tile ENL/CV of sea tiles, gathered one image at a time (see :func:`speckle_stats`)."""
+
+    def __init__(self, sea_class: int, window: int):
+        self.sea_class, self.window = sea_class, window
+        self.enl: List[np.ndarray] = []
+        self.cv: List[np.ndarray] = []
+        self.constant = 0
+
+    def add(self, image: np.ndarray, ids: np.ndarray) -> None:
+        enl, cv, constant = _speckle_windows(image, ids, self.sea_class, self.window)
+        self.enl.append(enl)
+        self.cv.append(cv)
+        self.constant += constant
+
+    def num_windows(self) -> int:
+        return sum(int(e.size) for e in self.enl)
+
+    def summary(self) -> Dict[str, object]:
+        enl_all = np.concatenate(self.enl) if self.enl else np.empty(0)
+        cv_all = np.concatenate(self.cv) if self.cv else np.empty(0)
+        return {
+            "enl_median": _float_or_none(np.median(enl_all)) if enl_all.size else None,
+            "cv_median": _float_or_none(np.median(cv_all)) if cv_all.size else None,
+            "num_windows": int(enl_all.size),
+            "num_constant_windows": int(self.constant),
+        }
 
 
 def speckle_stats(images, masks, sea_class: int = 0, window: int = 8) -> Dict[str, object]:
@@ -150,13 +168,10 @@ def speckle_stats(images, masks, sea_class: int = 0, window: int = 8) -> Dict[st
     """
     if window < 2:
         raise ValueError(f"window must be >= 2, got {window}")
-    enl, cv, constant = [], [], 0
+    speckle = _Speckle(sea_class, window)
     for image, ids in _pairs(images, masks):
-        e, c, k = _speckle_windows(image, ids, sea_class, window)
-        enl.append(e)
-        cv.append(c)
-        constant += k
-    return _speckle_summary(enl, cv, constant)
+        speckle.add(image, ids)
+    return speckle.summary()
 
 
 # ----------------------------------------------------------------------------
@@ -170,6 +185,22 @@ def _histogram_counts(image: np.ndarray, bins: int) -> np.ndarray:
     return counts.astype(np.float64)
 
 
+class _Histogram:
+    """Pooled grey-level counts, gathered one image at a time (see :func:`intensity_histogram`)."""
+
+    def __init__(self, bins: int):
+        self.counts = np.zeros(bins)
+
+    def add(self, image: np.ndarray) -> None:
+        self.counts += _histogram_counts(image, len(self.counts))
+
+    def normalised(self) -> np.ndarray:
+        total = self.counts.sum()
+        if total == 0:
+            raise ValueError("cannot build a histogram of zero images")
+        return self.counts / total
+
+
 def intensity_histogram(images, bins: int = 64) -> np.ndarray:
     """Normalised histogram (sums to 1) of the pixel values of all images, pooled.
 
@@ -180,13 +211,10 @@ def intensity_histogram(images, bins: int = 64) -> np.ndarray:
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    counts = np.zeros(bins)
+    histogram = _Histogram(bins)
     for image in _as_sequence(images):
-        counts += _histogram_counts(_grey(image), bins)
-    total = counts.sum()
-    if total == 0:
-        raise ValueError("cannot build a histogram of zero images")
-    return counts / total
+        histogram.add(_grey(image))
+    return histogram.normalised()
 
 
 def _rebin(hist: np.ndarray, bins: int) -> np.ndarray:
@@ -259,9 +287,31 @@ def _spectrum_sums(image: np.ndarray, num_bins: int) -> Tuple[np.ndarray, np.nda
     return sums, counts
 
 
-def _spectrum_from_sums(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+class _Spectrum:
+    """Radial power sums and sample counts, gathered one image at a time (see :func:`radial_power_spectrum`)."""
+
+    def __init__(self, num_bins: int):
+        self.num_bins = num_bins
+        self.sums = np.zeros(num_bins)
+        self.counts = np.zeros(num_bins)
+
+    def add(self, image: np.ndarray) -> None:
+        sums, counts = _spectrum_sums(image, self.num_bins)
+        self.sums += sums
+        self.counts += counts
+
+    def spectrum(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.counts > 0, self.sums / np.maximum(self.counts, 1), np.nan)
+
+    def high_frequency_fraction(self) -> Optional[float]:
+        """Share of the (non-DC) power above HIGH_FREQUENCY cycles/pixel."""
+        power = self.spectrum() * self.counts
+        total = np.nansum(power)
+        if not total > 0:
+            return None
+        high = radial_frequencies(self.num_bins) > HIGH_FREQUENCY
+        return _float_or_none(np.nansum(power[high]) / total)
 
 
 def radial_frequencies(num_bins: int) -> np.ndarray:
@@ -285,15 +335,13 @@ def radial_power_spectrum(images, num_bins: Optional[int] = None) -> np.ndarray:
     images = list(_as_sequence(images))
     if not images:
         raise ValueError("cannot compute the spectrum of zero images")
-    sums = counts = None
+    spectrum = None
     for image in images:
         image = _grey(image)
-        if num_bins is None:
-            num_bins = max(1, min(image.shape) // 2)
-        s, c = _spectrum_sums(image, num_bins)
-        sums = s if sums is None else sums + s
-        counts = c if counts is None else counts + c
-    return _spectrum_from_sums(sums, counts)
+        if spectrum is None:
+            spectrum = _Spectrum(num_bins if num_bins is not None else max(1, min(image.shape) // 2))
+        spectrum.add(image)
+    return spectrum.spectrum()
 
 
 def spectrum_distance(s1, s2) -> float:
@@ -311,16 +359,6 @@ def spectrum_distance(s1, s2) -> float:
     if not ok.any():
         return float("nan")
     return float(np.mean(np.abs(np.log10(a[ok]) - np.log10(b[ok]))))
-
-
-def _high_frequency_fraction(spectrum: np.ndarray, counts: np.ndarray) -> Optional[float]:
-    """Share of the (non-DC) power above HIGH_FREQUENCY cycles/pixel."""
-    num_bins = len(spectrum)
-    total = np.nansum(spectrum * counts)
-    if not total > 0:
-        return None
-    high = radial_frequencies(num_bins) > HIGH_FREQUENCY
-    return _float_or_none(np.nansum((spectrum * counts)[high]) / total)
 
 
 # ----------------------------------------------------------------------------
@@ -343,17 +381,58 @@ def _contrast(outside: Optional[float], inside: Optional[float]) -> Optional[flo
     return (outside - inside) / (outside + inside)
 
 
-def _alignment_summary(inside: List[float], outside: List[float], paired: List[float], num_images: int):
-    mean_inside = float(np.mean(inside)) if inside else None
-    mean_outside = float(np.mean(outside)) if outside else None
-    return {
-        "mean_inside": mean_inside,
-        "mean_outside": mean_outside,
-        "contrast": _float_or_none(_contrast(mean_outside, mean_inside)),
-        "contrast_paired": float(np.mean(paired)) if paired else None,
-        "num_images": int(num_images),
-        "num_images_with_oil": len(inside),
-    }
+class _Alignment:
+    """Per-image brightness inside/outside oil, gathered one image at a time (see :func:`alignment_stats`)."""
+
+    def __init__(self, oil_class: int):
+        self.oil_class = oil_class
+        self.num_images = 0
+        self.inside: List[float] = []
+        self.outside: List[float] = []
+        self.paired: List[float] = []
+
+    def add(self, image: np.ndarray, ids: np.ndarray) -> None:
+        inside, outside = _alignment_one(image, ids, self.oil_class)
+        self.num_images += 1
+        if inside is not None:
+            self.inside.append(inside)
+        if outside is not None:
+            self.outside.append(outside)
+        contrast = _contrast(outside, inside)
+        if contrast is not None:
+            self.paired.append(contrast)
+
+    def summary(self) -> Dict[str, object]:
+        mean_inside = float(np.mean(self.inside)) if self.inside else None
+        mean_outside = float(np.mean(self.outside)) if self.outside else None
+        return {
+            "mean_inside": mean_inside,
+            "mean_outside": mean_outside,
+            "contrast": _float_or_none(_contrast(mean_outside, mean_inside)),
+            "contrast_paired": float(np.mean(self.paired)) if self.paired else None,
+            "num_images": int(self.num_images),
+            "num_images_with_oil": len(self.inside),
+        }
+
+
+class _OilFraction:
+    """Per-mask fraction of oil pixels, gathered one mask at a time (see :func:`oil_fraction`)."""
+
+    def __init__(self, oil_class: int):
+        self.oil_class = oil_class
+        self.fractions: List[float] = []
+
+    def add(self, ids: np.ndarray) -> None:
+        self.fractions.append(float(np.mean(ids == self.oil_class)))
+
+    def summary(self) -> Dict[str, object]:
+        if not self.fractions:
+            return {"oil_pixel_fraction": None, "images_with_oil_fraction": None, "num_images": 0}
+        return {
+            "oil_pixel_fraction": float(np.mean(self.fractions)),
+            "images_with_oil_fraction": float(np.mean([f > 0 for f in self.fractions])),
+            "num_images": len(self.fractions),
+        }
 
 
 def alignment_stats(images, masks, oil_class: int = 1) -> Dict[str, object]:
@@ -375,18 +454,10 @@ def alignment_stats(images, masks, oil_class: int = 1) -> Dict[str, object]:
     Returns ``{"mean_inside", "mean_outside", "contrast", "contrast_paired",
     "num_images", "num_images_with_oil"}``; values that cannot be computed are None.
     """
-    inside, outside, paired, n = [], [], [], 0
+    alignment = _Alignment(oil_class)
     for image, ids in _pairs(images, masks):
-        i, o = _alignment_one(image, ids, oil_class)
-        n += 1
-        if i is not None:
-            inside.append(i)
-        if o is not None:
-            outside.append(o)
-        c = _contrast(o, i)
-        if c is not None:
-            paired.append(c)
-    return _alignment_summary(inside, outside, paired, n)
+        alignment.add(image, ids)
+    return alignment.summary()
 
 
 def oil_fraction(masks, oil_class: int = 1) -> Dict[str, object]:
@@ -396,14 +467,10 @@ def oil_fraction(masks, oil_class: int = 1) -> Dict[str, object]:
     the mean over images of the fraction of pixels labelled ``oil_class``, and
     the fraction of images with at least one oil pixel (None for zero masks).
     """
-    fractions = [float(np.mean(mask_to_ids(m) == oil_class)) for m in _as_sequence(masks)]
-    if not fractions:
-        return {"oil_pixel_fraction": None, "images_with_oil_fraction": None, "num_images": 0}
-    return {
-        "oil_pixel_fraction": float(np.mean(fractions)),
-        "images_with_oil_fraction": float(np.mean([f > 0 for f in fractions])),
-        "num_images": len(fractions),
-    }
+    fraction = _OilFraction(oil_class)
+    for mask in _as_sequence(masks):
+        fraction.add(mask_to_ids(mask))
+    return fraction.summary()
 
 
 # ----------------------------------------------------------------------------
@@ -415,55 +482,37 @@ class _Accumulator:
     """All statistics of one dataset, updated one (image, mask) pair at a time."""
 
     def __init__(self, oil_class: int, sea_class: int, window: int, num_bins: int):
-        self.oil_class, self.sea_class, self.window, self.num_bins = oil_class, sea_class, window, num_bins
         self.n = 0
         self.sizes: Dict[Tuple[int, int], int] = {}
-        self.enl: List[np.ndarray] = []
-        self.cv: List[np.ndarray] = []
-        self.constant = 0
-        self.hist = np.zeros(GREY_LEVELS)
-        self.spec_sums = np.zeros(num_bins)
-        self.spec_counts = np.zeros(num_bins)
-        self.inside: List[float] = []
-        self.outside: List[float] = []
-        self.paired: List[float] = []
-        self.fractions: List[float] = []
+        self.speckle = _Speckle(sea_class, window)
+        self.hist = _Histogram(GREY_LEVELS)
+        self.spec = _Spectrum(num_bins)
+        self.alignment = _Alignment(oil_class)
+        self.oil = _OilFraction(oil_class)
 
     def add(self, image: np.ndarray, ids: np.ndarray) -> None:
         self.n += 1
         self.sizes[image.shape] = self.sizes.get(image.shape, 0) + 1
-        e, c, k = _speckle_windows(image, ids, self.sea_class, self.window)
-        self.enl.append(e)
-        self.cv.append(c)
-        self.constant += k
-        self.hist += _histogram_counts(image, GREY_LEVELS)
-        s, c = _spectrum_sums(image, self.num_bins)
-        self.spec_sums += s
-        self.spec_counts += c
-        i, o = _alignment_one(image, ids, self.oil_class)
-        if i is not None:
-            self.inside.append(i)
-        if o is not None:
-            self.outside.append(o)
-        contrast = _contrast(o, i)
-        if contrast is not None:
-            self.paired.append(contrast)
-        self.fractions.append(float(np.mean(ids == self.oil_class)))
+        self.speckle.add(image, ids)
+        self.hist.add(image)
+        self.spec.add(image)
+        self.alignment.add(image, ids)
+        self.oil.add(ids)
 
     def histogram(self) -> np.ndarray:
-        return self.hist / self.hist.sum()
+        return self.hist.normalised()
 
     def spectrum(self) -> np.ndarray:
-        return _spectrum_from_sums(self.spec_sums, self.spec_counts)
+        return self.spec.spectrum()
 
     def result(self, js_bins: int) -> Dict[str, object]:
         hist = self.histogram()
         levels = np.arange(GREY_LEVELS) + 0.5  # bin centres, grey levels
         mean = float(np.sum(hist * levels))
         std = float(np.sqrt(max(np.sum(hist * (levels - mean) ** 2), 0.0)))
-        spectrum = self.spectrum()
-        speckle = _speckle_summary(self.enl, self.cv, self.constant)
-        alignment = _alignment_summary(self.inside, self.outside, self.paired, self.n)
+        speckle = self.speckle.summary()
+        alignment = self.alignment.summary()
+        oil = self.oil.summary()
         sizes = sorted(self.sizes.items(), key=lambda kv: -kv[1])
         return {
             "num_images": self.n,
@@ -479,11 +528,11 @@ class _Accumulator:
             "oil_contrast": alignment["contrast"],
             "oil_contrast_paired": alignment["contrast_paired"],
             "images_with_oil": alignment["num_images_with_oil"],
-            "oil_pixel_fraction": float(np.mean(self.fractions)),
-            "images_with_oil_fraction": float(np.mean([f > 0 for f in self.fractions])),
-            "high_freq_power_fraction": _high_frequency_fraction(spectrum, self.spec_counts),
+            "oil_pixel_fraction": oil["oil_pixel_fraction"],
+            "images_with_oil_fraction": oil["images_with_oil_fraction"],
+            "high_freq_power_fraction": self.spec.high_frequency_fraction(),
             "histogram": [float(v) for v in _rebin(hist, js_bins)],
-            "spectrum": [_float_or_none(v) for v in spectrum],
+            "spectrum": [_float_or_none(v) for v in self.spectrum()],
         }
 
 
@@ -504,34 +553,16 @@ def _unwrap_dataset(data, name: str, notes: List[str]):
     return data
 
 
-def _is_dataset(data) -> bool:
-    return hasattr(data, "features") and hasattr(data, "column_names")
-
-
 def _limit(data, max_images: Optional[int]):
     if max_images is None:
         return data
-    if _is_dataset(data):
+    if is_dataset(data):
         return data.select(range(min(int(max_images), len(data))))
     return list(data)[: int(max_images)]
 
 
-def _iter_arrays(data) -> Iterator[Tuple[object, object]]:
-    """(image, mask) of a Dataset (only those two columns decoded) or a list of pairs/dicts."""
-    if _is_dataset(data):
-        for row in data.select_columns(["image", "mask"]):
-            yield row["image"], row["mask"]
-    else:
-        for item in data:
-            if isinstance(item, dict):
-                yield item["image"], item["mask"]
-            else:
-                image, mask = item
-                yield image, mask
-
-
 def _class_names(data) -> Optional[List[str]]:
-    if not _is_dataset(data):
+    if not is_dataset(data):
         return None
     from .data.features import class_names_of
 
@@ -542,16 +573,20 @@ def _class_names(data) -> Optional[List[str]]:
 
 
 def _default_oil_class(names: Optional[List[str]], notes: List[str]) -> int:
-    if names:
-        matches = [i for i, n in enumerate(names) if "oil" in n.lower()]
-        if matches:
-            if len(matches) > 1:
-                notes.append(f"several classes contain 'oil' ({[names[i] for i in matches]}); using {names[matches[0]]!r}")
-            return matches[0]
-        notes.append(f"no class name contains 'oil' in {names}; using class 1 as oil")
+    """:func:`~dakter_hf.data.features.oil_class_index` of the class names, noting any guess; 1 if unknown."""
+    if not names:
+        notes.append("class names unknown; using class 1 as oil")
         return 1
-    notes.append("class names unknown; using class 1 as oil")
-    return 1
+    from .data.features import oil_class_candidates, oil_class_index
+
+    matches = oil_class_candidates(names)
+    if len(matches) > 1:
+        notes.append(f"several classes contain 'oil' ({[names[i] for i in matches]}); using {names[matches[0]]!r}")
+    if not matches:
+        notes.append(f"no class name contains 'oil' in {names}; using class 1 as oil")
+        if len(names) < 2:  # oil_class_index refuses a single non-oil class; keep the documented default
+            return 1
+    return oil_class_index(names)
 
 
 def _pil_grey(array_or_image) -> Image.Image:
@@ -613,7 +648,7 @@ def quality_report(
     if oil_class is None:
         oil_class = _default_oil_class(names, notes)
 
-    gen_iter = _iter_arrays(generated)
+    gen_iter = iter_image_mask_pairs(generated)
     try:
         first_image, first_mask = next(gen_iter)
     except StopIteration:
@@ -642,7 +677,7 @@ def quality_report(
     resized: Dict[Tuple[int, int], int] = {}
     target_wh = (target_hw[1], target_hw[0])
     total_real = len(real) if hasattr(real, "__len__") else None
-    for image, mask in progress(_iter_arrays(real), total_real, "quality: real"):
+    for image, mask in progress(iter_image_mask_pairs(real), total_real, "quality: real"):
         pil_image, pil_mask = _pil_grey(image), _pil_grey(mask)
         if pil_image.size != pil_mask.size:
             raise ValueError(f"a real image has size {pil_image.size} but its mask {pil_mask.size}")
@@ -665,9 +700,9 @@ def quality_report(
     if real_acc.n != gen_acc.n:
         notes.append(f"{real_acc.n} real vs {gen_acc.n} generated images; the statistics are per-dataset means/medians")
     for name, acc in (("real", real_acc), ("generated", gen_acc)):
-        if not acc.inside:
+        if not acc.alignment.inside:
             notes.append(f"{name}: no image holds oil (class {oil_class}); inside-oil brightness undefined")
-        if not any(e.size for e in acc.enl):
+        if not acc.speckle.num_windows():
             notes.append(f"{name}: no {window}x{window} tile lies entirely in sea (class {sea_class}); ENL/CV undefined")
 
     hist_real, hist_gen = real_acc.histogram(), gen_acc.histogram()

@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -27,7 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .balance import compute_balance_stats
-from .data.features import class_names_of
+from .data.features import class_names_of, oil_class_index
+from .data.io import atomic_write_json, atomic_write_text, replace_folder
 from .data.sources import load_source
 from .devices import no_accelerator
 from .model_card import write_model_card
@@ -68,21 +68,21 @@ class JointTrainingArguments:
     train_batch_size: int = field(default=16, metadata={"help": "per-device batch size"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_train_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
-    max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop (checkpoint + pipeline) after this much wall time in this process; resume continues"})
+    max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop (checkpoint + pipeline) after this much wall time in this run; resuming continues"})
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW lr (paper: 2e-5 stage 1, 1e-5 stage 2)"})
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers lr schedule name"})
     lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps"})
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
     max_grad_norm: Optional[float] = field(default=1.0, metadata={"help": "gradient clipping (None = off)"})
     use_ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights; the saved pipeline uses it"})
-    ema_decay: float = 0.9999
-    ema_power: float = 0.75
+    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (reached after warm-up)"})
+    ema_power: float = field(default=0.75, metadata={"help": "EMA warm-up power (diffusers EMAModel)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)"})
-    seed: int = 0
-    dataloader_num_workers: int = 0
+    seed: int = field(default=0, metadata={"help": "fixes the initial weights, the data order, noise, timesteps and augmentations"})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "worker processes that decode and resize images"})
     checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
     checkpoints_total_limit: Optional[int] = field(default=3, metadata={"help": "keep at most this many checkpoints"})
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint dir"})
@@ -91,9 +91,9 @@ class JointTrainingArguments:
     num_sample_images: int = field(default=4, metadata={"help": "samples in the logged grid"})
     sample_inference_steps: int = field(default=50, metadata={"help": "DDIM steps for logged samples"})
     report_to: Optional[str] = field(default="tensorboard", metadata={"help": "tensorboard, or none"})
-    push_to_hub: bool = False
-    hub_model_id: Optional[str] = None
-    hub_private: bool = False
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the final pipeline and its card to the Hub"})
+    hub_model_id: Optional[str] = field(default=None, metadata={"help": "Hub repo id (default: the output folder's name)"})
+    hub_private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
 
     def __post_init__(self):
         self.image_prediction = canonical_prediction_type(self.image_prediction)
@@ -101,8 +101,8 @@ class JointTrainingArguments:
             raise ValueError(f"--max_train_steps must be > 0, got {self.max_train_steps}")
         if self.train_batch_size <= 0 or self.gradient_accumulation_steps <= 0:
             raise ValueError("--train_batch_size and --gradient_accumulation_steps must be > 0")
-        if self.resolution <= 0 or self.resolution % 8:
-            raise ValueError(f"--resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.resolution <= 0:
+            raise ValueError(f"--resolution must be > 0, got {self.resolution}")
         if self.unet_preset not in UNET_PRESETS:
             raise ValueError(f"--unet_preset must be one of {sorted(UNET_PRESETS)}, got {self.unet_preset!r}")
 
@@ -167,7 +167,8 @@ def parse_args(argv: Optional[List[str]] = None) -> JointTrainingArguments:
     parser.add_argument("--config", default=None, help="YAML or JSON file with any of the arguments below")
     for f in fields(JointTrainingArguments):
         # SUPPRESS: a flag not given stays out of the namespace, so an explicit `none` is kept
-        parser.add_argument(f"--{f.name}", type=_field_type(f), default=argparse.SUPPRESS, help=f.metadata.get("help", ""))
+        flag = dict(nargs="?", const=True) if _field_type(f) is _parse_bool else {}  # `--use_ema` alone means true
+        parser.add_argument(f"--{f.name}", type=_field_type(f), default=argparse.SUPPRESS, help=f.metadata.get("help", ""), **flag)
     namespace = vars(parser.parse_args(argv))
     values: Dict[str, Any] = {}
     config_path = namespace.pop("config", None)
@@ -183,20 +184,53 @@ def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_items, generator=generator)
 
 
-def batch_indices(num_items: int, global_batch: int, seed: int, micro_step: int) -> List[int]:
-    """Indices of global micro-batch `micro_step` (epochs drop the last partial batch)."""
-    per_epoch = num_items // global_batch
-    epoch, position = divmod(micro_step, per_epoch)
-    order = epoch_permutation(num_items, seed, epoch)
-    return order[position * global_batch : (position + 1) * global_batch].tolist()
+class BatchPlan:
+    """This process's share of global micro-batch k, for k = start, start + 1, ...
+
+    Epoch e is the permutation drawn from (seed, e) (the last partial batch is
+    dropped); process p takes rows [p * batch, (p + 1) * batch) of each global batch.
+    Used as a DataLoader `batch_sampler`, so worker processes can decode ahead.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, num_processes: int, process_index: int, seed: int, start: int = 0):
+        self.num_items, self.batch_size, self.seed, self.start = num_items, batch_size, seed, start
+        self.global_batch = batch_size * num_processes
+        self.offset = process_index * batch_size
+        self.per_epoch = num_items // self.global_batch
+
+    def __iter__(self):
+        step = self.start
+        epoch, order = None, None
+        while True:
+            this_epoch, position = divmod(step, self.per_epoch)
+            if this_epoch != epoch:
+                epoch, order = this_epoch, epoch_permutation(self.num_items, self.seed, this_epoch)
+            first = position * self.global_batch + self.offset
+            yield order[first : first + self.batch_size].tolist()
+            step += 1
 
 
 def step_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1009 + process_index)
 
 
+class ResizedPairs(torch.utils.data.Dataset):
+    """Rows of a segmentation split as training tensors at one resolution (no augmentation)."""
+
+    def __init__(self, split, resolution: int):
+        self.split = split.select_columns(["image", "mask"])  # skip decoding the other columns
+        self.resolution = resolution
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        row = self.split[int(index)]
+        return pair_to_tensors(row["image"], row["mask"], self.resolution)
+
+
 # -------------------------------------------------------------------------- helpers
-def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pipeline) -> Dict[str, Any]:
+def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pipeline, show_progress: bool = True) -> Dict[str, Any]:
     """b and how it was obtained, for the pipeline config and the model card."""
     choice = str(args.balancing_factor).lower()
     if choice == "default":
@@ -214,7 +248,7 @@ def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pip
             resolution = None
         else:
             resolution = int(args.balance_resolution)
-        stats = compute_balance_stats(train_split, resolution=resolution, show_progress=True)
+        stats = compute_balance_stats(train_split, resolution=resolution, show_progress=show_progress)
         where = "native size" if resolution is None else f"{resolution} px"
         return {"b": stats.b, "how": f"SNR value on {stats.num_images} training images at {where}", "resolution": resolution}
     try:
@@ -246,11 +280,31 @@ def build_pipeline(unet, objective: DAKTerObjective, class_names, balance: Dict[
     )
 
 
+def check_init_options(args: JointTrainingArguments, init_pipeline: DAKTerPipeline, class_names: List[str]) -> None:
+    """Stage 2 must continue stage 1's objective: same classes, labels, parameterisation, schedule."""
+    config, schedule = init_pipeline.config, init_pipeline.scheduler.config
+    expected = {
+        "classes": (list(config.class_names), class_names),
+        "--label_loss": (config.label_loss, args.label_loss),
+        "--label_encoding": (config.label_encoding, args.label_encoding),
+        "--image_prediction": (config.image_prediction_type, args.image_prediction),
+        "--zero_terminal_snr": (bool(schedule.rescale_betas_zero_snr), bool(args.zero_terminal_snr)),
+        "--num_train_timesteps": (schedule.num_train_timesteps, args.num_train_timesteps),
+    }
+    conflicts = [f"{name}: {was!r} in stage 1, {now!r} now" for name, (was, now) in expected.items() if was != now]
+    if conflicts:
+        raise ValueError(f"--init_from {args.init_from} was trained differently; pass matching options ({'; '.join(conflicts)})")
+
+
+def unet_downsampling(unet) -> int:
+    return 2 ** (len(unet.config.down_block_types) - 1)
+
+
 # ----------------------------------------------------------------------------- main
 def train(args: JointTrainingArguments) -> str:
     """Run training; returns the directory of the saved pipeline."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -265,14 +319,15 @@ def train(args: JointTrainingArguments) -> str:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
 
     class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    data = load_source(args.data, sensor=args.sensor, split=args.split, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=args.seed)
+    with accelerator.main_process_first():  # the main process builds the Arrow cache, the others reuse it
+        data = load_source(args.data, sensor=args.sensor, split=args.split, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=args.seed)
     train_split = data[args.split]
     class_names = class_names_of(train_split)
-
     init_pipeline = DAKTerPipeline.from_pretrained(args.init_from) if args.init_from else None
-    if init_pipeline is not None and list(init_pipeline.config.class_names) != class_names:
-        raise ValueError(f"--init_from {args.init_from} was trained on classes {list(init_pipeline.config.class_names)}, but the data has {class_names}")
-    balance = resolve_balancing_factor(args, train_split, init_pipeline)
+    if init_pipeline is not None:
+        check_init_options(args, init_pipeline, class_names)
+    balance = [resolve_balancing_factor(args, train_split, init_pipeline) if accelerator.is_main_process else None]
+    balance = broadcast_object_list(balance)[0] if accelerator.num_processes > 1 else balance[0]
     objective = DAKTerObjective(
         num_classes=len(class_names),
         balancing_factor=balance["b"],
@@ -287,13 +342,16 @@ def train(args: JointTrainingArguments) -> str:
     if init_pipeline is not None:
         unet = init_pipeline.unet
         unet.register_to_config(sample_size=args.resolution)
-        if unet.config.in_channels != objective.channels:
-            raise ValueError(f"--init_from UNet has {unet.config.in_channels} channels; these options need {objective.channels}")
     else:
         overrides = json.loads(args.unet_config) if args.unet_config else {}
         unet = make_joint_unet(len(class_names), args.unet_preset, sample_size=args.resolution, label_encoding=args.label_encoding, **overrides)
+    if args.resolution % unet_downsampling(unet):
+        raise ValueError(f"--resolution {args.resolution} must be a multiple of {unet_downsampling(unet)} for this UNet ({len(unet.config.down_block_types)} down blocks)")
     logger.info("b = %.4f (%s); classes %s; %d training images", balance["b"], balance["how"], class_names, len(train_split))
 
+    global_batch = args.train_batch_size * accelerator.num_processes
+    if len(train_split) < global_batch:
+        raise ValueError(f"the training split has {len(train_split)} images, fewer than one global batch ({global_batch})")
     ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=args.ema_power, model_cls=type(unet), model_config=unet.config) if args.use_ema else None
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes, num_training_steps=args.max_train_steps * accelerator.num_processes)
@@ -302,54 +360,28 @@ def train(args: JointTrainingArguments) -> str:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
 
-    global_batch = args.train_batch_size * accelerator.num_processes
-    if len(train_split) < global_batch:
-        raise ValueError(f"the training split has {len(train_split)} images, fewer than one global batch ({global_batch})")
-
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = sorted_checkpoints(args.output_dir)[-1:] if args.resume_from_checkpoint == "latest" else [args.resume_from_checkpoint]
-        if not path or not os.path.isdir(path[0]):
-            if args.resume_from_checkpoint == "latest":
-                logger.info("no checkpoint in %s: starting a new run", args.output_dir)
-            else:
-                raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no such checkpoint folder")
-        else:
-            accelerator.load_state(path[0])
-            global_step = int(os.path.basename(path[0].rstrip("/")).split("-")[-1])
-            logger.info("resumed from %s at step %d", path[0], global_step)
-
+    global_step = _resume(accelerator, args)
+    first_step = global_step
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, "training_args.json"), "w", encoding="utf-8") as handle:
-            json.dump(dataclasses.asdict(args), handle, indent=2)
+        atomic_write_json(os.path.join(args.output_dir, "training_args.json"), dataclasses.asdict(args))
+        _truncate_history(os.path.join(args.output_dir, "loss_history.jsonl"), global_step)
         if report_to:
             accelerator.init_trackers("dakter-joint", config={k: v for k, v in dataclasses.asdict(args).items() if isinstance(v, (int, float, str, bool))})
 
-    def load_rows(indices: List[int], generator: torch.Generator):
-        rows = []
-        for index in indices:
-            row = train_split[int(index)]
-            pair = pair_to_tensors(row["image"], row["mask"], args.resolution)
-            if args.augment:
-                pair["images"], pair["masks"] = random_dihedral(pair["images"], pair["masks"], generator)
-            rows.append(pair)
-        return collate_pairs(rows)
-
+    plan = BatchPlan(len(train_split), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed, start=global_step * args.gradient_accumulation_steps)
+    batches = iter(torch.utils.data.DataLoader(ResizedPairs(train_split, args.resolution), batch_sampler=plan, collate_fn=collate_pairs, num_workers=args.dataloader_num_workers))
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="joint training", disable=not accelerator.is_local_main_process)
     unet.train()
     start = time.time()
-    history = []
     while global_step < args.max_train_steps:
         for accumulation_index in range(args.gradient_accumulation_steps):
             micro_step = global_step * args.gradient_accumulation_steps + accumulation_index
-            indices = batch_indices(len(train_split), global_batch, args.seed, micro_step)
-            local = indices[accelerator.process_index * args.train_batch_size : (accelerator.process_index + 1) * args.train_batch_size]
             generator = step_generator(args.seed, micro_step, accelerator.process_index)
-            batch = load_rows(local, generator)
-            images, masks = batch["images"].to(accelerator.device), batch["masks"].to(accelerator.device)
-            timesteps = torch.randint(0, objective.scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator).to(accelerator.device)
-            noise = torch.randn((images.shape[0], objective.channels, *images.shape[2:]), generator=generator).to(accelerator.device, images.dtype)
+            images, masks = _augmented(next(batches), args.augment, generator)
+            timesteps = torch.randint(0, objective.scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator)
+            noise = torch.randn((images.shape[0], objective.channels, *images.shape[2:]), generator=generator)
+            images, masks, timesteps, noise = (t.to(accelerator.device) for t in (images, masks, timesteps, noise))
             with accelerator.accumulate(unet):
                 with accelerator.autocast():
                     out = objective(unet, images, masks, timesteps=timesteps, noise=noise)
@@ -363,15 +395,14 @@ def train(args: JointTrainingArguments) -> str:
             ema.step(unet.parameters())
         global_step += 1
         progress.update(1)
-        logs = {"loss": out.loss.item(), "image_loss": out.image_loss.item(), "label_loss": out.label_loss.item(), "lr": lr_scheduler.get_last_lr()[0]}
-        progress.set_postfix(loss=f"{logs['loss']:.4f}")
         if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-            logs["images_per_second"] = (global_step * global_batch * args.gradient_accumulation_steps) / max(time.time() - start, 1e-9)
+            images_done = (global_step - first_step) * global_batch * args.gradient_accumulation_steps
+            logs = {"loss": out.loss.item(), "image_loss": out.image_loss.item(), "label_loss": out.label_loss.item(), "lr": lr_scheduler.get_last_lr()[0], "images_per_second": images_done / max(time.time() - start, 1e-9)}
+            progress.set_postfix(loss=f"{logs['loss']:.4f}")
             accelerator.log(logs, step=global_step)
             if accelerator.is_main_process:
-                history.append({"step": global_step, **logs})
                 _append_jsonl(os.path.join(args.output_dir, "loss_history.jsonl"), {"step": global_step, **logs})
-        out_of_time = args.max_train_minutes is not None and (time.time() - start) / 60 >= args.max_train_minutes
+        out_of_time = _everyone_out_of_time(accelerator, args.max_train_minutes, start)
         if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps or out_of_time:
             _save_checkpoint(accelerator, args, global_step)
         if args.sample_steps and global_step % args.sample_steps == 0 and accelerator.is_main_process and report_to:
@@ -389,8 +420,8 @@ def train(args: JointTrainingArguments) -> str:
             ema.store(final_unet.parameters())
             ema.copy_to(final_unet.parameters())
         pipeline = build_pipeline(final_unet, objective, class_names, balance)
-        _save_pipeline_atomically(pipeline, final_dir)
-        write_model_card(final_dir, args, class_names, balance, train_split, objective)
+        run = {"steps": global_step, "batch": global_batch * args.gradient_accumulation_steps, "num_train_images": len(train_split)}
+        _save_pipeline_with_card(pipeline, final_dir, lambda folder: write_model_card(folder, args, class_names, balance, objective, final_unet, run))
         if report_to:
             _log_samples(accelerator, final_unet, None, objective, class_names, balance, args, global_step)
         if ema is not None:
@@ -403,16 +434,61 @@ def train(args: JointTrainingArguments) -> str:
     return final_dir
 
 
+def _augmented(batch: Dict[str, torch.Tensor], augment: bool, generator: torch.Generator):
+    """Per-sample dihedral transforms drawn from this micro-batch's generator."""
+    images, masks = batch["images"], batch["masks"]
+    if not augment:
+        return images, masks
+    pairs = [random_dihedral(image, mask, generator) for image, mask in zip(images, masks)]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def _resume(accelerator, args: JointTrainingArguments) -> int:
+    """Load the requested checkpoint; returns the step it was taken at (0 for a new run)."""
+    if not args.resume_from_checkpoint:
+        return 0
+    if args.resume_from_checkpoint == "latest":
+        found = sorted_checkpoints(args.output_dir)
+        if not found:
+            logger.info("no checkpoint in %s: starting a new run", args.output_dir)
+            return 0
+        path = found[-1]
+    else:
+        path = args.resume_from_checkpoint
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
+    accelerator.load_state(path)
+    step = int(os.path.basename(path.rstrip("/")).split("-")[-1])
+    logger.info("resumed from %s at step %d", path, step)
+    return step
+
+
+def _everyone_out_of_time(accelerator, budget_minutes: Optional[float], start: float) -> bool:
+    """All processes take the same decision (one process stopping alone would hang the others)."""
+    if budget_minutes is None:
+        return False
+    flag = torch.tensor(float((time.time() - start) / 60 >= budget_minutes), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum")
+    return bool(flag.item() > 0)
+
+
 def _append_jsonl(path: str, record: Dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
+def _truncate_history(path: str, step: int) -> None:
+    """Drop log lines past the resumed step, so a resumed run has no duplicate steps."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(kept))
+
+
 def _save_checkpoint(accelerator, args: JointTrainingArguments, step: int) -> None:
-    if accelerator.is_main_process and args.checkpoints_total_limit is not None:
-        existing = sorted_checkpoints(args.output_dir)
-        for old in existing[: max(0, len(existing) - args.checkpoints_total_limit + 1)]:
-            shutil.rmtree(old, ignore_errors=True)
+    """save_state into a temporary folder, rename, and only then drop the oldest checkpoints."""
     target = os.path.join(args.output_dir, f"checkpoint-{step}")
     temporary = target + ".tmp"
     if accelerator.is_main_process:
@@ -421,16 +497,20 @@ def _save_checkpoint(accelerator, args: JointTrainingArguments, step: int) -> No
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(temporary, target)
+        replace_folder(temporary, target)
+        if args.checkpoints_total_limit is not None:
+            existing = sorted_checkpoints(args.output_dir)
+            for old in existing[: max(0, len(existing) - args.checkpoints_total_limit)]:
+                shutil.rmtree(old, ignore_errors=True)
 
 
-def _save_pipeline_atomically(pipeline: DAKTerPipeline, directory: str) -> None:
+def _save_pipeline_with_card(pipeline: DAKTerPipeline, directory: str, write_card) -> None:
+    """Pipeline and model card into a temporary folder, then swapped in whole."""
     temporary = directory + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     pipeline.save_pretrained(temporary)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(temporary, directory)
+    write_card(temporary)
+    replace_folder(temporary, directory)
 
 
 def _log_samples(accelerator, unet, ema, objective, class_names, balance, args, step) -> None:
@@ -447,8 +527,7 @@ def _log_samples(accelerator, unet, ema, objective, class_names, balance, args, 
     pipeline.set_progress_bar_config(disable=True)
     generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_sample_images)]
     out = pipeline(batch_size=args.num_sample_images, num_inference_steps=args.sample_inference_steps, generator=generators, output_type="np")
-    oil = next((i for i, name in enumerate(class_names) if "oil" in name), 1)
-    probabilities = softmax_probability(out.soft_labels, oil) if out.soft_labels is not None else None
+    probabilities = softmax_probability(out.soft_labels, oil_class_index(class_names)) if out.soft_labels is not None else None
     grid = np.asarray(triplet_grid(out.images[..., 0], out.masks, probabilities))
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":

@@ -62,3 +62,16 @@ def softmax_probability(soft_labels: np.ndarray, class_index: int) -> np.ndarray
     logits = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp[:, class_index] / exp.sum(axis=1)
+
+
+def generated_samples_figure(dataset, columns: int = 8) -> Image.Image:
+    """Triplet grid of a generated dataset (columns image, soft_label, mask; class names in its features)."""
+    from .data.features import class_names_of, oil_class_index
+
+    images = np.stack([np.asarray(image, dtype=np.float64) / 255 for image in dataset["image"]])
+    masks = np.stack([np.asarray(mask) for mask in dataset["mask"]])
+    probabilities = None
+    if "soft_label" in dataset.column_names:
+        soft = np.stack([np.asarray(s, dtype=np.float32) for s in dataset.with_format("numpy")["soft_label"]])
+        probabilities = softmax_probability(soft, oil_class_index(class_names_of(dataset)))
+    return triplet_grid(images, masks, probabilities, columns=columns)

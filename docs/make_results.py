@@ -18,7 +18,7 @@ import numpy as np
 from dakter_hf.data.sources import load_source
 from dakter_hf.generate import generate_dataset
 from dakter_hf.quality import format_quality_table, quality_report
-from dakter_hf.visualize import softmax_probability, triplet_grid
+from dakter_hf.visualize import generated_samples_figure
 
 
 def loss_figure(runs, path):
@@ -66,10 +66,7 @@ def main():
         generated_dir = os.path.join(args.generated_root, tag)
         generate_dataset(os.path.join(run, "pipeline"), generated_dir, num_samples=args.samples, num_inference_steps=args.steps, label_noise=args.label_noise, device="cpu", batch_size=16, shard_size=64)
         generated = load_source(generated_dir, split="train")["train"]
-        images = np.stack([np.asarray(i, dtype=np.float64) / 255 for i in generated["image"]])
-        masks = np.stack([np.asarray(m) for m in generated["mask"]])
-        oil = softmax_probability(np.stack([np.asarray(s, dtype=np.float32) for s in generated["soft_label"]]), 1)
-        triplet_grid(images, masks, oil, columns=8).save(os.path.join(args.out, f"samples_{tag}.png"))
+        generated_samples_figure(generated, columns=8).save(os.path.join(args.out, f"samples_{tag}.png"))
         report = quality_report(real, generated)
         for part in ("real", "generated"):
             report[part].pop("histogram", None)

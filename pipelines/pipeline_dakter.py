@@ -291,18 +291,23 @@ class DAKTerPipeline(DiffusionPipeline):
         return DAKTerPipelineOutput(*result)
 
 
-def check_pipeline_config(unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor) -> None:
-    """Clear errors for configs that cannot describe a working DAKTer model."""
+def check_label_options(label_loss: str, label_encoding: str, balancing_factor: float) -> None:
+    """The label options training and sampling share: clear errors for impossible ones."""
     if label_loss not in LABEL_LOSSES:
         raise ValueError(f"label_loss must be one of {LABEL_LOSSES}, got {label_loss!r}")
     if label_encoding not in LABEL_ENCODINGS:
         raise ValueError(f"label_encoding must be one of {LABEL_ENCODINGS}, got {label_encoding!r}")
     if label_encoding == "binary" and label_loss == "ce":
         raise ValueError("label_encoding='binary' needs label_loss='l2': bit channels are not class logits")
-    if image_prediction_type not in IMAGE_PREDICTION_TYPES:
-        raise ValueError(f"image_prediction_type must be one of {IMAGE_PREDICTION_TYPES}, got {image_prediction_type!r}")
     if not (isinstance(balancing_factor, (int, float)) and balancing_factor > 0 and math.isfinite(balancing_factor)):
         raise ValueError(f"balancing_factor must be a positive finite number, got {balancing_factor!r}")
+
+
+def check_pipeline_config(unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor) -> None:
+    """Clear errors for configs that cannot describe a working DAKTer model."""
+    check_label_options(label_loss, label_encoding, balancing_factor)
+    if image_prediction_type not in IMAGE_PREDICTION_TYPES:
+        raise ValueError(f"image_prediction_type must be one of {IMAGE_PREDICTION_TYPES}, got {image_prediction_type!r}")
     expected = 1 + num_label_channels(len(class_names), label_encoding)
     in_channels, out_channels = unet.config.in_channels, unet.config.out_channels
     if in_channels != expected or out_channels != expected:

@@ -431,3 +431,13 @@ def test_generation_config_fields_match_dataclass(reference):
     config = json.loads((reference / "generation_config.json").read_text())
     config.pop("soft_label_kl")
     assert GenerationConfig(**config).num_shards == 3
+
+
+def test_rerun_of_a_finished_generation_changes_nothing(pipeline_dir, tmp_path):
+    out = tmp_path / "again"
+    assert gen(pipeline_dir, out) == str(out)
+    before = (out / "generation_config.json").read_text(), (out / "README.md").read_text()
+    assert json.loads(before[0])["soft_label_kl"] is not None
+    assert not (out / ".soft_label_kl").exists()
+    assert gen(pipeline_dir, out) == str(out)
+    assert ((out / "generation_config.json").read_text(), (out / "README.md").read_text()) == before

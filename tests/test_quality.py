@@ -214,7 +214,6 @@ def test_oil_fraction():
 
 
 def make_pairs(n, size, seed, looks=4, oil_value=None):
-    rng = np.random.default_rng(seed)
     pairs = []
     for i in range(n):
         amp = gamma_speckle(looks, (size, size), scale=80.0, seed=seed * 100 + i)

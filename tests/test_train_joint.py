@@ -328,7 +328,7 @@ def test_inherit_without_init_from_raises(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, word",
-    [(dict(resolution=20), "resolution"), (dict(unet_preset="huge"), "unet_preset"), (dict(train_batch_size=0), "train_batch_size"), (dict(image_prediction="x1"), "prediction")],
+    [(dict(resolution=0), "resolution"), (dict(unet_preset="huge"), "unet_preset"), (dict(train_batch_size=0), "train_batch_size"), (dict(image_prediction="x1"), "prediction")],
 )
 def test_bad_arguments_rejected_at_construction(tmp_path, overrides, word):
     with pytest.raises(ValueError, match=word):
@@ -357,3 +357,19 @@ def test_accelerate_launch(tmp_path):
     assert os.path.isfile(out / "pipeline" / "README.md")
     assert sorted(os.path.basename(p) for p in glob.glob(str(out / "checkpoint-*"))) == ["checkpoint-2"]
     assert DAKTerPipeline.from_pretrained(str(out / "pipeline")).unet.config.sample_size == 16
+
+
+def test_resolution_must_suit_the_unet(tmp_path):
+    # the `small` preset halves the resolution 3 times: 20 px cannot go through it
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train(make_args(tmp_path / "r", unet_preset="small", resolution=20))
+
+
+def test_stage_two_must_match_stage_one_objective(stage1, tmp_path):
+    with pytest.raises(ValueError, match="image_prediction"):
+        train(make_args(tmp_path / "s2", init_from=stage1[1], image_prediction="v", zero_terminal_snr=True))
+
+
+def test_bare_boolean_flag_means_true():
+    assert parse_args(["--use_ema"]).use_ema is True
+    assert parse_args(["--use_ema", "false"]).use_ema is False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -46,3 +46,28 @@ def resize_pair(image, mask, resolution: Optional[int]) -> Tuple[object, object]
     if mask.size != size:
         mask = mask.convert("L").resize(size, Image.NEAREST)
     return image, mask
+
+
+def is_dataset(data) -> bool:
+    """True for a `datasets.Dataset` (or IterableDataset): anything with features and column names."""
+    return hasattr(data, "features") and hasattr(data, "column_names")
+
+
+def iter_image_mask_pairs(data, image_key: str = "image", mask_key: str = "mask") -> Iterator[Tuple[object, object]]:
+    """(image, mask) of every example of `data`, in order.
+
+    `data` is a `datasets.Dataset` (only its `image_key` and `mask_key` columns
+    are decoded, so e.g. soft-label arrays in other columns cost nothing), or an
+    iterable of `(image, mask)` pairs or of dicts holding `image_key` and
+    `mask_key`. Images and masks are yielded as stored (PIL images or arrays).
+    """
+    if is_dataset(data):
+        for row in data.select_columns([image_key, mask_key]):
+            yield row[image_key], row[mask_key]
+    else:
+        for item in data:
+            if isinstance(item, dict):
+                yield item[image_key], item[mask_key]
+            else:
+                image, mask = item
+                yield image, mask

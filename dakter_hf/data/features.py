@@ -64,3 +64,23 @@ def id2label(dataset) -> Dict[int, str]:
 def classes_present(mask_ids: np.ndarray) -> List[int]:
     """Sorted class ids present in a mask (the `classes` column)."""
     return [int(v) for v in np.unique(mask_ids)]
+
+
+def oil_class_candidates(class_names: Sequence[str]) -> List[int]:
+    """Ids of the classes whose name contains "oil" (case-insensitive), in order."""
+    return [i for i, name in enumerate(class_names) if "oil" in name.lower()]
+
+
+def oil_class_index(class_names: Sequence[str]) -> int:
+    """Class id of oil: the first class whose name contains "oil" (case-insensitive).
+
+    "oil" (SOS) -> 1, "oil_spill" (OSD) -> 1. When no name contains "oil", the
+    convention of the binary datasets (0 = background, 1 = oil) is assumed and 1
+    is returned, provided there are at least 2 classes; otherwise ValueError.
+    """
+    candidates = oil_class_candidates(class_names)
+    if candidates:
+        return candidates[0]
+    if len(class_names) >= 2:
+        return 1
+    raise ValueError(f"cannot pick an oil class among {list(class_names)}: no name contains 'oil' and fewer than 2 classes")

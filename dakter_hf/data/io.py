@@ -9,6 +9,7 @@ so an interrupted run never leaves a half-written OUT behind.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -61,3 +62,15 @@ def replace_folder(new: str, target: str) -> None:
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(new, target)
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write `text` to `path` through a temporary name, so readers never see half a file."""
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def atomic_write_json(path: str, payload) -> str:
+    return atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")

@@ -1,0 +1,27 @@
+"""The command-line options that name a dataset source, shared by every `dakter` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+
+SOURCE_HELP = "sos:ROOT, osd:ROOT, folder:ROOT, simulate:N, or a saved dataset dir"
+
+
+def add_source_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    """Options that complete a source spec (sensor, class names, simulator settings).
+
+    `seed=False` for commands with a `--seed` of their own (it then also seeds the source).
+    """
+    parser.add_argument("--sensor", default="palsar", choices=["palsar", "sentinel"], help="SOS sensor")
+    parser.add_argument("--classes", default=None, help="comma-separated class names (folder:ROOT)")
+    parser.add_argument("--num-classes", type=int, default=2, help="simulate:N classes (2: SOS-like, 5: OSD-like)")
+    parser.add_argument("--size", type=int, default=64, help="simulate:N image size")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="simulate:N seed; OSD all-sea patch selection seed")
+
+
+def load_from_args(args: argparse.Namespace, spec: str, split):
+    from .data.sources import load_source
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    return load_source(spec, sensor=args.sensor, split=split, class_names=classes, num_classes=args.num_classes, size=args.size, seed=args.seed)
