@@ -1,6 +1,5 @@
 """`dakter data` and `dakter balance`, run in-process through dakter_hf.cli.main (and once as the console script)."""
 
-import importlib.util
 import os
 import re
 import shutil
@@ -15,25 +14,14 @@ from PIL import Image
 
 from dakter_hf.cli import main
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_reference():
-    """reference_b from tests/test_balance.py (plain numpy + np.fft.fft2), loaded by path."""
-    spec = importlib.util.spec_from_file_location("_dakter_balance_reference", Path(__file__).with_name("test_balance.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.reference_b
-
-
-reference_b = _load_reference()
+from helpers import find_sos_root, reference_b, sos_root_candidates
 
 
 @pytest.fixture(scope="module")
 def sos_root():
-    root = os.environ.get("DAKTER_SOS_ROOT", str(REPO_ROOT / ".." / "shared" / "data" / "sos"))
-    if not os.path.isdir(os.path.join(root, "train", "palsar")):
-        pytest.skip(f"SOS subset not found at {root} (set DAKTER_SOS_ROOT)")
+    root = find_sos_root()
+    if root is None:
+        pytest.skip(f"SOS subset not found at {sos_root_candidates()} (set DAKTER_SOS_ROOT)")
     return root
 
 

@@ -7,7 +7,6 @@ The bad-input tests build a few synthetic files in the SOS layout with PIL
 import glob
 import os
 import re
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -16,18 +15,14 @@ from PIL import Image
 
 from dakter_hf.data import SOS_CLASSES, DataError, class_names_of, load_sos
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def sos_root_path() -> str:
-    return os.environ.get("DAKTER_SOS_ROOT", str(REPO_ROOT / ".." / "shared" / "data" / "sos"))
+from helpers import find_sos_root, sos_root_candidates
 
 
 @pytest.fixture(scope="session")
 def sos_root():
-    root = sos_root_path()
-    if not os.path.isdir(os.path.join(root, "train", "palsar")) or not os.path.isdir(os.path.join(root, "test", "palsar")):
-        pytest.skip(f"SOS subset not found at {root} (set DAKTER_SOS_ROOT)")
+    root = find_sos_root()
+    if root is None:
+        pytest.skip(f"SOS subset not found at {sos_root_candidates()} (set DAKTER_SOS_ROOT)")
     return root
 
 
