@@ -367,3 +367,25 @@ def test_stage_two_must_match_stage_one_objective(stage1, tmp_path):
 def test_bare_boolean_flag_means_true():
     assert parse_args(["--use_ema"]).use_ema is True
     assert parse_args(["--use_ema", "false"]).use_ema is False
+
+
+def test_push_to_hub_uploads_the_final_pipeline(tmp_path, monkeypatch):
+    """The upload call path, against a local stand-in for huggingface_hub.HfApi."""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, **kwargs):
+            calls.append(("create_repo", kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+            assert os.path.isfile(os.path.join(kwargs["folder_path"], "model_index.json"))
+            assert os.path.isfile(os.path.join(kwargs["folder_path"], "README.md"))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    final = train(make_args(tmp_path / "p", max_train_steps=1, push_to_hub=True, hub_model_id="someone/dakter-tiny"))
+    assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][1]["repo_id"] == "someone/dakter-tiny" and calls[0][1]["repo_type"] == "model"
+    assert calls[1][1]["folder_path"] == final
