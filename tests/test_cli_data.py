@@ -14,15 +14,7 @@ from PIL import Image
 
 from dakter_hf.cli import main
 
-from helpers import find_sos_root, reference_b, sos_root_candidates
-
-
-@pytest.fixture(scope="module")
-def sos_root():
-    root = find_sos_root()
-    if root is None:
-        pytest.skip(f"SOS subset not found at {sos_root_candidates()} (set DAKTER_SOS_ROOT)")
-    return root
+from helpers import reference_b
 
 
 def _b_line(text, prefix="b = "):

@@ -15,15 +15,6 @@ from PIL import Image
 
 from dakter_hf.data import SOS_CLASSES, DataError, class_names_of, load_sos
 
-from helpers import find_sos_root, sos_root_candidates
-
-
-@pytest.fixture(scope="session")
-def sos_root():
-    root = find_sos_root()
-    if root is None:
-        pytest.skip(f"SOS subset not found at {sos_root_candidates()} (set DAKTER_SOS_ROOT)")
-    return root
 
 
 @pytest.fixture(scope="session")

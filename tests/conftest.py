@@ -1,0 +1,24 @@
+"""Fixtures shared by the test modules."""
+
+import pytest
+import torch
+
+from helpers import find_sos_root, sos_root_candidates
+
+
+@pytest.fixture(scope="session")
+def sos_root():
+    """The real SOS subset (skipped where it is absent; it may not be redistributed)."""
+    root = find_sos_root()
+    if root is None:
+        pytest.skip(f"SOS subset not found at {sos_root_candidates()} (set DAKTER_SOS_ROOT)")
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    """The CPUs are shared; one thread is several times faster than two here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
