@@ -7,11 +7,11 @@ background load affects both alike. Goal: ratio (DAKTer / DDIM) <= 1.03.
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler
+
+from harness import alternate, median
 
 from dakter_hf.objective import DAKTerObjective
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
@@ -38,21 +38,10 @@ def main():
         pipe.set_progress_bar_config(disable=True)
 
     def run(pipe):
-        generator = torch.Generator().manual_seed(0)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        pipe(batch_size=args.batch, num_inference_steps=args.steps, generator=generator, output_type="np")
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return lambda: pipe(batch_size=args.batch, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0), output_type="np")
 
-    run(dakter), run(ddim)  # warm-up
-    times = {"dakter": [], "ddim": []}
-    for _ in range(args.repeats):
-        times["dakter"].append(run(dakter))
-        times["ddim"].append(run(ddim))
-    dakter_s, ddim_s = statistics.median(times["dakter"]), statistics.median(times["ddim"])
+    times = alternate({"dakter": run(dakter), "ddim": run(ddim)}, args.repeats, args.device)
+    dakter_s, ddim_s = median(times["dakter"]), median(times["ddim"])
     print(f"device={args.device} preset={args.preset} {args.resolution}px batch={args.batch} steps={args.steps} repeats={args.repeats} threads={torch.get_num_threads()}")
     print(f"DDIMPipeline   median {ddim_s:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['ddim'])})")
     print(f"DAKTerPipeline median {dakter_s:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['dakter'])})")

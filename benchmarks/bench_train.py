@@ -13,15 +13,15 @@ UNet, few steps) and reports the peak RSS. Goal: about the same.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+
+from harness import alternate, median
 
 from dakter_hf.objective import DAKTerObjective
 from dakter_hf.unet import make_joint_unet
@@ -53,22 +53,16 @@ def throughput(args) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def timed(step):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return args.steps * args.batch / (time.perf_counter() - start)
+    def steps(step):
+        def work():
+            for _ in range(args.steps):
+                step()
 
-    timed(dakter_step), timed(plain_step)  # warm-up
-    rates = {"dakter": [], "plain": []}
-    for _ in range(args.repeats):
-        rates["dakter"].append(timed(dakter_step))
-        rates["plain"].append(timed(plain_step))
-    dakter, plain = statistics.median(rates["dakter"]), statistics.median(rates["plain"])
+        return work
+
+    times = alternate({"dakter": steps(dakter_step), "plain": steps(plain_step)}, args.repeats, device)
+    rates = {name: [args.steps * args.batch / t for t in values] for name, values in times.items()}
+    dakter, plain = median(rates["dakter"]), median(rates["plain"])
     print(f"device={device} preset={args.preset} {args.resolution}px batch={args.batch} steps/round={args.steps} rounds={args.repeats} threads={torch.get_num_threads()}")
     print(f"plain diffusers loop  {plain:.2f} images/s  (rounds: {', '.join(f'{r:.2f}' for r in rates['plain'])})")
     print(f"DAKTer objective      {dakter:.2f} images/s  (rounds: {', '.join(f'{r:.2f}' for r in rates['dakter'])})")

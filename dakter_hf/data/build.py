@@ -23,15 +23,20 @@ class DataError(ValueError):
     """Bad input data: the message names the file and what was expected."""
 
 
-def read_grey(path: str) -> np.ndarray:
-    """Read an image file as one grey uint8 channel; a clear error if it cannot be read."""
+def read_image(path: str, convert: Callable[[Image.Image], object]):
+    """Open an image file and apply `convert`; a DataError naming the file if it cannot be read."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
+            return convert(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+
+
+def read_grey(path: str) -> np.ndarray:
+    """Read an image file as one grey uint8 channel."""
+    return read_image(path, lambda image: np.asarray(image.convert("L")))
 
 
 def read_class_ids(path: str) -> np.ndarray:
@@ -40,33 +45,30 @@ def read_class_ids(path: str) -> np.ndarray:
     Palette (P) and grey masks keep their stored values (palette indices are the
     class ids); only RGB(A) masks are reduced to one grey channel.
     """
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
-    try:
-        with Image.open(path) as image:
-            if image.mode in ("P", "L", "I", "I;16", "1"):
-                return np.asarray(image).astype(np.uint8) if image.mode != "1" else np.asarray(image, dtype=np.uint8)
-            return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+
+    def ids(image: Image.Image) -> np.ndarray:
+        if image.mode in ("P", "L", "I", "I;16", "1"):
+            return np.asarray(image).astype(np.uint8)
+        return np.asarray(image.convert("L"))
+
+    return read_image(path, ids)
 
 
 def read_rgb(path: str) -> np.ndarray:
     """Read an image file as uint8 (H, W, 3)."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+    return read_image(path, lambda image: np.asarray(image.convert("RGB")))
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
-    if image.shape[:2] != mask.shape[:2]:
+    check_sizes(image.shape[:2], mask.shape[:2], image_path, mask_path)
+
+
+def check_sizes(image_hw, mask_hw, image_path: str, mask_path: str) -> None:
+    """Image and mask must have the same (height, width)."""
+    if tuple(image_hw) != tuple(mask_hw):
         raise DataError(
-            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} "
-            f"is {image.shape[1]}x{image.shape[0]}; expected the same size"
+            f"{mask_path}: mask is {mask_hw[1]}x{mask_hw[0]} (WxH) but its image {image_path} "
+            f"is {image_hw[1]}x{image_hw[0]}; expected the same size"
         )
 
 

@@ -38,9 +38,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import datasets
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from .build import DataError, build_split, file_signature, read_grey, read_rgb, require_dir
+from .build import DataError, build_split, check_sizes, file_signature, read_grey, read_image, read_rgb, require_dir
 from .features import OSD_CLASSES
 
 OSD_SPLITS = ("train", "test")
@@ -99,11 +98,7 @@ def colours_to_ids(rgb: np.ndarray, path: str = "mask") -> np.ndarray:
 
 def _image_size(path: str) -> Tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
+    return read_image(path, lambda image: image.size)
 
 
 def _read_mask_ids(path: str) -> np.ndarray:
@@ -141,11 +136,7 @@ def _scan(pairs, patch_size: int):
     for stem, image_path, mask_path in pairs:
         width, height = _image_size(image_path)
         ids = _read_mask_ids(mask_path)
-        if ids.shape != (height, width):
-            raise DataError(
-                f"{mask_path}: mask is {ids.shape[1]}x{ids.shape[0]} (WxH) but its image {image_path} "
-                f"is {width}x{height}; expected the same size"
-            )
+        check_sizes((height, width), ids.shape, image_path, mask_path)
         if height < patch_size or width < patch_size:
             raise DataError(
                 f"{image_path}: image is {width}x{height} (WxH), smaller than the {patch_size}x{patch_size} "
