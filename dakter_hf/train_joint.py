@@ -11,20 +11,20 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .arguments import load_config_values, parse_arguments
 from .balance import compute_balance_stats
 from .data.features import class_names_of, oil_class_index
 from .data.io import atomic_write_json, atomic_write_text, replace_folder
@@ -108,74 +108,14 @@ class JointTrainingArguments:
 
 
 # ------------------------------------------------------------------ argument parsing
-def _parse_bool(value: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    value = str(value)
-    if value.lower() in ("1", "true", "yes", "y", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
-
-
-def _optional(kind):
-    def convert(value):
-        if value is None or str(value).lower() in ("none", "null", ""):
-            return None
-        return kind(value)
-
-    return convert
-
-
-def _field_type(f: dataclasses.Field):
-    text = str(f.type)
-    base = float if "float" in text else int if "int" in text else _parse_bool if "bool" in text else str
-    return _optional(base) if "Optional" in text else base
-
-
 def load_config_file(path: str) -> Dict[str, Any]:
-    """Read a YAML or JSON config of training arguments."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--config {path}: file not found")
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    if path.endswith(".json"):
-        config = json.loads(text)
-    else:
-        import yaml
-
-        config = yaml.safe_load(text)
-    if not isinstance(config, dict):
-        raise ValueError(f"--config {path}: expected a mapping of argument names to values")
-    known = {f.name: f for f in fields(JointTrainingArguments)}
-    unknown = sorted(set(config) - set(known))
-    if unknown:
-        raise ValueError(f"--config {path}: unknown argument(s) {unknown}")
-    converted = {}
-    for name, value in config.items():
-        try:  # YAML 1.1 reads `1e-4` as a string: convert every value like its flag
-            converted[name] = value if value is None else _field_type(known[name])(value)
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
-            raise ValueError(f"--config {path}: {name}: {error}") from None
-    return converted
+    """Read a YAML or JSON config of training arguments (checked and converted like the command line)."""
+    return load_config_values(path, (JointTrainingArguments,))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> JointTrainingArguments:
     """Command line, optionally on top of `--config FILE` (the command line wins)."""
-    parser = argparse.ArgumentParser(description="Train the DAKTer joint SAR image + soft-label diffusion model.")
-    parser.add_argument("--config", default=None, help="YAML or JSON file with any of the arguments below")
-    for f in fields(JointTrainingArguments):
-        # SUPPRESS: a flag not given stays out of the namespace, so an explicit `none` is kept
-        flag = dict(nargs="?", const=True) if _field_type(f) is _parse_bool else {}  # `--use_ema` alone means true
-        parser.add_argument(f"--{f.name}", type=_field_type(f), default=argparse.SUPPRESS, help=f.metadata.get("help", ""), **flag)
-    namespace = vars(parser.parse_args(argv))
-    values: Dict[str, Any] = {}
-    config_path = namespace.pop("config", None)
-    if config_path:
-        values.update(load_config_file(config_path))
-    values.update(namespace)
-    return JointTrainingArguments(**values)
+    return parse_arguments((JointTrainingArguments,), argv, description="Train the DAKTer joint SAR image + soft-label diffusion model.")[0]
 
 
 # ---------------------------------------------------------------------- data order
