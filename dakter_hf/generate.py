@@ -37,8 +37,8 @@ from .data.features import classes_present
 from .data.io import atomic_write_json, atomic_write_text, parquet_shard_name, replace_folder
 from .devices import no_accelerator
 from .pipelines.pipeline_dakter import DAKTerPipeline
+from .students.losses import KD_TEMPERATURE  # the paper's T; the stored soft labels are checked at it
 
-KD_TEMPERATURE = 2.0  # the paper's T; the temperature the stored soft labels are checked at
 CONFIG_NAME = "generation_config.json"
 
 
