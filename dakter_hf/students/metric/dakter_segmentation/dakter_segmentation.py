@@ -1,0 +1,92 @@
+"""DAKTer segmentation metrics (the paper's Table 4) as an `evaluate` module.
+
+Load it offline by path, e.g. ``dakter_hf.students.metrics.load_metric_module()``
+or ``evaluate.load("<this folder>")``. The math lives in
+`dakter_hf.students.metrics`; this module only adapts it to `evaluate`.
+(`evaluate` scans this file's import lines for dependencies and copies it into
+its modules cache, so the imports below are top level, one per line.)
+"""
+
+import datasets
+import evaluate
+import numpy as np
+
+from dakter_hf.students import metrics as dakter_metrics
+
+_DESCRIPTION = """\
+Semantic segmentation metrics of the DAKTer paper's Table 4, all derived from one
+confusion matrix summed over the image pairs: mean IoU, mean F1, mean precision,
+mean recall, pixel (overall) accuracy, and the same per class.
+
+A class absent from both predictions and references is NaN per category and left
+out of every mean. For a class present somewhere, a 0/0 precision (never
+predicted) or recall (never in the references) counts as 0, penalizing a missed
+or hallucinated class (like sklearn's zero_division=0). Keys follow the
+`mean_iou` metric (mean_iou, mean_accuracy, overall_accuracy, per_category_iou,
+per_category_accuracy), with per_category_accuracy = recall.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`List[ndarray]`):
+        Predicted class-id maps, one 2D array (height, width) per image; sizes may differ between images.
+    references (`List[ndarray]`):
+        Ground-truth class-id maps, each the same size as its prediction.
+    num_labels (`int`):
+        Number of classes C.
+    ignore_index (`int`, defaults to 255):
+        Reference value of pixels left out of every count.
+    id2label (`Dict[int, str]`, *optional*):
+        Class names; when given, the result also has `per_category`, {name: {iou, f1, precision, recall}}.
+
+Returns:
+    `Dict[str, float | ndarray]`:
+        mean_iou, mean_accuracy, overall_accuracy, mean_f1, mean_precision, mean_recall (floats);
+        per_category_iou, per_category_accuracy, per_category_f1, per_category_precision,
+        per_category_recall (float64 arrays of length C, NaN for a class absent from both inputs).
+
+Examples:
+
+    >>> import numpy as np
+    >>> from dakter_hf.students.metrics import load_metric_module
+    >>> metric = load_metric_module()
+    >>> predicted = [np.array([[0, 1], [1, 1]])]
+    >>> ground_truth = [np.array([[0, 1], [0, 255]])]
+    >>> results = metric.compute(predictions=predicted, references=ground_truth, num_labels=2)
+    >>> round(results["mean_iou"], 4)
+    0.5
+"""
+
+_CITATION = """\
+@misc{dakter,
+  title = {{DAKTer}: diffusion-based data augmentation and knowledge transfer with generated soft labels for {SAR} oil-spill segmentation},
+  note = {Segmentation metrics of Table 4; implementation in dakter-hf}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class DakterSegmentation(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
+                    "references": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
+                }
+            ),
+            reference_urls=["https://huggingface.co/spaces/evaluate-metric/mean_iou"],
+        )
+
+    def _compute(self, predictions, references, num_labels, ignore_index=255, id2label=None):
+        if len(predictions) != len(references):
+            raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
+        confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+        for prediction, reference in zip(predictions, references):  # images may differ in size
+            confusion += dakter_metrics.confusion_matrix(
+                np.asarray(prediction), np.asarray(reference), num_labels, ignore_index
+            )
+        return dakter_metrics.metrics_from_confusion(confusion, id2label)

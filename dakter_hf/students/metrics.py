@@ -1,0 +1,298 @@
+"""Segmentation metrics of the paper's Table 4, from one confusion matrix.
+
+Everything derives from a (C, C) confusion matrix (rows = reference class,
+columns = predicted class), so a whole evaluation set is summarized by C*C
+integers: batches are accumulated without keeping logits or masks around, and
+the numbers of a split do not depend on how it was batched.
+
+Conventions (also those of the shipped `evaluate` module, which calls this code):
+
+* A class absent from both predictions and references (TP + FP + FN == 0) is NaN
+  in every per-category array and left out of every mean (nanmean), as in
+  `evaluate`'s ``mean_iou``.
+* For a class present somewhere, a 0/0 precision (never predicted) or a 0/0
+  recall (never in the references) is 0, not NaN, like sklearn's
+  ``zero_division=0``: a missed or hallucinated class is penalized instead of
+  silently dropped. ``per_category_accuracy`` is the recall (``mean_iou``'s
+  definition), so it follows the same rule; ``mean_iou`` gives NaN there for a
+  class that is only predicted, so its ``mean_accuracy`` can differ from ours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+
+__all__ = [
+    "confusion_matrix",
+    "metrics_from_confusion",
+    "SegmentationMetricAccumulator",
+    "make_batch_compute_metrics",
+    "flatten_metrics",
+    "format_table4_row",
+    "load_metric_module",
+    "METRIC_MODULE_PATH",
+]
+
+# The `evaluate` module shipped with the package (see `load_metric_module`).
+METRIC_MODULE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric", "dakter_segmentation")
+
+
+def _as_long_tensor(x: Any, device: Optional[torch.device]) -> torch.Tensor:
+    """int64 tensor; a tensor stays on its device (or goes to `device`)."""
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point() or x.is_complex():
+            raise TypeError(f"expected integer class ids, got {x.dtype} (pass argmax class maps, not logits)")
+        t = x
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "iub":
+            raise TypeError(f"expected integer class ids, got {arr.dtype} (pass argmax class maps, not logits)")
+        t = torch.from_numpy(arr.astype(np.int64))  # a writable copy: from_numpy warns on read-only arrays
+    if device is not None:
+        t = t.to(device)
+    return t.long()
+
+
+def _bad_values(values: torch.Tensor, num_labels: int) -> list:
+    bad = values[(values < 0) | (values >= num_labels)]
+    return torch.unique(bad)[:10].tolist()
+
+
+def confusion_matrix(predictions, references, num_labels: int, ignore_index: Optional[int] = 255) -> np.ndarray:
+    """(C, C) int64 counts, rows = reference class, columns = predicted class.
+
+    `predictions` and `references` are integer class-id maps of the same shape
+    (torch tensors, on any device, or array-likes). The count is one `bincount` on
+    the device of the tensors; only the (C, C) result comes to the CPU. Pixels
+    whose reference is `ignore_index` are skipped (predictions included); any
+    other id outside [0, C) raises ValueError.
+    """
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+    device = next((x.device for x in (predictions, references) if isinstance(x, torch.Tensor)), None)
+    pred = _as_long_tensor(predictions, device)
+    ref = _as_long_tensor(references, device)
+    if pred.shape != ref.shape:
+        raise ValueError(
+            f"predictions {tuple(pred.shape)} and references {tuple(ref.shape)} must have the same shape"
+        )
+    pred, ref = pred.reshape(-1), ref.reshape(-1)
+    if ignore_index is not None:
+        keep = ref != ignore_index
+        pred, ref = pred[keep], ref[keep]
+    bad_ref = _bad_values(ref, num_labels)
+    if bad_ref:
+        raise ValueError(
+            f"reference class ids outside [0, {num_labels}) and not ignore_index={ignore_index}: {bad_ref}"
+        )
+    bad_pred = _bad_values(pred, num_labels)
+    if bad_pred:
+        raise ValueError(f"predicted class ids outside [0, {num_labels}): {bad_pred}")
+    counts = torch.bincount(ref * num_labels + pred, minlength=num_labels * num_labels)
+    return counts.reshape(num_labels, num_labels).cpu().numpy().astype(np.int64)
+
+
+def _label_name(id2label: Optional[Mapping], c: int) -> str:
+    """Name of class c; id2label keys may be ints or (after a JSON round trip) strings."""
+    if id2label is None:
+        return str(c)
+    return str(id2label.get(c, id2label.get(str(c), c)))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """num / den with 0/0 -> 0 for present classes and NaN for absent ones."""
+    out = np.zeros(num.shape, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    out[~present] = np.nan
+    return out
+
+
+def metrics_from_confusion(confusion: np.ndarray, id2label: Optional[Mapping] = None) -> Dict[str, Any]:
+    """Table 4 metrics from a confusion matrix (see the module docstring for the NaN/0 rules).
+
+    Keys follow `evaluate`'s ``mean_iou``: ``mean_iou``, ``mean_accuracy``,
+    ``overall_accuracy``, ``per_category_iou``, ``per_category_accuracy``, plus
+    ``mean_f1``, ``per_category_f1``, ``mean_precision``, ``mean_recall``,
+    ``per_category_precision``, ``per_category_recall``. Means are python floats;
+    per-category values are float64 numpy arrays of length C. With `id2label`,
+    ``per_category`` = {name: {"iou", "f1", "precision", "recall"}} of python
+    floats (NaN for an absent class), for readable JSON.
+    """
+    cm = np.asarray(confusion, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"confusion must be a square (C, C) matrix, got shape {cm.shape}")
+    total = cm.sum()
+    if total <= 0:
+        raise ValueError("the confusion matrix is all zero: no pixel was counted")
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    present = (tp + fp + fn) > 0
+
+    iou = _ratio(tp, tp + fp + fn, present)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn, present)
+    precision = _ratio(tp, tp + fp, present)
+    recall = _ratio(tp, tp + fn, present)
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean(values[present]))  # total > 0, so some class is present
+
+    result: Dict[str, Any] = {
+        "mean_iou": mean(iou),
+        "mean_accuracy": mean(recall),
+        "overall_accuracy": float(tp.sum() / total),
+        "per_category_iou": iou,
+        "per_category_accuracy": recall.copy(),
+        "mean_f1": mean(f1),
+        "per_category_f1": f1,
+        "mean_precision": mean(precision),
+        "mean_recall": mean(recall),
+        "per_category_precision": precision,
+        "per_category_recall": recall,
+    }
+    if id2label is not None:
+        result["per_category"] = {
+            _label_name(id2label, c): {
+                "iou": float(iou[c]),
+                "f1": float(f1[c]),
+                "precision": float(precision[c]),
+                "recall": float(recall[c]),
+            }
+            for c in range(cm.shape[0])
+        }
+    return result
+
+
+class SegmentationMetricAccumulator:
+    """Running confusion matrix over batches: what a Trainer with `batch_eval_metrics=True` needs.
+
+    Holds only C*C integers, so the evaluation set's logits never pile up in memory.
+    """
+
+    def __init__(self, num_labels: int, ignore_index: Optional[int] = 255, id2label: Optional[Mapping] = None):
+        self.num_labels = int(num_labels)
+        self.ignore_index = ignore_index
+        self.id2label = id2label
+        self.reset()
+
+    def update(self, predictions, references) -> None:
+        """Add a batch of class-id maps (torch or numpy, same shape)."""
+        self._confusion += confusion_matrix(predictions, references, self.num_labels, self.ignore_index)
+
+    def compute(self) -> Dict[str, Any]:
+        return metrics_from_confusion(self._confusion, self.id2label)
+
+    def reset(self) -> None:
+        self._confusion = np.zeros((self.num_labels, self.num_labels), dtype=np.int64)
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """A copy of the (C, C) counts so far (rows = reference, columns = prediction)."""
+        return self._confusion.copy()
+
+
+def flatten_metrics(result: Mapping[str, Any], id2label: Optional[Mapping] = None) -> Dict[str, float]:
+    """Flat {name: python float} for logs, JSON and tables.
+
+    Means keep their names; per-class values become ``iou_<name>``, ``f1_<name>``,
+    ``precision_<name>``, ``recall_<name>`` with the name from `id2label` (or the
+    class index).
+    """
+    flat = {
+        key: float(result[key])
+        for key in ("mean_iou", "mean_f1", "mean_precision", "mean_recall", "overall_accuracy", "mean_accuracy")
+    }
+    per_class = {
+        "iou": result["per_category_iou"],
+        "f1": result["per_category_f1"],
+        "precision": result["per_category_precision"],
+        "recall": result["per_category_recall"],
+    }
+    for c in range(len(result["per_category_iou"])):
+        name = _label_name(id2label, c)
+        for metric, values in per_class.items():
+            flat[f"{metric}_{name}"] = float(values[c])
+    return flat
+
+
+def make_batch_compute_metrics(
+    num_labels: int, ignore_index: Optional[int] = 255, id2label: Optional[Mapping] = None
+) -> Callable[..., Dict[str, float]]:
+    """`compute_metrics` for `Trainer(..., args=TrainingArguments(batch_eval_metrics=True))`.
+
+    `eval_pred.predictions` must already be argmax class-id maps (B, H, W) and
+    `eval_pred.label_ids` the (B, H, W) masks. Every call adds the batch to a
+    running confusion matrix; the call with ``compute_result=True`` (the last batch)
+    returns the flat metrics (see `flatten_metrics`) and resets for the next
+    evaluation. Intermediate calls return {}.
+    """
+    accumulator = SegmentationMetricAccumulator(num_labels, ignore_index, id2label)
+
+    def compute_metrics(eval_pred, compute_result: bool = False) -> Dict[str, float]:
+        accumulator.update(eval_pred.predictions, eval_pred.label_ids)
+        if not compute_result:
+            return {}
+        try:
+            return flatten_metrics(accumulator.compute(), id2label)
+        finally:
+            accumulator.reset()
+
+    compute_metrics.accumulator = accumulator  # for inspection
+    return compute_metrics
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def format_table4_row(result: Mapping[str, Any], id2label: Mapping) -> str:
+    """Markdown header + one row like the paper's Table 4: percentages, 2 decimals, NaN as "n/a"."""
+    flat = flatten_metrics(result, id2label)
+    columns = [
+        ("mIoU", "mean_iou"),
+        ("mF1", "mean_f1"),
+        ("mP", "mean_precision"),
+        ("mR", "mean_recall"),
+        ("PA", "overall_accuracy"),
+    ]
+    for c in range(len(result["per_category_iou"])):
+        name = _label_name(id2label, c)
+        for short, metric in (("IoU", "iou"), ("F1", "f1"), ("P", "precision"), ("R", "recall")):
+            columns.append((f"{short} {name}", f"{metric}_{name}"))
+    header = "| " + " | ".join(title for title, _ in columns) + " |"
+    rule = "|" + "|".join("---:" for _ in columns) + "|"
+    row = "| " + " | ".join(_percent(flat[key]) for _, key in columns) + " |"
+    return "\n".join([header, rule, row])
+
+
+def load_metric_module(**load_kwargs):
+    """`evaluate.load` of the `dakter_segmentation` module shipped in this package (no path needed).
+
+    `load_kwargs` go to `evaluate.load` (e.g. ``keep_in_memory=True``,
+    ``experiment_id=...``). Works offline: the module is loaded from a local path.
+    """
+    import evaluate  # slow to import; only needed here
+
+    return evaluate.load(METRIC_MODULE_PATH, **load_kwargs)
+
+
+def to_json(result: Mapping[str, Any]) -> Dict[str, Any]:
+    """A metrics result as strict JSON: arrays become lists, NaN becomes null."""
+
+    def convert(value):
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (np.ndarray, list, tuple)):
+            return [convert(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) else [convert(v) for v in value]
+        if isinstance(value, (float, np.floating)):
+            return None if math.isnan(float(value)) else float(value)
+        if isinstance(value, np.integer):
+            return int(value)
+        return value
+
+    return convert(result)
