@@ -1,0 +1,38 @@
+"""Tiny students and datasets for the student tests (built in code; nothing downloads)."""
+
+import numpy as np
+
+ID2LABEL = {0: "background", 1: "oil"}
+
+# config overrides that make each family small enough for CPU tests
+TINY_OVERRIDES = {
+    "segformer-b0": dict(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], sr_ratios=[1, 1, 1, 1], decoder_hidden_size=16),
+    "mask2former-swin-tiny": dict(backbone=dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4), hidden_dim=32, feature_size=32, mask_feature_size=32, encoder_layers=1, decoder_layers=2, num_queries=8, dim_feedforward=64, encoder_feedforward_dim=64, num_attention_heads=2),
+    "deeplabv3plus-resnet18": dict(aspp_channels=16, decoder_channels=16, low_level_channels=8, atrous_rates=[1, 2, 3]),
+}
+
+
+def write_generated_dataset(out, count=8, size=32, seed=0, with_soft_labels=True, classes=("background", "oil")):
+    """A folder laid out like `dakter generate` output (hf/ + data/*.parquet) with random soft labels."""
+    import datasets
+    from PIL import Image
+
+    from dakter_hf.data.features import classes_present
+    from dakter_hf.data.io import save_dataset
+    from dakter_hf.generate import generated_features
+
+    rng = np.random.default_rng(seed)
+    soft = (rng.normal(size=(count, len(classes), size, size)) * 3).astype(np.float16)
+    rows = {"image": [], "mask": [], "seed": [], "index": [], "classes": []}
+    if with_soft_labels:
+        rows["soft_label"] = list(soft)
+    for i in range(count):
+        mask = soft[i].astype(np.float32).argmax(0).astype(np.uint8)
+        rows["image"].append(Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L"))
+        rows["mask"].append(Image.fromarray(mask, mode="L"))
+        rows["seed"].append(i)
+        rows["index"].append(i)
+        rows["classes"].append(classes_present(mask))
+    features = generated_features(list(classes), size, size, with_soft_labels=with_soft_labels)
+    save_dataset(datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}), str(out))
+    return soft
