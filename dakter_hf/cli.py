@@ -1,4 +1,4 @@
-"""`dakter` command line: data, balance, generate, quality, demo."""
+"""`dakter` command line: data, balance, generate, quality, demo, evaluate, segment."""
 
 from __future__ import annotations
 
@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Subcommands that live next to their implementation."""
     from . import commands
+    from .students import commands as student_commands
 
-    return commands.REGISTRARS
+    return commands.REGISTRARS + student_commands.REGISTRARS
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,109 @@
+"""`dakter evaluate` (Table-4 metrics of a student) and `dakter segment` (masks for scenes of any size)."""
+
+from __future__ import annotations
+
+import os
+
+from ..sources_cli import SOURCE_HELP, add_source_options, load_from_args
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+# ------------------------------------------------------------------------- evaluate
+def _register_evaluate(sub) -> None:
+    parser = sub.add_parser("evaluate", help="a student's segmentation metrics (mIoU, F1, precision, recall, per class) on a split")
+    parser.add_argument("--model", required=True, help="student folder (from train_student.py) or Hub id")
+    parser.add_argument("--data", required=True, help=SOURCE_HELP)
+    add_source_options(parser)
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the student's)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
+    parser.add_argument("--json", default=None, help="also write the metrics here")
+    parser.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from ..data.features import class_names_of
+    from ..data.io import atomic_write_json
+    from .inference import evaluate_student
+    from .metrics import format_table4_row, to_json
+    from .models import load_student, student_resolution
+
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    model, processor = load_student(args.model)
+    resolution = args.resolution or student_resolution(model, processor)
+    if not resolution or resolution <= 0:
+        raise ValueError("--resolution is needed: the student records no input size")
+    split = load_from_args(args, args.data, args.split)[args.split]
+    result = evaluate_student(model, split, resolution, batch_size=args.batch_size, device=args.device or _default_device())
+    print(f"{args.model} on {args.data} [{args.split}], {result['num_images']} images at {resolution} px:")
+    print(format_table4_row(result, dict(enumerate(class_names_of(split)))))
+    if args.json:
+        record = {"model": args.model, "data": args.data, "split": args.split, "resolution": resolution, **to_json(result)}
+        print(f"wrote {atomic_write_json(args.json, record)}")
+    return 0
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# -------------------------------------------------------------------------- segment
+def _register_segment(sub) -> None:
+    parser = sub.add_parser("segment", help="masks and class probabilities for SAR images of any size (overlapping tiles)")
+    parser.add_argument("inputs", nargs="+", help="image files or folders of images (PNG, JPEG, TIFF)")
+    parser.add_argument("--model", required=True, help="student folder (from train_student.py) or Hub id")
+    parser.add_argument("--out", required=True, help="output folder: NAME_mask.png, NAME_probabilities.npy, NAME_oil.png per image")
+    parser.add_argument("--pixel-scale", default="auto", help="resize factor applied before tiling; auto: the student's training scale (its resolution / the training images' size)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
+    parser.set_defaults(func=_cmd_segment)
+
+
+def _image_files(inputs):
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise FileNotFoundError(f"{item}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            files.extend(found)
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs share the name(s) {duplicates}; their outputs would overwrite each other")
+    return files
+
+
+def _cmd_segment(args) -> int:
+    from ..data.features import oil_class_index
+    from .models import load_student
+    from .segment import segment_file
+
+    if not 0 <= args.overlap < 1:
+        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    scale = None if args.pixel_scale == "auto" else float(args.pixel_scale)
+    if scale is not None and not scale > 0:
+        raise ValueError(f"--pixel-scale must be > 0 or auto, got {args.pixel_scale}")
+    files = _image_files(args.inputs)
+    model, processor = load_student(args.model)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    os.makedirs(args.out, exist_ok=True)
+    for path in files:
+        written = segment_file(path, model, processor, args.out, pixel_scale=scale, overlap=args.overlap, batch_size=args.batch_size, device=args.device or _default_device(), oil_class=oil_class_index(names))
+        print(f"{path}: {written['summary']} -> {written['mask']}")
+    return 0
+
+
+REGISTRARS = [_register_evaluate, _register_segment]

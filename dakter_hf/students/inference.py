@@ -1,0 +1,67 @@
+"""Run a trained student: per-pixel probabilities for batches, splits and whole scenes.
+
+One place for "image in [-1, 1] -> class probabilities at the image's size", used by
+`dakter evaluate`, `dakter segment`, the teacher-KD baseline and the Space.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .losses import resize_logits
+from .models import input_channels, student_logits, to_model_input
+
+
+def student_predictor(model, device: Optional[str] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`predict(images (B, 1, H, W) in [-1, 1]) -> logits (B, C, H, W)` at the input size, no grad."""
+    device = torch.device(device) if device else next(model.parameters()).device
+    model = model.to(device).eval()
+    channels = input_channels(model)
+
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device)
+        logits = student_logits(model, to_model_input(images, channels))
+        return resize_logits(logits, images.shape[-2:]).float()
+
+    return predict
+
+
+def probability_predictor(model, device: Optional[str] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Like `student_predictor`, returning softmax probabilities (what tiling blends)."""
+    predict = student_predictor(model, device)
+    return lambda images: predict(images).softmax(1)
+
+
+def grey_to_unit_tensor(image) -> torch.Tensor:
+    """A grey uint8 image (PIL or array) -> (1, H, W) float tensor in [-1, 1]."""
+    from ..data.arrays import image_to_unit_range
+
+    return torch.from_numpy(image_to_unit_range(image).astype(np.float32))[None]
+
+
+def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, show_progress: bool = True) -> dict:
+    """Table-4 metrics of `model` on a real split (predictions upsampled to the masks' size)."""
+    from tqdm.auto import tqdm
+
+    from ..data.features import class_names_of
+    from .data import build_eval_samples, student_collate
+    from .metrics import SegmentationMetricAccumulator
+
+    names = class_names_of(split)
+    if model.config.num_labels != len(names):
+        raise ValueError(f"the student predicts {model.config.num_labels} classes, the data has {len(names)} ({names})")
+    samples = build_eval_samples(split, resolution)
+    predict = student_predictor(model, device)
+    accumulator = SegmentationMetricAccumulator(len(names), id2label=dict(enumerate(names)))
+    loader = torch.utils.data.DataLoader(samples, batch_size=batch_size, collate_fn=student_collate)
+    for batch in tqdm(loader, desc="evaluating", disable=not show_progress, leave=False):
+        logits = predict(batch["pixel_values"])
+        labels = batch["labels"].to(logits.device)
+        accumulator.update(resize_logits(logits, labels.shape[-2:]).argmax(1), labels)
+    result = accumulator.compute()
+    result["num_images"] = len(samples)
+    return result

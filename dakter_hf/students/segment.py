@@ -1,0 +1,66 @@
+"""Segment whole SAR scenes with a student: read, rescale, tile (`dakter_hf.tiling`), write.
+
+Shared by `dakter segment` and the Space, so both give the same masks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data.build import read_grey
+from ..tiling import predict_tiled
+from .inference import grey_to_unit_tensor, probability_predictor
+from .models import student_resolution
+
+
+def training_pixel_scale(model) -> float:
+    """Resize factor the student was trained at (its resolution / its training images' size)."""
+    return float(getattr(model.config, "dakter_pixel_scale", None) or 1.0)
+
+
+def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional[float] = None, overlap: float = 0.25, batch_size: int = 8, device: str = "cpu", max_pixels: Optional[int] = None, progress: bool = False) -> np.ndarray:
+    """(C, H, W) float32 class probabilities for a grey uint8 scene of any size.
+
+    The scene is resized by `pixel_scale` (default: the student's training scale), cut
+    into overlapping windows of the student's input size, and the blended probabilities
+    are resized back to H x W.
+    """
+    window = student_resolution(model, processor)
+    if not window:
+        raise ValueError("the student records no input size; cannot choose a window")
+    scale = training_pixel_scale(model) if pixel_scale is None else pixel_scale
+    image = grey_to_unit_tensor(grey).to(device)
+    height, width = image.shape[-2:]
+    if scale != 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+    probabilities = predict_tiled(image, probability_predictor(model, device), window=window, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels, progress=progress)
+    if probabilities.shape[-2:] != (height, width):
+        probabilities = F.interpolate(probabilities[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return probabilities.cpu().numpy()
+
+
+def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kwargs) -> Dict[str, str]:
+    """Write NAME_mask.png (class ids), NAME_probabilities.npy (float16 C x H x W), NAME_oil.png (oil probability x 255)."""
+    grey = read_grey(path)
+    probabilities = segment_array(grey, model, processor, **kwargs)
+    stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
+    mask = probabilities.argmax(0).astype(np.uint8)
+    paths = {"mask": stem + "_mask.png", "probabilities": stem + "_probabilities.npy", "oil": stem + "_oil.png"}
+    _save_png(Image.fromarray(mask, mode="L"), paths["mask"])
+    _save_png(Image.fromarray((probabilities[oil_class] * 255).round().astype(np.uint8), mode="L"), paths["oil"])
+    with open(paths["probabilities"] + ".tmp", "wb") as handle:
+        np.save(handle, probabilities.astype(np.float16))
+    os.replace(paths["probabilities"] + ".tmp", paths["probabilities"])
+    paths["summary"] = f"{grey.shape[1]}x{grey.shape[0]}, oil {100 * float((mask == oil_class).mean()):.2f} % of pixels"
+    return paths
+
+
+def _save_png(image: Image.Image, path: str) -> None:
+    image.save(path + ".tmp", format="PNG")
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,257 @@
+"""Train a segmentation student on real + generated data (`training/train_student.py` launches this).
+
+    accelerate launch training/train_student.py --real sos:/data/SOS --sensor palsar \
+        --generated gen/sos-palsar --scale 1.0 --mode dakter --student segformer-b3 --output_dir runs/student
+
+Modes: `real` (real data only), `hard` (real + generated with argmax labels and CE: the
+paper's "without KD"), `dakter` (real + generated with the KD loss). `--teacher DIR` adds
+the teacher-KD baseline (Table 2): a trained student's soft labels on the real images.
+
+At the end the folder holds the student (`save_pretrained`), its image processor, its
+test-split metrics (`test_results.json`) and a model card naming its data, arm and metrics.
+Nothing is evaluated on the test split during training (no model selection on test); use
+`--validation_fraction` with `--eval_strategy steps|epoch` to watch a held-out part of train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from ..data.build import DataError
+from ..data.features import class_names_of
+from ..data.io import atomic_write_json
+from .losses import KD_TEMPERATURE, StudentLossConfig
+from .models import STUDENT_NAMES
+
+logger = logging.getLogger(__name__)
+MODES = ("real", "hard", "dakter")
+MARKER = "dakter_student.json"
+
+
+@dataclass
+class StudentArguments:
+    """What to train on and how; every field is a flag of train_student.py and a --config key."""
+
+    real: str = field(default="simulate:64", metadata={"help": "real data: sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved dataset dir"})
+    generated: List[str] = field(default_factory=list, metadata={"help": "generated dataset dir or Hub id (repeatable)", "action": "extend"})
+    scale: float = field(default=1.0, metadata={"help": "generated rows as a multiple of the real training set (paper: 0.5, 1, 1.5, 2)"})
+    mode: str = field(default="dakter", metadata={"help": "real (real only), hard (generated with argmax labels + CE), dakter (generated with KD)"})
+    teacher: Optional[str] = field(default=None, metadata={"help": "a trained student dir: its soft labels on the real images give the teacher-KD baseline"})
+    student: str = field(default="segformer-b3", metadata={"help": f"one of {', '.join(STUDENT_NAMES)} (paper: segformer-b3)"})
+    student_weights: Optional[str] = field(default=None, metadata={"help": "pretrained weights (Hub id or local path); default: random init"})
+    student_config: Optional[str] = field(default=None, metadata={"help": "JSON dict of config overrides for the random-init student (e.g. a smaller depth)"})
+    resolution: int = field(default=256, metadata={"help": "student input size (SOS and OSD patches: 256)"})
+    sensor: str = field(default="palsar", metadata={"help": "SOS sensor: palsar or sentinel"})
+    classes: Optional[str] = field(default=None, metadata={"help": "comma-separated class names for folder:ROOT"})
+    num_classes: int = field(default=2, metadata={"help": "classes of simulate:N"})
+    train_split: str = field(default="train", metadata={"help": "real training split"})
+    test_split: Optional[str] = field(default="test", metadata={"help": "split evaluated at the end (none: skip)"})
+    validation_fraction: float = field(default=0.0, metadata={"help": "hold out this fraction of the real training split for evaluation during training"})
+    temperature: float = field(default=KD_TEMPERATURE, metadata={"help": "KD temperature T (paper: 2)"})
+    ce_weight: float = field(default=1.0, metadata={"help": "lambda_ce (paper: 1)"})
+    kd_weight: float = field(default=0.1, metadata={"help": "lambda_kd (paper: 0.1)"})
+    dice_weight: float = field(default=0.5, metadata={"help": "lambda_dice (paper: 0.5)"})
+    generated_ce: bool = field(default=True, metadata={"help": "also CE against the argmax for generated samples (false: Eq. 5 read literally)"})
+    generated_dice_target: str = field(default="soft", metadata={"help": "Dice target of generated samples: soft (probabilities) or hard (argmax)"})
+    augment: bool = field(default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"})
+    max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"})
+    card_name: Optional[str] = field(default=None, metadata={"help": "title of the model card (default: student, mode and data)"})
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {MODES}, got {self.mode!r}")
+        if self.student not in STUDENT_NAMES:
+            raise ValueError(f"--student must be one of {', '.join(STUDENT_NAMES)}, got {self.student!r}")
+        if self.mode != "real" and not self.generated:
+            raise ValueError(f"--mode {self.mode} needs at least one --generated dataset")
+        if self.mode == "real" and self.generated:
+            raise ValueError("--mode real trains on real data only; drop --generated or choose --mode hard|dakter")
+        if not self.scale > 0:
+            raise ValueError(f"--scale must be > 0, got {self.scale}")
+        if self.resolution < 16 or self.resolution % 4:
+            raise ValueError(f"--resolution must be a multiple of 4 and >= 16, got {self.resolution}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"--validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"--max_train_minutes must be > 0, got {self.max_train_minutes}")
+        if self.student_config is not None:
+            try:
+                if not isinstance(json.loads(self.student_config), dict):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"--student_config must be a JSON object of config fields, got {self.student_config!r}") from None
+            if self.student_weights:
+                raise ValueError("--student_config applies to random-init students; it cannot change --student_weights")
+        self.loss_config()  # validates temperature, weights and the Dice target
+
+    def loss_config(self) -> StudentLossConfig:
+        kd_weight = self.kd_weight if (self.mode == "dakter" or self.teacher) else 0.0
+        dice_target = self.generated_dice_target if self.mode == "dakter" else "hard"
+        return StudentLossConfig(temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=kd_weight, dice_weight=self.dice_weight, generated_ce=self.generated_ce, generated_dice_target=dice_target)
+
+
+@dataclass
+class StudentTrainingArguments(TrainingArguments):
+    """transformers' TrainingArguments with the paper's defaults for students (lr 1e-4, batch 32, 400 epochs)."""
+
+    output_dir: Optional[str] = field(default="outputs/dakter-student", metadata={"help": "where checkpoints, the student and its card go"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW lr (paper: 1e-4)"})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "batch size per device (paper: 32)"})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "evaluation batch size per device"})
+    num_train_epochs: float = field(default=400.0, metadata={"help": "epochs over real + generated data (paper: 400)"})
+    remove_unused_columns: Optional[bool] = field(default=False, metadata={"help": "must stay false: batches carry soft labels"})
+    batch_eval_metrics: bool = field(default=True, metadata={"help": "accumulate metrics per batch (no logits held)"})
+    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"], metadata={"help": "label keys of a batch"})
+    logging_steps: float = field(default=50, metadata={"help": "log every N steps"})
+    save_strategy: str = field(default="steps", metadata={"help": "checkpoint strategy"})
+    save_steps: float = field(default=500, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: Optional[int] = field(default=2, metadata={"help": "keep at most this many checkpoints"})
+
+
+def _settings_hash(args: StudentArguments, training: TrainingArguments) -> str:
+    keep = dataclasses.asdict(args)
+    keep.pop("max_train_minutes")
+    for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps"):
+        keep[name] = getattr(training, name)
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _claim_output_dir(args: StudentArguments, training: TrainingArguments) -> None:
+    """The output folder belongs to one run: continue only the same settings, refuse anything else."""
+    out = training.output_dir
+    marker = os.path.join(out, MARKER)
+    digest = _settings_hash(args, training)
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as handle:
+            there = json.load(handle)
+        if there.get("settings_hash") != digest:
+            raise ValueError(f"--output_dir {out} holds a student trained with other settings (hash {there.get('settings_hash')}, now {digest}); choose another --output_dir")
+    elif os.path.isdir(out) and os.listdir(out):
+        raise ValueError(f"--output_dir {out} is not empty and was not written by train_student.py; choose another --output_dir")
+    os.makedirs(out, exist_ok=True)
+    if training.process_index == 0:
+        atomic_write_json(marker, {"kind": "dakter-student", "settings_hash": digest, "arguments": json.loads(json.dumps(dataclasses.asdict(args), default=str))})
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training after `minutes` of wall time (the Trainer then saves as usual)."""
+
+    def __init__(self, minutes: Optional[float]):
+        self.minutes, self.start = minutes, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.minutes is not None and (time.time() - self.start) / 60 >= self.minutes:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def atrous_rates_for(resolution: int) -> tuple:
+    """DeepLabV3+'s rates (6, 12, 18) were set for 513 px crops; scale them to the input size."""
+    return tuple(max(1, round(rate * resolution / 512)) for rate in (6, 12, 18))
+
+
+def load_real(args: StudentArguments, seed: int):
+    from ..data.sources import load_source
+
+    class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    return load_source(args.real, sensor=args.sensor, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=seed)
+
+
+def train_student(args: StudentArguments, training: TrainingArguments) -> str:
+    """Train, save the student + processor + test metrics + card into `training.output_dir`; returns it."""
+    from .card import write_student_card
+    from .data import build_eval_samples, build_training_samples, load_generated, student_collate
+    from .inference import evaluate_student
+    from .metrics import flatten_metrics, make_batch_compute_metrics, to_json
+    from .models import build_student, make_image_processor
+    from .teacher import teacher_soft_labels
+    from .trainer import DAKTerTrainer
+
+    if training.remove_unused_columns:
+        raise ValueError("--remove_unused_columns must be false for students (batches carry soft labels)")
+    real = load_real(args, training.seed)
+    if args.train_split not in real:
+        raise DataError(f"--real {args.real}: no split {args.train_split!r}; splits: {list(real)}")
+    if args.test_split and args.test_split not in real:
+        raise DataError(f"--real {args.real}: no split {args.test_split!r} to test on; splits: {list(real)} (or pass --test_split none)")
+    generated = [load_generated(spec) for spec in args.generated]
+    if args.teacher and not os.path.isdir(args.teacher):
+        raise FileNotFoundError(f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)")
+    _claim_output_dir(args, training)
+
+    train_split, validation_split = real[args.train_split], None
+    if args.validation_fraction > 0:
+        parts = train_split.train_test_split(test_size=args.validation_fraction, seed=training.seed)
+        train_split, validation_split = parts["train"], parts["test"]
+    if training.eval_strategy != "no" and validation_split is None:
+        raise ValueError("--eval_strategy needs --validation_fraction > 0: students are never selected on the test split")
+    class_names = class_names_of(train_split)
+    id2label = dict(enumerate(class_names))
+
+    teacher = None
+    if args.teacher:
+        teacher = teacher_soft_labels(args.teacher, train_split, args.resolution, os.path.join(training.output_dir, "teacher_soft_labels"))
+    samples = build_training_samples(train_split, args.resolution, generated=generated, scale=args.scale, use_soft_labels=args.mode == "dakter", teacher_soft_labels=teacher, augment=args.augment)
+    logger.info("%d training samples (%d real, %d generated), classes %s", len(samples), int((~samples.is_generated).sum()), int(samples.is_generated.sum()), class_names)
+
+    overrides = {"atrous_rates": atrous_rates_for(args.resolution)} if args.student.startswith("deeplabv3plus") and not args.student_weights else {}
+    overrides.update(json.loads(args.student_config) if args.student_config else {})
+    model = build_student(args.student, id2label, weights=args.student_weights, seed=training.seed, **overrides)
+    model.config.dakter_resolution = args.resolution
+    native = train_split[0]["image"].size[0]
+    model.config.dakter_pixel_scale = args.resolution / native  # `dakter segment` resizes scenes by this
+    processor = make_image_processor(model, args.resolution)
+    trainer = DAKTerTrainer(
+        model=model,
+        args=training,
+        train_dataset=samples,
+        eval_dataset=build_eval_samples(validation_split, args.resolution) if validation_split is not None else None,
+        data_collator=student_collate,
+        processing_class=processor,
+        compute_metrics=make_batch_compute_metrics(len(class_names), id2label=id2label),
+        callbacks=[TimeBudget(args.max_train_minutes)],
+        loss_config=args.loss_config(),
+    )
+    checkpoint = training.resume_from_checkpoint
+    if checkpoint == "latest":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = get_last_checkpoint(training.output_dir)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()  # student + processor
+    trainer.save_metrics("train", result.metrics)
+    test_result = None
+    if trainer.is_world_process_zero():
+        if args.test_split:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            test_result = evaluate_student(model, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
+            trainer.save_metrics("test", {f"test_{k}": v for k, v in flatten_metrics(test_result, id2label).items()})
+            atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
+        write_student_card(training.output_dir, trainer.accelerator.unwrap_model(trainer.model), args, training, class_names, samples, trainer.state, test_result)
+    return training.output_dir
+
+
+def parse_student_args(argv=None):
+    from ..arguments import parse_arguments
+
+    return parse_arguments((StudentArguments, StudentTrainingArguments), argv, description="Train a DAKTer segmentation student on real + generated SAR data.")
+
+
+def main(argv=None) -> str:
+    args, training = parse_student_args(argv)
+    return train_student(args, training)

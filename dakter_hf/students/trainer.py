@@ -1,0 +1,89 @@
+"""`DAKTerTrainer`: a `transformers.Trainer` whose loss is the routed DAKTer student loss.
+
+Use it as a Trainer, with `remove_unused_columns=False` (the batches carry soft labels and
+flags the model's `forward` does not take) and batches from `students.data`:
+
+    trainer = DAKTerTrainer(model=student, args=args, train_dataset=samples,
+                            data_collator=student_collate, loss_config=StudentLossConfig())
+
+Gradient accumulation: the Trainer counts the label pixels of all micro-batches of one
+optimizer step (`num_items_in_batch`). Each sample contributes its per-pixel mean loss
+times its pixel count, divided by that total, so k micro-batches of n samples give the
+same gradient as one batch of k * n (tested), and the logged loss does not depend on k.
+
+Evaluation returns argmax class maps at label size instead of logits, so with
+`batch_eval_metrics=True` nothing grows with the evaluation set.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Dict, Optional
+
+import torch
+from transformers import Trainer
+
+from .losses import StudentLossConfig, resize_logits, student_loss
+from .models import input_channels, student_logits, to_model_input
+
+
+class DAKTerTrainer(Trainer):
+    """Trainer with the DAKTer student loss (`losses.student_loss`) for any student of `models`."""
+
+    def __init__(self, *args, loss_config: Optional[StudentLossConfig] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.remove_unused_columns:
+            raise ValueError("DAKTerTrainer needs TrainingArguments(remove_unused_columns=False): batches carry soft labels and sample flags")
+        self.loss_config = loss_config or StudentLossConfig()
+        # compute_loss normalises by num_items_in_batch itself, so the Trainer must count and pass it
+        self.model_accepts_loss_kwargs = True
+        self._channels = input_channels(self.accelerator.unwrap_model(self.model))
+        self._terms: Dict[str, list] = defaultdict(list)
+
+    def _loss_terms(self, model, inputs):
+        logits = student_logits(model, to_model_input(inputs["pixel_values"], self._channels))
+        out = student_loss(logits, inputs["labels"], inputs.get("soft_labels"), inputs.get("has_soft_label"), inputs.get("is_generated"), self.loss_config)
+        return logits, out
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        logits, out = self._loss_terms(model, inputs)
+        if num_items_in_batch is None:
+            loss = out.per_sample.mean()
+        else:
+            pixels = inputs["labels"][0].numel()
+            loss = out.per_sample.sum() * pixels / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        if model.training:
+            self._record(out, inputs)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _record(self, out, inputs) -> None:
+        """Per-term means for the logs: CE, Dice over all samples; KD over those with soft labels."""
+        self._terms["loss_ce"].append(out.ce.detach().mean())
+        self._terms["loss_dice"].append(out.dice.detach().mean())
+        soft = inputs.get("has_soft_label")
+        if soft is not None and bool(soft.any()):
+            self._terms["loss_kd"].append(out.kd.detach()[soft.bool()].mean())
+        generated = inputs.get("is_generated")
+        if generated is not None:
+            self._terms["generated_fraction"].append(generated.float().mean())
+
+    def log(self, logs: Dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._terms:
+            for name, values in self._terms.items():
+                logs[name] = round(float(torch.stack(values).mean()), 6)
+            self._terms.clear()
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        """(loss, argmax class map at label size, labels): no logits are kept."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            logits, out = self._loss_terms(model, inputs)
+            loss = out.per_sample.mean().detach()
+        if prediction_loss_only:
+            return loss, None, None
+        labels = inputs["labels"]
+        predictions = resize_logits(logits, labels.shape[-2:]).argmax(1)
+        return loss, predictions, labels
