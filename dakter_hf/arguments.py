@@ -55,6 +55,18 @@ def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert_or_none
 
 
+class RepeatableList(argparse.Action):
+    """`--flag a --flag b c` -> [a, b, c]; unlike argparse's "extend", the first use on the
+    command line replaces the default (e.g. a list from `--config`) instead of adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = getattr(namespace, "_repeatable_seen", set())
+        current = [] if self.dest not in seen else list(getattr(namespace, self.dest) or [])
+        seen.add(self.dest)
+        setattr(namespace, "_repeatable_seen", seen)
+        setattr(namespace, self.dest, current + list(values if isinstance(values, list) else [values]))
+
+
 class ArgumentParser(HfArgumentParser):
     """HfArgumentParser whose Optional flags read none/null/empty as None, plus a `config_flag FILE` option."""
 

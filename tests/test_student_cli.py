@@ -87,6 +87,8 @@ def test_segment_reads_folders_and_refuses_bad_inputs(student_dir, tmp_path, cap
     assert "broken.png" in capsys.readouterr().err
     assert main(["segment", str(scenes / "a.png"), "--model", folder, "--out", str(tmp_path / "o4"), "--overlap", "1.5"]) == 2
     assert "--overlap" in capsys.readouterr().err
+    assert main(["segment", str(scenes / "a.png"), "--model", folder, "--out", str(tmp_path / "o4"), "--pixel-scale", "abc"]) == 2
+    assert "--pixel-scale" in capsys.readouterr().err
     assert main(["segment", str(scenes / "a.png"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o5")]) == 2
     assert "--model" in capsys.readouterr().err
 
@@ -111,3 +113,16 @@ def test_evaluate_prints_table4_and_writes_json(student_dir, tmp_path, capsys):
         union += int(((predicted == 1) | (truth == 1)).sum())
     assert record["per_category_iou"][1] == pytest.approx(inter / union)
     assert record["num_images"] == 5 and record["split"] == "test"
+
+
+def test_evaluate_constant_baseline(tmp_path, capsys):
+    data = simulate_sar(2, num_classes=2, size=32, seed=4, num_test_samples=3)
+    save_dataset(data, str(tmp_path / "data"))
+    out = tmp_path / "background.json"
+    assert main(["evaluate", "--constant", "0", "--data", str(tmp_path / "data"), "--split", "test", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    masks = np.stack([np.asarray(m) for m in data["test"]["mask"]])
+    assert record["per_category_iou"][0] == pytest.approx((masks == 0).mean())
+    assert record["per_category_iou"][1] == 0.0 and record["per_category_precision"][1] == 0.0
+    assert main(["evaluate", "--constant", "7", "--data", str(tmp_path / "data"), "--split", "test"]) == 2
+    assert "--constant" in capsys.readouterr().err

@@ -85,13 +85,13 @@ def test_dice_with_soft_targets_and_smoothing():
 
 
 def test_mixed_batch_routes_each_sample():
-    """Sample 0 real: CE + 0.5 Dice(mask). Sample 1 generated: 0.1 KD + CE(argmax) + 0.5 Dice(soft)."""
+    """Sample 0 real: CE + 0.5 Dice(mask). Sample 1 generated: 0.1 KD + CE(argmax) + 0.5 Dice(soft target option)."""
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 2, 4, 4, generator=g)
     soft = torch.randn(2, 2, 8, 8, generator=g) * 4
     labels = torch.randint(0, 2, (2, 8, 8), generator=g)
     labels[1] = soft[1].argmax(0)
-    out = student_loss(logits, labels, soft, has_soft_label=torch.tensor([False, True]), is_generated=torch.tensor([False, True]))
+    out = student_loss(logits, labels, soft, has_soft_label=torch.tensor([False, True]), is_generated=torch.tensor([False, True]), config=StudentLossConfig(generated_dice_target="soft"))
     up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
     p = up.softmax(1)
     # sample 0, by hand
@@ -166,3 +166,14 @@ def test_bad_options_raise():
         StudentLossConfig(generated_dice_target="fuzzy")
     with pytest.raises(ValueError, match="soft_labels"):
         student_loss(torch.randn(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), None, torch.tensor([True]))
+
+
+def test_default_kd_arm_is_the_hard_arm_plus_kd():
+    """With the defaults, a generated sample's loss in the KD arm = its loss in the hard arm + 0.1 KD."""
+    g = torch.Generator().manual_seed(8)
+    logits, soft = torch.randn(2, 2, 8, 8, generator=g), torch.randn(2, 2, 8, 8, generator=g) * 2
+    labels = soft.argmax(1)
+    flags = torch.tensor([True, True])
+    kd_arm = student_loss(logits, labels, soft, flags, flags)
+    hard_arm = student_loss(logits, labels, None, None, flags, StudentLossConfig(kd_weight=0.0))
+    assert torch.allclose(kd_arm.per_sample, hard_arm.per_sample + 0.1 * kd_loss(logits, soft, 2.0), atol=1e-6)

@@ -56,7 +56,8 @@ def _train_once(tmp_path, batch, accumulation):
     torch.manual_seed(0)
     model = tiny_segformer(dropout=0.0)
     model.decode_head.batch_norm = torch.nn.Identity()
-    trainer = make_trainer(tmp_path, model, mixed_samples(), per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation)
+    # plain SGD: its step is proportional to the gradient, so a mis-scaled loss shows in the weights (AdamW would hide it)
+    trainer = make_trainer(tmp_path, model, mixed_samples(), per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, optim="sgd", max_grad_norm=0.0)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {name: p.detach().clone() for name, p in model.named_parameters()}, losses[0]

@@ -13,7 +13,7 @@ from dakter_hf.data.simulate import simulate_sar
 from dakter_hf.generate import generate_dataset
 from dakter_hf.objective import DAKTerObjective
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
-from dakter_hf.students.models import load_student
+from dakter_hf.students.models import build_student, load_student
 from dakter_hf.students.train import StudentArguments, main, parse_student_args
 from dakter_hf.unet import make_joint_unet
 from helpers import REPO_ROOT
@@ -36,6 +36,8 @@ def data(tmp_path_factory):
 
 def run(out, *extra):
     argv = ["--student", "segformer-b0", "--student_config", TINY, "--resolution", "32", "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", *extra]
+    if "--student_config" in extra:  # a later value wins; drop the default pair
+        argv = argv[:2] + argv[4:]
     return main(argv)
 
 
@@ -120,3 +122,48 @@ def test_accelerate_launch_runs_the_launcher(data, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", str(REPO_ROOT / "training" / "train_student.py"), "--real", data["real"], "--mode", "real", "--student", "segformer-b0", "--student_config", TINY, "--resolution", "32", "--output_dir", str(tmp_path / "launched"), "--max_steps", "1", "--per_device_train_batch_size", "4", "--save_strategy", "no", "--disable_tqdm", "true"]
     subprocess.run(command, check=True, env=env, cwd=str(tmp_path), capture_output=True)
     assert (tmp_path / "launched" / "model.safetensors").is_file()
+
+
+def test_a_rejected_argument_leaves_no_marker(data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--student_weights"):
+        run(tmp_path / "out", "--real", data["real"], "--mode", "real", "--student_config", "null", "--student_weights", str(tmp_path / "absent"))
+    with pytest.raises(Exception, match="--scale"):
+        run(tmp_path / "out", "--real", data["real"], "--mode", "hard", "--generated", data["generated"], "--scale", "2.0")
+    assert not (tmp_path / "out").exists()
+    run(tmp_path / "out", "--real", data["real"], "--mode", "real")  # the corrected command runs
+
+
+def test_rerunning_a_finished_run_changes_nothing(data, tmp_path, one_thread):
+    out = run(tmp_path / "done", "--real", data["real"], "--mode", "real")
+    before = {name: os.path.getmtime(os.path.join(out, name)) for name in ("model.safetensors", "test_metrics.json", "README.md")}
+    run(tmp_path / "done", "--real", data["real"], "--mode", "real")
+    assert before == {name: os.path.getmtime(os.path.join(out, name)) for name in before}
+
+
+def test_resume_restores_the_checkpoint_weights(data, tmp_path, one_thread):
+    """Resuming from checkpoint-2 of a 4-step run ends with the same weights as the uninterrupted run.
+
+    No dropout and no augmentation, so the run is a function of the data order alone.
+    """
+    quiet = json.dumps({**TINY_OVERRIDES["segformer-b0"], "classifier_dropout_prob": 0.0, "drop_path_rate": 0.0})
+    common = ["--real", data["real"], "--mode", "dakter", "--generated", data["generated"], "--scale", "0.5", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--seed", "3", "--data_seed", "3", "--augment", "false", "--student_config", quiet]
+    whole = run(tmp_path / "whole", *common)
+    first = tmp_path / "part"
+    run(first, *common)
+    # simulate an interruption after step 2: keep only checkpoint-2, forget the finished state
+    import shutil
+
+    shutil.rmtree(first / "checkpoint-4")
+    for name in ("model.safetensors", "test_metrics.json", "README.md"):
+        (first / name).unlink()
+    marker = json.loads((first / "dakter_student.json").read_text())
+    (first / "dakter_student.json").write_text(json.dumps({**marker, "finished": False}))
+    run(first, *common, "--resume_from_checkpoint", "latest")
+    a, _ = load_student(whole)
+    b, _ = load_student(str(first))
+    fresh = build_student("segformer-b0", {0: "background", 1: "oil"}, seed=3, **json.loads(quiet)).state_dict()
+    moved = 0
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+        moved += int(not torch.allclose(x, fresh[name]))
+    assert moved > 0

@@ -12,7 +12,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # ------------------------------------------------------------------------- evaluate
 def _register_evaluate(sub) -> None:
     parser = sub.add_parser("evaluate", help="a student's segmentation metrics (mIoU, F1, precision, recall, per class) on a split")
-    parser.add_argument("--model", required=True, help="student folder (from train_student.py) or Hub id")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="student folder (from train_student.py) or Hub id")
+    which.add_argument("--constant", type=int, metavar="CLASS_ID", help="score the predictor that says this class everywhere (0: the all-background baseline)")
     parser.add_argument("--data", required=True, help=SOURCE_HELP)
     add_source_options(parser)
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
@@ -26,22 +28,27 @@ def _register_evaluate(sub) -> None:
 def _cmd_evaluate(args) -> int:
     from ..data.features import class_names_of
     from ..data.io import atomic_write_json
-    from .inference import evaluate_student
+    from .inference import evaluate_constant, evaluate_student
     from .metrics import format_table4_row, to_json
     from .models import load_student, student_resolution
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
-    model, processor = load_student(args.model)
-    resolution = args.resolution or student_resolution(model, processor)
-    if not resolution or resolution <= 0:
-        raise ValueError("--resolution is needed: the student records no input size")
-    split = load_from_args(args, args.data, args.split)[args.split]
-    result = evaluate_student(model, split, resolution, batch_size=args.batch_size, device=args.device or _default_device())
-    print(f"{args.model} on {args.data} [{args.split}], {result['num_images']} images at {resolution} px:")
+    if args.constant is not None:
+        split = load_from_args(args, args.data, args.split)[args.split]
+        result, resolution = evaluate_constant(split, args.constant), None
+        print(f"constant class {args.constant} on {args.data} [{args.split}], {result['num_images']} images, native size:")
+    else:
+        model, processor = load_student(args.model)
+        resolution = args.resolution or student_resolution(model, processor)
+        if not resolution or resolution <= 0:
+            raise ValueError("--resolution is needed: the student records no input size")
+        split = load_from_args(args, args.data, args.split)[args.split]
+        result = evaluate_student(model, split, resolution, batch_size=args.batch_size, device=args.device or _default_device())
+        print(f"{args.model} on {args.data} [{args.split}], {result['num_images']} images at {resolution} px (masks at their own size):")
     print(format_table4_row(result, dict(enumerate(class_names_of(split)))))
     if args.json:
-        record = {"model": args.model, "data": args.data, "split": args.split, "resolution": resolution, **to_json(result)}
+        record = {"model": args.model, "constant": args.constant, "data": args.data, "split": args.split, "resolution": resolution, **to_json(result)}
         print(f"wrote {atomic_write_json(args.json, record)}")
     return 0
 
@@ -93,9 +100,12 @@ def _cmd_segment(args) -> int:
         raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
-    scale = None if args.pixel_scale == "auto" else float(args.pixel_scale)
+    try:
+        scale = None if args.pixel_scale == "auto" else float(args.pixel_scale)
+    except ValueError:
+        scale = -1.0
     if scale is not None and not scale > 0:
-        raise ValueError(f"--pixel-scale must be > 0 or auto, got {args.pixel_scale}")
+        raise ValueError(f"--pixel-scale must be a number > 0 or auto, got {args.pixel_scale!r}")
     files = _image_files(args.inputs)
     model, processor = load_student(args.model)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]

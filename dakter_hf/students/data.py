@@ -160,13 +160,15 @@ def build_training_samples(
         image, mask = resize_pair(row["image"], row["mask"], resolution)
         images.append(np.asarray(to_grey_array(image), dtype=np.uint8))
         flags.append(True)
-        if use_soft_labels:
+        if "soft_label" in row:  # the hard label is the argmax at this size, in both the hard and the KD arm
             logits = resize_soft_label(row["soft_label"], resolution)
-            masks.append(logits.astype(np.float32).argmax(0).astype(np.uint8))  # the hard label is the argmax at this size
+            masks.append(logits.astype(np.float32).argmax(0).astype(np.uint8))
+        else:  # generators trained with L2 labels store only the mask
+            masks.append(mask_to_ids(mask).astype(np.uint8))
+        if use_soft_labels:
             soft_index.append(len(soft))
             soft.append(logits)
         else:
-            masks.append(mask_to_ids(mask).astype(np.uint8))
             soft_index.append(-1)
     return StudentSamples(
         images=np.stack(images),

@@ -65,3 +65,21 @@ def evaluate_student(model, split, resolution: int, batch_size: int = 16, device
     result = accumulator.compute()
     result["num_images"] = len(samples)
     return result
+
+
+def evaluate_constant(split, class_id: int) -> dict:
+    """Table-4 metrics of the predictor that says `class_id` everywhere (e.g. the all-background baseline)."""
+    from ..data.arrays import mask_to_ids
+    from ..data.features import class_names_of
+    from .metrics import SegmentationMetricAccumulator
+
+    names = class_names_of(split)
+    if not 0 <= class_id < len(names):
+        raise ValueError(f"--constant must be a class id in 0..{len(names) - 1} ({names}), got {class_id}")
+    accumulator = SegmentationMetricAccumulator(len(names), id2label=dict(enumerate(names)))
+    for mask in split.select_columns(["mask"])["mask"]:
+        ids = mask_to_ids(mask)
+        accumulator.update(np.full_like(ids, class_id), ids)
+    result = accumulator.compute()
+    result["num_images"] = len(split)
+    return result

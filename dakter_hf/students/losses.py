@@ -17,9 +17,10 @@ signal; Hinton-style distillation pairs the soft term with a hard one. (2) The p
 arm differs from it by exactly the KD term, which makes the comparison an ablation of
 the soft labels alone. ``generated_ce=False`` gives the literal Eq. 5.
 
-Dice targets: the one-hot mask for real samples; for generated samples the soft label's
-class probabilities at T = 1 (``generated_dice_target="soft"``, which equals the one-hot
-argmax wherever the generator is confident) or the argmax one-hot ("hard").
+Dice targets: the one-hot mask for real samples; for generated samples the argmax one-hot
+(``generated_dice_target="hard"``, the default), so that the KD arm differs from the
+"without KD" arm by the KD term and nothing else, or the soft label's class probabilities
+at T = 1 ("soft").
 
 Resolution: student logits at another size (SegFormer and DeepLabV3+ give H/4) are
 upsampled bilinearly to the label size before every term, as SegFormer's own loss does,
@@ -47,7 +48,7 @@ class StudentLossConfig:
     kd_weight: float = 0.1
     dice_weight: float = 0.5
     generated_ce: bool = True
-    generated_dice_target: str = "soft"
+    generated_dice_target: str = "hard"
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from ..arguments import RepeatableList
 from ..data.build import DataError
 from ..data.features import class_names_of
 from ..data.io import atomic_write_json
@@ -44,7 +45,7 @@ class StudentArguments:
     """What to train on and how; every field is a flag of train_student.py and a --config key."""
 
     real: str = field(default="simulate:64", metadata={"help": "real data: sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved dataset dir"})
-    generated: List[str] = field(default_factory=list, metadata={"help": "generated dataset dir or Hub id (repeatable)", "action": "extend"})
+    generated: List[str] = field(default_factory=list, metadata={"help": "generated dataset dir or Hub id (repeatable; on the command line it replaces the config file's list)", "action": RepeatableList})
     scale: float = field(default=1.0, metadata={"help": "generated rows as a multiple of the real training set (paper: 0.5, 1, 1.5, 2)"})
     mode: str = field(default="dakter", metadata={"help": "real (real only), hard (generated with argmax labels + CE), dakter (generated with KD)"})
     teacher: Optional[str] = field(default=None, metadata={"help": "a trained student dir: its soft labels on the real images give the teacher-KD baseline"})
@@ -63,7 +64,7 @@ class StudentArguments:
     kd_weight: float = field(default=0.1, metadata={"help": "lambda_kd (paper: 0.1)"})
     dice_weight: float = field(default=0.5, metadata={"help": "lambda_dice (paper: 0.5)"})
     generated_ce: bool = field(default=True, metadata={"help": "also CE against the argmax for generated samples (false: Eq. 5 read literally)"})
-    generated_dice_target: str = field(default="soft", metadata={"help": "Dice target of generated samples: soft (probabilities) or hard (argmax)"})
+    generated_dice_target: str = field(default="hard", metadata={"help": "Dice target of generated samples: hard (argmax; the KD arm then differs from --mode hard by the KD term only) or soft (probabilities)"})
     augment: bool = field(default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"})
     max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"})
     card_name: Optional[str] = field(default=None, metadata={"help": "title of the model card (default: student, mode and data)"})
@@ -119,29 +120,50 @@ class StudentTrainingArguments(TrainingArguments):
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "keep at most this many checkpoints"})
 
 
-def _settings_hash(args: StudentArguments, training: TrainingArguments) -> str:
+def data_fingerprint(dataset) -> str:
+    """A content fingerprint that is the same on every load: row count plus the ids (or seeds) of the rows."""
+    column = "id" if "id" in dataset.column_names else "seed" if "seed" in dataset.column_names else None
+    values = dataset[column] if column else []
+    return hashlib.sha256(json.dumps([len(dataset), column, values], default=str).encode()).hexdigest()[:16]
+
+
+def _settings_hash(args: StudentArguments, training: TrainingArguments, inputs: dict) -> str:
     keep = dataclasses.asdict(args)
     keep.pop("max_train_minutes")
-    for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps"):
+    for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim"):
         keep[name] = getattr(training, name)
+    keep["inputs"] = inputs
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _claim_output_dir(args: StudentArguments, training: TrainingArguments) -> None:
-    """The output folder belongs to one run: continue only the same settings, refuse anything else."""
+def _read_marker(out: str) -> Optional[dict]:
+    path = os.path.join(out, MARKER)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _claim_output_dir(args: StudentArguments, training: TrainingArguments, inputs: dict) -> dict:
+    """The output folder belongs to one run: continue only the same settings and inputs, refuse anything else.
+
+    Called once every argument and input has been checked, so a mistake never leaves a
+    marker behind that blocks the corrected command. Only the main process writes.
+    """
     out = training.output_dir
-    marker = os.path.join(out, MARKER)
-    digest = _settings_hash(args, training)
-    if os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as handle:
-            there = json.load(handle)
+    digest = _settings_hash(args, training, inputs)
+    there = _read_marker(out)
+    if there is not None:
         if there.get("settings_hash") != digest:
-            raise ValueError(f"--output_dir {out} holds a student trained with other settings (hash {there.get('settings_hash')}, now {digest}); choose another --output_dir")
-    elif os.path.isdir(out) and os.listdir(out):
+            raise ValueError(f"--output_dir {out} holds a student trained with other settings or inputs (hash {there.get('settings_hash')}, now {digest}); choose another --output_dir")
+        return there
+    if os.path.isdir(out) and os.listdir(out):
         raise ValueError(f"--output_dir {out} is not empty and was not written by train_student.py; choose another --output_dir")
-    os.makedirs(out, exist_ok=True)
+    record = {"kind": "dakter-student", "settings_hash": digest, "inputs": inputs, "finished": False, "arguments": json.loads(json.dumps(dataclasses.asdict(args), default=str))}
     if training.process_index == 0:
-        atomic_write_json(marker, {"kind": "dakter-student", "settings_hash": digest, "arguments": json.loads(json.dumps(dataclasses.asdict(args), default=str))})
+        os.makedirs(out, exist_ok=True)
+        atomic_write_json(os.path.join(out, MARKER), record)
+    return record
 
 
 class TimeBudget(TrainerCallback):
@@ -173,48 +195,70 @@ def load_real(args: StudentArguments, seed: int):
 
 
 def train_student(args: StudentArguments, training: TrainingArguments) -> str:
-    """Train, save the student + processor + test metrics + card into `training.output_dir`; returns it."""
+    """Train, save the student + processor + test metrics + card into `training.output_dir`; returns it.
+
+    Rerunning a finished run with the same settings and inputs changes nothing.
+    """
     from .card import write_student_card
-    from .data import build_eval_samples, build_training_samples, load_generated, student_collate
+    from .data import build_eval_samples, build_training_samples, generated_rows, load_generated, student_collate
     from .inference import evaluate_student
-    from .metrics import flatten_metrics, make_batch_compute_metrics, to_json
-    from .models import build_student, make_image_processor
+    from .metrics import make_batch_compute_metrics, to_json
+    from .models import build_student, load_student, make_image_processor
     from .teacher import teacher_soft_labels
     from .trainer import DAKTerTrainer
 
+    # ---- every check before the first write
     if training.remove_unused_columns:
         raise ValueError("--remove_unused_columns must be false for students (batches carry soft labels)")
+    if args.validation_fraction > 0 and training.eval_strategy == "no":
+        raise ValueError("--validation_fraction needs --eval_strategy steps or epoch (otherwise the held-out images are only lost to training)")
+    if training.eval_strategy != "no" and args.validation_fraction == 0:
+        raise ValueError("--eval_strategy needs --validation_fraction > 0: students are never selected on the test split")
     real = load_real(args, training.seed)
     if args.train_split not in real:
         raise DataError(f"--real {args.real}: no split {args.train_split!r}; splits: {list(real)}")
     if args.test_split and args.test_split not in real:
         raise DataError(f"--real {args.real}: no split {args.test_split!r} to test on; splits: {list(real)} (or pass --test_split none)")
     generated = [load_generated(spec) for spec in args.generated]
-    if args.teacher and not os.path.isdir(args.teacher):
-        raise FileNotFoundError(f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)")
-    _claim_output_dir(args, training)
-
     train_split, validation_split = real[args.train_split], None
     if args.validation_fraction > 0:
         parts = train_split.train_test_split(test_size=args.validation_fraction, seed=training.seed)
         train_split, validation_split = parts["train"], parts["test"]
-    if training.eval_strategy != "no" and validation_split is None:
-        raise ValueError("--eval_strategy needs --validation_fraction > 0: students are never selected on the test split")
     class_names = class_names_of(train_split)
     id2label = dict(enumerate(class_names))
-
-    teacher = None
+    if generated:
+        generated_rows(len(train_split), generated, args.scale)  # enough generated rows for --scale
     if args.teacher:
-        teacher = teacher_soft_labels(args.teacher, train_split, args.resolution, os.path.join(training.output_dir, "teacher_soft_labels"))
-    samples = build_training_samples(train_split, args.resolution, generated=generated, scale=args.scale, use_soft_labels=args.mode == "dakter", teacher_soft_labels=teacher, augment=args.augment)
-    logger.info("%d training samples (%d real, %d generated), classes %s", len(samples), int((~samples.is_generated).sum()), int(samples.is_generated.sum()), class_names)
-
+        if not os.path.isdir(args.teacher):
+            raise FileNotFoundError(f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)")
+        teacher_model, _ = load_student(args.teacher)
+        if teacher_model.config.num_labels != len(class_names):
+            raise ValueError(f"--teacher {args.teacher} predicts {teacher_model.config.num_labels} classes; the real data has {len(class_names)} ({class_names})")
+        del teacher_model
     overrides = {"atrous_rates": atrous_rates_for(args.resolution)} if args.student.startswith("deeplabv3plus") and not args.student_weights else {}
     overrides.update(json.loads(args.student_config) if args.student_config else {})
     model = build_student(args.student, id2label, weights=args.student_weights, seed=training.seed, **overrides)
+    checkpoint = training.resume_from_checkpoint
+    if checkpoint and checkpoint != "latest" and not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint folder")
+
+    inputs = {"real": data_fingerprint(train_split), "generated": [data_fingerprint(g) for g in generated], "teacher": _teacher_fingerprint(args.teacher)}
+    with training.main_process_first(desc="claiming the output folder"):
+        record = _claim_output_dir(args, training, inputs)
+    if record.get("finished"):
+        logger.info("%s already holds this finished student; nothing to do", training.output_dir)
+        return training.output_dir
+
+    # ---- data, model, training
+    teacher = None
+    if args.teacher:
+        with training.main_process_first(desc="teacher soft labels"):
+            teacher = teacher_soft_labels(args.teacher, train_split, os.path.join(training.output_dir, "teacher_soft_labels"), write=training.process_index == 0)
+    samples = build_training_samples(train_split, args.resolution, generated=generated, scale=args.scale, use_soft_labels=args.mode == "dakter", teacher_soft_labels=teacher, augment=args.augment)
+    logger.info("%d training samples (%d real, %d generated), classes %s", len(samples), int((~samples.is_generated).sum()), int(samples.is_generated.sum()), class_names)
     model.config.dakter_resolution = args.resolution
-    native = train_split[0]["image"].size[0]
-    model.config.dakter_pixel_scale = args.resolution / native  # `dakter segment` resizes scenes by this
+    width, height = train_split[0]["image"].size
+    model.config.dakter_pixel_scale = args.resolution / max(width, height)  # `dakter segment` resizes scenes by this
     processor = make_image_processor(model, args.resolution)
     trainer = DAKTerTrainer(
         model=model,
@@ -227,23 +271,37 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
         callbacks=[TimeBudget(args.max_train_minutes)],
         loss_config=args.loss_config(),
     )
-    checkpoint = training.resume_from_checkpoint
     if checkpoint == "latest":
         from transformers.trainer_utils import get_last_checkpoint
 
-        checkpoint = get_last_checkpoint(training.output_dir)
+        checkpoint = get_last_checkpoint(training.output_dir) if os.path.isdir(training.output_dir) else None
+        if checkpoint is None:
+            logger.info("no checkpoint in %s: starting a new run", training.output_dir)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # student + processor
     trainer.save_metrics("train", result.metrics)
-    test_result = None
     if trainer.is_world_process_zero():
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        test_result = None
         if args.test_split:
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            test_result = evaluate_student(model, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
-            trainer.save_metrics("test", {f"test_{k}": v for k, v in flatten_metrics(test_result, id2label).items()})
+            test_result = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
             atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
-        write_student_card(training.output_dir, trainer.accelerator.unwrap_model(trainer.model), args, training, class_names, samples, trainer.state, test_result)
+        write_student_card(training.output_dir, final, args, training, class_names, samples, trainer.state, test_result)
+        atomic_write_json(os.path.join(training.output_dir, MARKER), {**record, "finished": True})
     return training.output_dir
+
+
+def _teacher_fingerprint(teacher: Optional[str]) -> Optional[str]:
+    """The teacher's weights, so a retrained teacher at the same path is a different input."""
+    if not teacher:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(teacher)):
+        if name.endswith((".safetensors", ".bin", "config.json")):
+            with open(os.path.join(teacher, name), "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def parse_student_args(argv=None):

@@ -76,6 +76,15 @@ class DAKTerTrainer(Trainer):
             self._terms.clear()
         super().log(logs, *args, **kwargs)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Weights through `from_pretrained`, which maps renamed keys (SegFormer's and Mask2Former's
+        saved names differ from their module names in transformers 5); the Trainer's own
+        `load_state_dict(strict=False)` would skip them all and resume from the initial weights."""
+        model = model if model is not None else self.model
+        target = self.accelerator.unwrap_model(model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
         """(loss, argmax class map at label size, labels): no logits are kept."""
         inputs = self._prepare_inputs(inputs)
