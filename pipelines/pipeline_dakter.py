@@ -8,12 +8,18 @@ next to `model_index.json`, so a saved pipeline loads three ways:
     DiffusionPipeline.from_pretrained(path, custom_pipeline="pipeline_dakter", trust_remote_code=True)
 
 It is also the single home of the label codec (how masks become label channels and
-back) and of the image-parameterisation conversion (epsilon / v -> x0), which the
-training objective imports, so sampler and loss can never disagree.
+back) and of the image-parameterisation conversion (epsilon / v -> x0, and x0 -> what
+a scheduler steps on), which the training objective imports, so sampler and loss can
+never disagree.
+
+Any diffusers scheduler works, as with diffusers' own pipelines (DDIM is the default):
+
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -26,7 +32,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -104,6 +111,87 @@ def image_x0_from_output(
     raise ValueError(f"image prediction type must be one of {IMAGE_PREDICTION_TYPES}, got {prediction_type!r}")
 
 
+def image_x0_at_step(
+    output: torch.Tensor, model_input: torch.Tensor, alpha: float, prediction_type: str, clip: bool, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """`image_x0_from_output` for one sampling step, with alpha a float: x0 = s_in x_t + s_out output
+    in two kernels (into `out` where given), clamped to [-1, 1] in place when `clip`. For
+    `sample` the output itself is x0 (and is clamped in place)."""
+    if prediction_type == "sample":
+        image = output
+    else:
+        if prediction_type == "epsilon":  # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)
+            scale_in, scale_out = 1.0 / math.sqrt(alpha), -math.sqrt(1.0 - alpha) / math.sqrt(alpha)
+        elif prediction_type == "v_prediction":  # x0 = sqrt(a) x_t - sqrt(1 - a) v
+            scale_in, scale_out = math.sqrt(alpha), -math.sqrt(1.0 - alpha)
+        else:
+            raise ValueError(f"image prediction type must be one of {IMAGE_PREDICTION_TYPES}, got {prediction_type!r}")
+        image = torch.mul(model_input, scale_in, out=out) if out is not None else model_input * scale_in
+        image.add_(output, alpha=scale_out)
+    return image.clamp_(-1, 1) if clip else image
+
+
+def clean_to_scheduler_output(clean: torch.Tensor, model_input: torch.Tensor, alpha_prod_t: float, prediction_type: str) -> torch.Tensor:
+    """The joint clean estimate x0 -> what a scheduler with `prediction_type` steps on.
+
+    The inverse of `image_x0_from_output` on the variance-preserving model input
+    x_t = sqrt(a) x0 + sqrt(1 - a) eps: `sample` is x0 itself, `epsilon` is
+    (x_t - sqrt(a) x0) / sqrt(1 - a), `v_prediction` is sqrt(a) eps - sqrt(1 - a) x0.
+    """
+    if prediction_type in ("sample", "original_sample"):
+        return clean
+    a = float(alpha_prod_t)
+    if prediction_type == "epsilon":
+        return (model_input - math.sqrt(a) * clean) / math.sqrt(max(1.0 - a, 1e-20))
+    if prediction_type == "v_prediction":
+        eps = (model_input - math.sqrt(a) * clean) / math.sqrt(max(1.0 - a, 1e-20))
+        return math.sqrt(a) * eps - math.sqrt(1.0 - a) * clean
+    raise ValueError(f"DAKTerPipeline cannot drive a scheduler with prediction_type={prediction_type!r}; use sample, epsilon or v_prediction")
+
+
+def as_sampling_scheduler(scheduler):
+    """The scheduler a DAKTer pipeline steps: its own class, fed x0 ('sample'), no clipping.
+
+    The pipeline turns every network output into a clean estimate of image and labels,
+    so the scheduler runs with `prediction_type="sample"`; sample clipping and dynamic
+    thresholding would clip the b-scaled label channels and are turned off. diffusers'
+    training scheduler (DDPM, ancestral) becomes DDIM, the default sampler.
+    """
+    config = scheduler.config
+    wanted = {"prediction_type": "sample", "clip_sample": False, "thresholding": False}
+    changes = {key: value for key, value in wanted.items() if key in config and config[key] != value}
+    cls = DDIMScheduler if isinstance(scheduler, DDPMScheduler) else type(scheduler)
+    if not changes and cls is type(scheduler):
+        return scheduler
+    return cls.from_config(config, **changes)
+
+
+def _is_plain_ddim(scheduler, eta: float) -> bool:
+    """DDIM with eta = 0 stepping on x0: the pipeline does that step itself, in place."""
+    config = scheduler.config
+    return (
+        type(scheduler) is DDIMScheduler
+        and eta == 0
+        and config.prediction_type == "sample"
+        and not config.clip_sample
+        and not config.thresholding
+    )
+
+
+def _model_alphas(scheduler, timesteps: torch.Tensor) -> List[float]:
+    """alpha_bar of the (variance-preserving) network input at each step, as floats.
+
+    Schedulers with a sigma table (DPM-Solver, UniPC, Euler, ...) step on their own
+    sigmas, which need not be alphas_cumprod[t] (Karras sigmas, zero-SNR clamping), so
+    alpha = 1 / (1 + sigma^2) from that table; DDIM and DDPM index alphas_cumprod.
+    """
+    sigmas = getattr(scheduler, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and sigmas.numel() == len(timesteps) + 1:
+        return [1.0 / (1.0 + float(s) ** 2) for s in sigmas[:-1].double().cpu()]
+    alphas = scheduler.alphas_cumprod.double().cpu()
+    return [float(alphas[int(t)]) for t in timesteps]
+
+
 # ---------------------------------------------------------------------------- pipeline
 @dataclass
 class DAKTerPipelineOutput(BaseOutput):
@@ -127,8 +215,10 @@ class DAKTerPipeline(DiffusionPipeline):
 
     Parameters:
         unet ([`UNet2DModel`]): in = out = 1 + K channels (K = C for one-hot labels).
-        scheduler ([`DDIMScheduler`]): run with `prediction_type="sample"`: the pipeline
-            turns every network output into a clean estimate before each step.
+        scheduler ([`SchedulerMixin`]): DDIM by default; any diffusers scheduler (DPM-Solver++,
+            UniPC, Euler, ...) works. It runs with `prediction_type="sample"`: the pipeline turns
+            every network output into a clean estimate before each step (and into epsilon / v
+            for a scheduler set to step on those).
         balancing_factor (`float`): b, the SNR balancing factor the model was trained with.
         class_names (`List[str]`): C class names; class i is label channel i.
         label_loss (`str`): `ce` (soft labels from logits) or `l2` (regressed codes, baselines).
@@ -142,23 +232,21 @@ class DAKTerPipeline(DiffusionPipeline):
     def __init__(
         self,
         unet: UNet2DModel,
-        scheduler: DDIMScheduler,
+        scheduler: SchedulerMixin,
         balancing_factor: float = 1.0,
         class_names: Optional[Sequence[str]] = None,
         label_loss: str = "ce",
         label_encoding: str = "onehot",
         image_prediction_type: str = "sample",
         balance_resolution: Optional[int] = None,
+        input_normalization: Optional[dict] = None,
     ):
         super().__init__()
         if class_names is None:
             class_names = ["background", "oil"]
         class_names = list(class_names)
         check_pipeline_config(unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor)
-        if scheduler.config.prediction_type != "sample" or scheduler.config.clip_sample or scheduler.config.thresholding:
-            scheduler = DDIMScheduler.from_config(
-                scheduler.config, prediction_type="sample", clip_sample=False, thresholding=False
-            )
+        scheduler = as_sampling_scheduler(scheduler)
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(
             balancing_factor=float(balancing_factor),
@@ -167,6 +255,7 @@ class DAKTerPipeline(DiffusionPipeline):
             label_encoding=label_encoding,
             image_prediction_type=image_prediction_type,
             balance_resolution=balance_resolution,
+            input_normalization=input_normalization,  # how the training images' pixels became 0..255 (dakter_hf.data.sar_image)
         )
 
     # ---------------------------------------------------------------- save / load
@@ -219,10 +308,11 @@ class DAKTerPipeline(DiffusionPipeline):
 
         Args:
             batch_size (`int`, defaults to 1): number of image/label pairs.
-            num_inference_steps (`int`, defaults to 200): DDIM steps (the paper uses 200).
+            num_inference_steps (`int`, defaults to 200): scheduler steps (the paper: 200 DDIM steps).
             generator (`torch.Generator` or a list of them, *optional*): one generator per sample
                 makes each sample reproducible on its own, whatever the batch.
-            eta (`float`, defaults to 0.0): DDIM eta; 0 is the paper's deterministic step.
+            eta (`float`, defaults to 0.0): DDIM eta; 0 is the paper's deterministic step (passed to
+                schedulers whose `step` takes it).
             label_noise (`str`, defaults to `"consistent"`): `consistent` keeps the label state
                 in the b-scaled space with unit-variance noise, as in training. `literal` reads
                 Algorithm 2 as printed: the network sees `b * y'_t` with `y'_T ~ N(0, I)`, so the
@@ -246,22 +336,20 @@ class DAKTerPipeline(DiffusionPipeline):
         channels = self.unet.config.in_channels
         device, dtype = self._execution_device, self.unet.dtype
 
+        scheduler = self.scheduler
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
         state = randn_tensor((batch_size, channels, height, width), generator=generator, device=device, dtype=dtype)
+        if scheduler.init_noise_sigma != 1.0:  # sigma-space schedulers (Euler, ...) start from their first sigma
+            state = state * scheduler.init_noise_sigma
         if label_noise == "literal":
             state = torch.cat([state[:, :1], state[:, 1:] * b], dim=1)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        alphas_cumprod = self.scheduler.alphas_cumprod.to(device)
+        alphas = _model_alphas(scheduler, timesteps)
 
-        label_output = None
-        for t in self.progress_bar(self.scheduler.timesteps):
-            output = self.unet(state, t).sample
-            label_output = output[:, 1:]
-            image_x0 = image_x0_from_output(output[:, :1], state[:, :1], alphas_cumprod[t], config.image_prediction_type)
-            if clip_image:
-                image_x0 = image_x0.clamp(-1, 1)
-            label_x0 = label_prediction_to_state(label_output, config.label_loss, b)
-            clean = torch.cat([image_x0, label_x0], dim=1)
-            state = self.scheduler.step(clean, t, state, eta=eta, generator=generator).prev_sample
+        if _is_plain_ddim(scheduler, eta):
+            state, label_output = self._ddim_loop(state, timesteps, alphas, b, clip_image)
+        else:
+            state, label_output = self._scheduler_loop(state, timesteps, alphas, b, clip_image, eta, generator)
 
         images = (state[:, :1].float() / 2 + 0.5).clamp(0, 1)
         label_output = label_output.float()
@@ -289,6 +377,61 @@ class DAKTerPipeline(DiffusionPipeline):
         if not return_dict:
             return result
         return DAKTerPipelineOutput(*result)
+
+    def _ddim_loop(self, state: torch.Tensor, timesteps: torch.Tensor, alphas: List[float], b: float, clip_image: bool) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) on x0, updated in place: a few fused kernels per step.
+
+        DDIMScheduler.step with prediction_type="sample" computes
+        eps = (x_t - sqrt(a) x0) / sqrt(1 - a) and x_prev = sqrt(a') x0 + sqrt(1 - a') eps,
+        i.e. x_prev = c_t x_t + c_0 x0 with c_t = sqrt(1 - a') / sqrt(1 - a) and
+        c_0 = sqrt(a') - c_t sqrt(a): the same step, with scalars computed once per step
+        and no tensor allocated beyond the network's output. Returns the final state and
+        the last label output.
+        """
+        scheduler, config = self.scheduler, self.config
+        schedule = scheduler.alphas_cumprod.double().cpu()
+        stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        image_x0 = torch.empty_like(state[:, :1]) if config.image_prediction_type != "sample" else None
+        labels = torch.empty_like(state[:, 1:]) if config.label_loss == "ce" else None
+        softmax_out = torch.ops.aten._softmax.out
+        coefficients = []  # (c_t, c_0) of every step, as floats: nothing is read back from the device in the loop
+        for a, t in zip(alphas, timesteps.tolist()):
+            previous = int(t) - stride
+            a_prev = float(schedule[previous]) if previous >= 0 else float(scheduler.final_alpha_cumprod)
+            c_t = math.sqrt(max(1.0 - a_prev, 0.0)) / math.sqrt(max(1.0 - a, 1e-20))
+            coefficients.append((c_t, math.sqrt(a_prev) - c_t * math.sqrt(a)))
+        label_output = None
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            output = self.unet(state, t).sample
+            label_output = output[:, 1:]
+            a = alphas[i]
+            c_t, c_0 = coefficients[i]
+            image = image_x0_at_step(output[:, :1], state[:, :1], a, config.image_prediction_type, clip_image, out=image_x0)
+            state.mul_(c_t)
+            state[:, :1].add_(image, alpha=c_0)
+            if labels is not None:  # b (softmax * 2 - 1) in two kernels: softmax, then the step's axpy
+                softmax_out(label_output, 1, False, out=labels)
+                state[:, 1:].add_(labels, alpha=2 * b * c_0).sub_(b * c_0)
+            else:  # l2: the regressed codes, clamped, times b
+                state[:, 1:].add_(label_output.clamp(-1, 1), alpha=b * c_0)
+        return state, label_output
+
+    def _scheduler_loop(self, state, timesteps, alphas, b: float, clip_image: bool, eta: float, generator):
+        """Any diffusers scheduler: the clean estimate, converted to its prediction type, goes to `step`."""
+        scheduler, config = self.scheduler, self.config
+        accepted = set(inspect.signature(scheduler.step).parameters)
+        extra = {key: value for key, value in (("eta", eta), ("generator", generator)) if key in accepted}
+        prediction_type = scheduler.config.prediction_type
+        label_output = None
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = scheduler.scale_model_input(state, t)
+            output = self.unet(model_input, t).sample
+            label_output = output[:, 1:]
+            image = image_x0_at_step(output[:, :1], model_input[:, :1], alphas[i], config.image_prediction_type, clip_image)
+            clean = torch.cat([image, label_prediction_to_state(label_output, config.label_loss, b)], dim=1)
+            target = clean_to_scheduler_output(clean, model_input, alphas[i], prediction_type)
+            state = scheduler.step(target, t, state, **extra).prev_sample
+        return state, label_output
 
 
 def check_label_options(label_loss: str, label_encoding: str, balancing_factor: float) -> None:

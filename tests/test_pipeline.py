@@ -399,3 +399,104 @@ def test_v_oracle_on_zero_terminal_snr_follows_algorithm_2():
         assert torch.allclose(seen.double(), want, rtol=1e-4, atol=1e-5)
     assert torch.allclose(out.images.double(), (final[:, :1] / 2 + 0.5).clamp(0, 1), atol=1e-5)
     assert torch.isfinite(out.images).all()
+
+
+# --------------------------------------------------------------------- any diffusers scheduler
+from diffusers import (  # noqa: E402
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+SCHEDULERS = {
+    "ddim": lambda config: DDIMScheduler.from_config(config),
+    "dpmsolver++": lambda config: DPMSolverMultistepScheduler.from_config(config),
+    "dpmsolver++-epsilon": lambda config: DPMSolverMultistepScheduler.from_config(config, prediction_type="epsilon"),
+    "dpmsolver++-v": lambda config: DPMSolverMultistepScheduler.from_config(config, prediction_type="v_prediction"),
+    "unipc": lambda config: UniPCMultistepScheduler.from_config(config),
+    "euler": lambda config: EulerDiscreteScheduler.from_config(config),
+    # Euler ancestral cannot step on x0: set to epsilon, it gets the clean estimate converted
+    "euler-ancestral-epsilon": lambda config: EulerAncestralDiscreteScheduler.from_config(config, prediction_type="epsilon"),
+    "heun": lambda config: HeunDiscreteScheduler.from_config(config),
+}
+
+
+@pytest.mark.parametrize("zero_snr", [False, True], ids=["linear", "zero-snr-v"])
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_turns_a_constant_clean_prediction_into_it(name, zero_snr):
+    """A stand-in network that always predicts one clean sample (directly, or as the v output
+    whose x0 is that sample) is sampled into exactly that sample, whatever the scheduler."""
+    prediction = "v_prediction" if zero_snr else "sample"
+    sampler = DAKTerObjective(2, image_prediction_type=prediction, zero_terminal_snr=zero_snr).sampling_scheduler()
+    unet = stand_in(2, oracle=None if prediction == "sample" else prediction)
+    pipe = make_pipe(2, b=0.6, unet=unet, scheduler=sampler, image_prediction_type=prediction)
+    pipe.scheduler = SCHEDULERS[name](pipe.scheduler.config)
+    # the stand-in's v output is computed on the alphas the scheduler itself steps on
+    pipe.scheduler.set_timesteps(STEPS)
+    sigmas = getattr(pipe.scheduler, "sigmas", None)
+    unet.alphas_cumprod = pipe.scheduler.alphas_cumprod if sigmas is None else pipe.scheduler.alphas_cumprod.clone()
+    out = pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(4), output_type="pt")
+    assert torch.allclose(out.images, (unet.fixed_image / 2 + 0.5).expand(2, -1, -1, -1), atol=1e-3), name
+    assert torch.equal(out.soft_labels, unet.fixed_logits.expand(2, -1, -1, -1))
+    assert torch.equal(out.masks, unet.fixed_logits.argmax(dim=1).expand(2, -1, -1))
+
+
+def test_fast_ddim_step_matches_the_scheduler_step(monkeypatch):
+    """The in-place DDIM loop is DDIMScheduler.step, to float rounding, for all image targets."""
+    from dakter_hf.pipelines import pipeline_dakter
+
+    for prediction, zero_snr in (("sample", False), ("v_prediction", True), ("epsilon", False)):
+        sampler = DAKTerObjective(2, image_prediction_type=prediction, zero_terminal_snr=zero_snr).sampling_scheduler()
+        pipe = make_pipe(2, b=0.45, scheduler=sampler, image_prediction_type=prediction)
+        fast = pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(5), output_type="pt")
+        monkeypatch.setattr(pipeline_dakter, "_is_plain_ddim", lambda scheduler, eta: False)
+        slow = pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(5), output_type="pt")
+        monkeypatch.undo()
+        assert torch.allclose(fast.images, slow.images, atol=1e-5), prediction
+        assert torch.allclose(fast.soft_labels, slow.soft_labels, atol=1e-4), prediction
+
+
+def test_swapped_scheduler_round_trips_through_save_and_load(tmp_path):
+    pipe = make_pipe(2, b=0.5)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    reference = pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(3), output_type="np")
+    path = str(tmp_path / "dpm")
+    pipe.save_pretrained(path)
+    with open(os.path.join(path, "scheduler", "scheduler_config.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["_class_name"] == "DPMSolverMultistepScheduler"
+    with open(os.path.join(path, "model_index.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
+    for loaded in (DAKTerPipeline.from_pretrained(path), DiffusionPipeline.from_pretrained(path, trust_remote_code=True)):
+        assert type(loaded.scheduler) is DPMSolverMultistepScheduler
+        assert loaded.scheduler.config.prediction_type == "sample"
+        got = quiet(loaded)(batch_size=2, num_inference_steps=STEPS, generator=gen(3), output_type="np")
+        np.testing.assert_array_equal(got.images, reference.images)
+        np.testing.assert_array_equal(got.soft_labels, reference.soft_labels)
+
+
+def test_scheduler_given_at_construction_keeps_its_class_and_steps_on_x0():
+    unet = tiny_unet(2)
+    given = DPMSolverMultistepScheduler(prediction_type="epsilon", thresholding=True)
+    pipe = DAKTerPipeline(unet, given)
+    assert type(pipe.scheduler) is DPMSolverMultistepScheduler
+    assert pipe.scheduler.config.prediction_type == "sample" and not pipe.scheduler.config.thresholding
+    from diffusers import DDPMScheduler
+
+    assert type(DAKTerPipeline(unet, DDPMScheduler()).scheduler) is DDIMScheduler  # the training scheduler samples as DDIM
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_generation_on_cpu(tmp_path, dtype):
+    """fp16 / bf16 weights (`torch_dtype=` at load time) sample on a CPU; outputs come back as float32."""
+    pipe = make_pipe(2)
+    path = str(tmp_path / "pipe")
+    pipe.save_pretrained(path)
+    half = quiet(DAKTerPipeline.from_pretrained(path, torch_dtype=dtype))
+    assert half.unet.dtype == dtype
+    full = pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(6), output_type="pt")
+    out = half(batch_size=2, num_inference_steps=STEPS, generator=gen(6), output_type="pt")
+    assert out.images.dtype == torch.float32 and out.soft_labels.dtype == torch.float32
+    assert torch.isfinite(out.images).all() and torch.isfinite(out.soft_labels).all()
+    assert (out.images - full.images).abs().mean() < 0.05

@@ -360,8 +360,9 @@ def test_resolution_must_suit_the_unet(tmp_path):
 
 
 def test_stage_two_must_match_stage_one_objective(stage1, tmp_path):
+    # stage 1 ran with the defaults (v on a zero-terminal-SNR schedule); the paper's x0 does not continue it
     with pytest.raises(ValueError, match="image_prediction"):
-        train(make_args(tmp_path / "s2", init_from=stage1[1], image_prediction="v", zero_terminal_snr=True))
+        train(make_args(tmp_path / "s2", init_from=stage1[1], image_prediction="sample", zero_terminal_snr=False))
 
 
 def test_bare_boolean_flag_means_true():
