@@ -185,3 +185,15 @@ def load_config_values(path: str, dataclass_types: Sequence[type]) -> Dict[str, 
     objects, config = _parse(dataclass_types, ["--config", path], None, "--config")
     owner = {f.name: obj for obj in objects for f in dataclasses.fields(obj) if f.init}
     return {name: getattr(owner[name], name) for name in config}
+
+
+def run_launcher(main: Callable[[Optional[Sequence[str]]], Any], prog: str, argv: Optional[Sequence[str]] = None) -> Any:
+    """Run a training launcher: a user error (bad argument, missing file, refused folder) is one
+    line on stderr and exit code 2; tracebacks are left for bugs."""
+    from .data.build import DataError
+
+    try:
+        return main(argv)
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,8 +1,9 @@
-"""`dakter` command line: data, balance, generate, quality, demo, evaluate, segment."""
+"""`dakter` command line: data, balance, generate, quality, demo, evaluate, segment, space."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -30,15 +31,56 @@ def summarize(data) -> str:
     return "\n".join(lines)
 
 
-def cmd_data(args) -> int:
-    from .balance import compute_balance_stats
-    from .data.io import save_dataset
+DATA_CARD = """# {name}
 
-    data = load_from_args(args, args.source, args.split)
-    paths = save_dataset(data, args.out, overwrite=args.overwrite)
-    print(summarize(data))
-    split = "train" if "train" in data else next(iter(data))
-    stats = compute_balance_stats(data[split])
+A segmentation dataset written by `dakter data` from `{source}`{sensor}.
+
+{summary}
+
+Images: grey uint8. Normalisation of the source pixels: {normalization}.
+Load: `datasets.load_from_disk("hf")` or `datasets.load_dataset("parquet", data_dir="data")`.
+"""
+
+
+def cmd_data(args) -> int:
+    import json
+    import shutil
+    import tempfile
+
+    from .balance import compute_balance_stats
+    from .data.build import building_cache
+    from .data.io import save_dataset
+    from .data.sources import source_path
+    from .ownership import MARKER, FolderError, check_not_an_input, read_marker, remove_leftovers, settings_hash
+    from .sources_cli import normalization_from_args
+
+    out = os.path.abspath(args.out)
+    normalization = normalization_from_args(args, args.source)
+    settings = {"source": args.source, "sensor": args.sensor, "split": args.split, "classes": args.classes, "num_classes": args.num_classes, "size": args.size, "seed": args.seed, "normalization": normalization.to_dict()}
+    check_not_an_input(out, [source_path(args.source)])
+    record = {"kind": "data", "settings_hash": settings_hash(settings), "settings": settings, "inputs": {"source": args.source}}
+    existing = read_marker(out) if os.path.isdir(out) else None
+    if existing is not None and existing.get("settings_hash") == record["settings_hash"] and not args.overwrite:
+        print(f"{out} already holds this dataset (same source and settings); nothing to do")
+        return 0
+    if os.path.exists(out) and not args.overwrite:
+        what = f"a `{existing.get('kind')}` folder with other settings" if existing else "a folder not written by `dakter data`"
+        raise FolderError(f"--out {out} is {what}; choose another --out, or --overwrite to replace it")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    remove_leftovers(parent, {os.path.basename(out) + ".tmp-*": "staging", os.path.basename(out) + ".old-*": "replaced copy"})
+    cache = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)  # no second copy in ~/.cache
+    try:
+        with building_cache(cache):
+            data = load_from_args(args, args.source, args.split)
+        text = summarize(data)
+        card = DATA_CARD.format(name=os.path.basename(out), source=args.source, sensor=f" (sensor {args.sensor})" if args.source.startswith("sos:") else "", summary=text, normalization=normalization.describe())
+        paths = save_dataset(data, out, overwrite=args.overwrite, extra_files={MARKER: json.dumps(record, indent=2) + "\n", "README.md": card})
+        print(text)
+        split = "train" if "train" in data else next(iter(data))
+        stats = compute_balance_stats(data[split])
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     print(f"balancing factor b = {stats.b:.4f} ({split}, {stats.num_images} images, native size)")
     print(f"wrote {paths['hf']} (load_from_disk) and {paths['parquet']} (load_dataset('parquet', data_dir=...))")
     return 0
@@ -80,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Subcommands that live next to their implementation."""
-    from . import commands
+    from . import commands, space_command
     from .students import commands as student_commands
 
-    return commands.REGISTRARS + student_commands.REGISTRARS
+    return commands.REGISTRARS + student_commands.REGISTRARS + space_command.REGISTRARS
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -21,7 +21,9 @@ def _register_generate(sub) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed: sample i uses seed + i")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per pipeline call (does not change the result)")
     parser.add_argument("--shard-size", type=int, default=256, help="rows per parquet shard (the unit of resumption)")
-    parser.add_argument("--steps", type=int, default=200, help="DDIM steps (paper: 200)")
+    parser.add_argument("--steps", type=int, default=200, help="sampler steps (paper: 200 DDIM steps; DPM-Solver++ needs far fewer)")
+    parser.add_argument("--scheduler", default=None, help="ddim (default: the pipeline's), dpm++, dpm++-3m, unipc, euler, euler-ancestral, heun, or a diffusers scheduler class name")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights' precision while sampling (default: as saved)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the paper)")
     parser.add_argument("--label-noise", default="consistent", choices=["consistent", "literal"])
     parser.add_argument("--license", default="other", help="licence field of the dataset card")
@@ -59,6 +61,8 @@ def _cmd_generate(args) -> int:
         save_to_disk=not args.no_save_to_disk,
         overwrite=args.overwrite,
         device=args.device,
+        scheduler=args.scheduler,
+        dtype=args.dtype,
     )
     if done:
         print(f"wrote {num_samples} samples to {done} (parquet: {os.path.join(done, 'data')})")
@@ -103,6 +107,7 @@ def _register_demo(sub) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the tiny config's)")
     parser.add_argument("--samples", type=int, default=16, help="generated samples")
     parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps for generation")
+    parser.add_argument("--overwrite", action="store_true", help="replace an --out written by a demo with other settings")
     parser.set_defaults(func=_cmd_demo)
 
 
@@ -119,13 +124,20 @@ def _cmd_demo(args) -> int:
     from .train_joint import JointTrainingArguments, load_config_file, train
     from .visualize import generated_samples_figure
 
+    from .ownership import claim_folder
+
+    for flag, value in (("--steps", args.steps), ("--samples", args.samples), ("--inference-steps", args.inference_steps)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
     config = load_config_file(str(resources.files("dakter_hf.configs") / "tiny.yaml"))
+    # the demo owns --out: it redoes its own steps with the same settings, refuses anything else
+    claim_folder(args.out, "demo", {"steps": args.steps, "samples": args.samples, "inference_steps": args.inference_steps, "config": config}, overwrite=args.overwrite)
     data = load_source(config["data"], num_classes=config["num_classes"], size=config["resolution"], seed=config["seed"])
     dataset_dir = os.path.join(args.out, "dataset")
     save_dataset(data, dataset_dir, overwrite=True)
     print("== 1. dataset (synthetic SAR scenes, clearly not real data)")
     print(summarize(data))
-    config.update(data=dataset_dir, output_dir=os.path.join(args.out, "model"), report_to="none")
+    config.update(data=dataset_dir, output_dir=os.path.join(args.out, "model"), report_to="none", overwrite=True)
     if args.steps:
         config["max_train_steps"] = args.steps
     training = JointTrainingArguments(**config)

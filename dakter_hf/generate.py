@@ -37,6 +37,7 @@ from .data.features import classes_present
 from .data.io import atomic_write_json, atomic_write_text, parquet_shard_name, replace_folder
 from .devices import no_accelerator
 from .pipelines.pipeline_dakter import DAKTerPipeline
+from .sampling import configure_sampling
 from .students.losses import KD_TEMPERATURE  # the paper's T; the stored soft labels are checked at it
 
 CONFIG_NAME = "generation_config.json"
@@ -88,6 +89,8 @@ class GenerationConfig:
     label_encoding: str
     image_prediction_type: str
     license: str
+    scheduler: str = "DDIMScheduler"  # the diffusers scheduler class that sampled
+    dtype: str = "fp32"  # the weights' precision while sampling
 
     @property
     def num_shards(self) -> int:
@@ -113,18 +116,84 @@ def _check_or_write_config(out: str, config: GenerationConfig, is_main: bool) ->
         atomic_write_json(path, asdict(config))
 
 
-def load_pipeline(pipeline: str, device: Optional[str] = None) -> DAKTerPipeline:
-    """A DAKTerPipeline from a directory or Hub id, with a clear error for anything else."""
-    looks_local = os.path.isdir(pipeline) or os.path.sep in pipeline or pipeline.startswith(".") or pipeline.count("/") != 1
-    if looks_local and not os.path.isfile(os.path.join(pipeline, "model_index.json")):
-        raise FileNotFoundError(f"--pipeline {pipeline}: no model_index.json there; expected a folder written by DAKTerPipeline.save_pretrained or a Hub id")
+DAKTER_CLASS_NAMES = ("DAKTerPipeline",)
+
+
+def _pipeline_class(model_index: dict) -> str:
+    value = model_index.get("_class_name")
+    return value[-1] if isinstance(value, (list, tuple)) else str(value)
+
+
+def check_pipeline_kind(pipeline: str, model_index: dict) -> None:
+    """Only DAKTer pipelines: a DDPMPipeline with 1 + C channels must not pass for a C-class model."""
+    name = _pipeline_class(model_index)
+    custom = model_index.get("custom_pipeline") or ""
+    if name not in DAKTER_CLASS_NAMES and "pipeline_dakter" not in str(custom):
+        raise ValueError(f"--pipeline {pipeline} is a {name}, not a DAKTer pipeline (expected model_index.json to name DAKTerPipeline)")
+    for key in ("balancing_factor", "class_names"):
+        if key not in model_index:
+            raise ValueError(f"--pipeline {pipeline}: model_index.json has no {key}; not a pipeline saved by DAKTerPipeline.save_pretrained")
+
+
+def is_hub_id(spec: str) -> bool:
+    """owner/name, not an existing local path."""
+    return not os.path.exists(spec) and spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and all(spec.split("/"))
+
+
+def load_pipeline(pipeline: str, device: Optional[str] = None, torch_dtype=None) -> DAKTerPipeline:
+    """A DAKTerPipeline from a local folder or a Hub id, like diffusers' `from_pretrained`.
+
+    The folder's (or repo's) model_index.json must name a DAKTer pipeline; anything else
+    is refused with a message that says what it is.
+    """
+    if os.path.exists(pipeline):
+        index_path = os.path.join(pipeline, "model_index.json")
+        if not os.path.isfile(index_path):
+            raise FileNotFoundError(f"--pipeline {pipeline}: no model_index.json there; expected a folder written by DAKTerPipeline.save_pretrained or a Hub id")
+        with open(index_path, encoding="utf-8") as handle:
+            check_pipeline_kind(pipeline, json.load(handle))
+    elif is_hub_id(pipeline):
+        try:
+            index = DAKTerPipeline.load_config(pipeline)
+        except Exception as error:  # offline, missing repo, private repo, ...
+            raise FileNotFoundError(f"--pipeline {pipeline}: could not read this Hub repo's model_index.json ({type(error).__name__}: {error})") from None
+        check_pipeline_kind(pipeline, dict(index))
+    else:
+        raise FileNotFoundError(f"--pipeline {pipeline}: no such folder, and not a Hub id (owner/name)")
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     try:
-        pipe = DAKTerPipeline.from_pretrained(pipeline)
+        pipe = DAKTerPipeline.from_pretrained(pipeline, **kwargs)
     except OSError as error:
-        raise FileNotFoundError(f"--pipeline {pipeline}: could not load a pipeline from this Hub id ({error})") from error
+        raise FileNotFoundError(f"--pipeline {pipeline}: could not load the pipeline ({error})") from error
     if device:
         pipe.to(device)
     return pipe
+
+
+def model_fingerprint(module) -> str:
+    """sha256 of a network's weights: a resumed generation never mixes two models."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update((tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor).numpy().tobytes())  # numpy has no bfloat16
+    return digest.hexdigest()[:16]
+
+
+def check_generation_options(num_samples, batch_size, shard_size, num_inference_steps, eta, label_noise) -> None:
+    """Every generation option, before anything is written."""
+    from .pipelines.pipeline_dakter import LABEL_NOISE_READINGS
+
+    checks = {"-n/--num-samples": num_samples, "--batch-size": batch_size, "--shard-size": shard_size, "--steps": num_inference_steps}
+    for flag, value in checks.items():
+        if value is None or isinstance(value, bool) or int(value) != value or value <= 0:
+            raise ValueError(f"{flag} must be a whole number > 0, got {value!r}")
+    if not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"--eta must be in [0, 1], got {eta}")
+    if label_noise not in LABEL_NOISE_READINGS:
+        raise ValueError(f"--label-noise must be one of {LABEL_NOISE_READINGS}, got {label_noise!r}")
 
 
 def generate_dataset(
@@ -145,6 +214,8 @@ def generate_dataset(
     num_processes: Optional[int] = None,
     pipe: Optional[DAKTerPipeline] = None,
     show_progress: bool = True,
+    scheduler: Optional[str] = None,
+    dtype: Optional[str] = None,
 ) -> Optional[str]:
     """Generate `num_samples` image/soft-label pairs into `out`; returns `out` once complete.
 
@@ -158,14 +229,14 @@ def generate_dataset(
             process k % num_processes). Default: from Accelerate, so `accelerate launch`
             splits the work; pass them to split by hand.
         pipe: an already loaded pipeline (skips loading `pipeline`).
+        scheduler: sampler name (`dakter_hf.sampling.SCHEDULERS`: ddim, dpm++, unipc, euler, ...)
+            or a diffusers scheduler class name; None keeps the pipeline's (DDIM). Recorded.
+        dtype: fp32, fp16 or bf16 weights while sampling; None keeps the pipeline's. Recorded.
 
     Returns `out` when every shard exists and the card is written, else None (other
     processes still have shards to make).
     """
-    if num_samples is None or num_samples <= 0:
-        raise ValueError(f"the number of samples must be > 0, got {num_samples}")
-    if batch_size <= 0 or shard_size <= 0:
-        raise ValueError("batch_size and shard_size must be > 0")
+    check_generation_options(num_samples, batch_size, shard_size, num_inference_steps, eta, label_noise)
     from accelerate import PartialState
 
     explicit = process_index is not None
@@ -176,11 +247,10 @@ def generate_dataset(
     num_processes = num_processes or 1
     is_main = process_index == 0
 
-    if overwrite and is_main and os.path.isdir(out):
-        shutil.rmtree(out)
-    if state is not None:
-        state.wait_for_everyone()
     pipe = pipe or load_pipeline(pipeline, device=device)
+    scheduler_name, dtype_name = configure_sampling(pipe, scheduler, dtype)
+    if num_inference_steps > pipe.scheduler.config.num_train_timesteps:
+        raise ValueError(f"--steps must be at most the {pipe.scheduler.config.num_train_timesteps} training timesteps, got {num_inference_steps}")
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
@@ -200,11 +270,32 @@ def generate_dataset(
         label_encoding=pipe_config.label_encoding,
         image_prediction_type=pipe_config.image_prediction_type,
         license=license,
+        scheduler=scheduler_name,
+        dtype=dtype_name,
     )
-    if is_main:
-        os.makedirs(out, exist_ok=True)
+    from .ownership import FolderLock, claim_folder, remove_leftovers
+
+    writer = is_main or explicit
+    lock = FolderLock(out) if is_main else None
+    if writer:  # the folder belongs to this generation: same settings and the same weights, or nothing
+        if lock is not None:
+            lock.ensure_free()  # before --overwrite could touch another writer's folder
+        claim_folder(out, "generate", asdict(config), inputs={"unet": model_fingerprint(pipe.unet)}, input_paths=[pipeline], overwrite=overwrite and is_main, flag="--out")
+        if lock is not None:
+            lock.__enter__()
+        remove_leftovers(os.path.join(out, "data"), {"*.tmp": "half-written shard"})
+        remove_leftovers(out, {"hf.tmp-*": "staging", "*.tmp": "half-written file"})
     if state is not None:
         state.wait_for_everyone()
+    try:
+        return _generate_into(out, pipe, config, height, width, batch_size, process_index, num_processes, is_main, explicit, state, save_to_disk, show_progress)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+
+
+def _generate_into(out, pipe, config, height, width, batch_size, process_index, num_processes, is_main, explicit, state, save_to_disk, show_progress) -> Optional[str]:
+    """The shards of this process, then (main process) the card and the save_to_disk copy."""
     _check_or_write_config(out, config, is_main or explicit)
     features = generated_features(config.class_names, height, width, with_soft_labels=config.label_loss == "ce")
 
@@ -338,7 +429,7 @@ configs:
 | generator | `{generator}` |
 | balancing factor b | {b:.4f} |
 | label loss / encoding / image parameterisation | {label_loss} / {label_encoding} / {prediction} |
-| sampler | DDIM, {steps} steps, eta = {eta}, label noise: {label_noise} |
+| sampler | {scheduler}, {steps} steps, eta = {eta}, label noise: {label_noise}, {dtype} weights |
 | seeds | sample i uses seed {first_seed} + i ({first_seed} .. {last_seed}) |
 
 ## Columns
@@ -389,6 +480,8 @@ def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[
         steps=config.num_inference_steps,
         eta=config.eta,
         label_noise=config.label_noise,
+        scheduler=config.scheduler,
+        dtype=config.dtype,
         first_seed=config.base_seed,
         last_seed=config.base_seed + config.num_samples - 1,
         soft_label_text=soft_label_text,

@@ -50,11 +50,12 @@ out.masks        # argmax masks
 """
 
 
-def write_model_card(directory: str, args, class_names, balance, objective, unet, run) -> str:
+def write_model_card(directory: str, args, class_names, balance, objective, unet, run, display_path: str = None) -> str:
     """Write README.md (with Hub metadata) next to model_index.json.
 
     `run` holds what actually happened: {"steps", "batch" (global, with
-    accumulation), "num_train_images"}.
+    accumulation), "num_train_images"}. `display_path`: the folder's final path, shown in
+    the card when it is written into a temporary folder first.
     """
     metadata = {
         "library_name": "diffusers",
@@ -91,7 +92,7 @@ def write_model_card(directory: str, args, class_names, balance, objective, unet
         parameters=unet.num_parameters() / 1e6,
         steps=run["steps"],
         batch=run["batch"],
-        repo=args.hub_model_id or directory,
+        repo=args.hub_model_id or display_path or directory,
         arguments=json.dumps(dataclasses.asdict(args), indent=2),
     )
     return atomic_write_text(os.path.join(directory, "README.md"), text)

@@ -16,12 +16,24 @@ def add_source_options(parser: argparse.ArgumentParser, seed: bool = True) -> No
     parser.add_argument("--classes", default=None, help="comma-separated class names (folder:ROOT)")
     parser.add_argument("--num-classes", type=int, default=2, help="simulate:N classes (2: SOS-like, 5: OSD-like)")
     parser.add_argument("--size", type=int, default=64, help="simulate:N image size")
+    parser.add_argument("--intensity", default="linear", choices=["linear", "db"], help="16-bit/float images: values as stored (linear) or linear power to dB first")
+    parser.add_argument("--clip-percentiles", default=None, metavar="LOW,HIGH", help="stretch LOW..HIGH percentile to 0..255 (default: 8-bit images as stored, others 1,99)")
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="simulate:N seed; OSD all-sea patch selection seed")
+
+
+def normalization_from_args(args: argparse.Namespace, spec: str = ""):
+    """--intensity / --clip-percentiles; they apply to folder:ROOT (SOS and OSD ship 8-bit JPEGs)."""
+    from .data.sar_image import Normalization
+
+    normalization = Normalization.from_options(getattr(args, "intensity", "linear"), getattr(args, "clip_percentiles", None))
+    if normalization != Normalization() and not spec.startswith("folder:"):
+        raise ValueError(f"--intensity / --clip-percentiles apply to folder:ROOT sources; {spec} is read as stored (8-bit)")
+    return normalization
 
 
 def load_from_args(args: argparse.Namespace, spec: str, split):
     from .data.sources import load_source
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    return load_source(spec, sensor=args.sensor, split=split, class_names=classes, num_classes=args.num_classes, size=args.size, seed=args.seed)
+    return load_source(spec, sensor=args.sensor, split=split, class_names=classes, num_classes=args.num_classes, size=args.size, seed=args.seed, normalization=normalization_from_args(args, spec))

@@ -11,6 +11,7 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,11 +29,14 @@ from .arguments import load_config_values, parse_arguments
 from .balance import compute_balance_stats
 from .data.features import class_names_of, oil_class_index
 from .data.io import atomic_write_json, atomic_write_text, replace_folder
+from .data.sar_image import Normalization, normalization_for
+from .fast_data import DATA_CACHE_CHOICES, BatchStream, DecodedPairs, DeviceAugment, split_cache_key
 from .data.sources import load_source
 from .devices import no_accelerator
 from .model_card import write_model_card
 from .objective import DAKTerObjective, canonical_prediction_type
 from .pipelines.pipeline_dakter import DAKTerPipeline
+from .speed import adamw, apply_model_options, check_speed_options, enable_tf32, resolve_mixed_precision
 from .transforms import collate_pairs, pair_to_tensors, random_dihedral
 from .unet import UNET_PRESETS, make_joint_unet
 
@@ -60,9 +64,9 @@ class JointTrainingArguments:
     balance_resolution: Optional[str] = field(default="train", metadata={"help": "resolution b is computed at: 'train' (the training resolution), 'native', or a number"})
     label_loss: str = field(default="ce", metadata={"help": "ce (DAKTer) or l2 (plain DDPM / SatSynth baselines)"})
     label_encoding: str = field(default="onehot", metadata={"help": "onehot or binary (SatSynth)"})
-    image_prediction: str = field(default="sample", metadata={"help": "image channel target: sample (paper), epsilon or v"})
+    image_prediction: str = field(default="v", metadata={"help": "image channel target: v (default; real speckle with --zero_terminal_snr), sample (the paper's x0) or epsilon"})
     snr_gamma: Optional[float] = field(default=None, metadata={"help": "min-SNR-gamma weighting of the image loss"})
-    zero_terminal_snr: bool = field(default=False, metadata={"help": "rescale the linear betas to zero terminal SNR"})
+    zero_terminal_snr: bool = field(default=True, metadata={"help": "rescale the linear betas to zero terminal SNR (default; the paper: false, with --image_prediction sample)"})
     num_train_timesteps: int = field(default=1000, metadata={"help": "DDPM steps (paper: 1000, linear betas)"})
     augment: bool = field(default=True, metadata={"help": "random flips / rot90, identical for image and mask"})
     train_batch_size: int = field(default=16, metadata={"help": "per-device batch size"})
@@ -80,9 +84,13 @@ class JointTrainingArguments:
     use_ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights; the saved pipeline uses it"})
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay (reached after warm-up)"})
     ema_power: float = field(default=0.75, metadata={"help": "EMA warm-up power (diffusers EMAModel)"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (Accelerate)"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 where a CUDA device is present, else no), no, fp16 or bf16 (Accelerate)"})
     seed: int = field(default=0, metadata={"help": "fixes the initial weights, the data order, noise, timesteps and augmentations"})
-    dataloader_num_workers: int = field(default=0, metadata={"help": "worker processes that decode and resize images"})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "worker processes that decode and resize images (with --data_cache none)"})
+    data_cache: str = field(default="auto", metadata={"help": "decode the resized split once: auto (memory, or a memory-mapped .npy under OUTPUT_DIR/data_cache for large sets), memory, mmap, or none (decode every step)"})
+    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format for the UNet (faster convolutions on GPUs)"})
+    torch_compile: bool = field(default=False, metadata={"help": "torch.compile the UNet"})
+    torch_compile_mode: str = field(default="default", metadata={"help": "torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs"})
     checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
     checkpoints_total_limit: Optional[int] = field(default=3, metadata={"help": "keep at most this many checkpoints"})
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint dir"})
@@ -94,6 +102,9 @@ class JointTrainingArguments:
     push_to_hub: bool = field(default=False, metadata={"help": "upload the final pipeline and its card to the Hub"})
     hub_model_id: Optional[str] = field(default=None, metadata={"help": "Hub repo id (default: the output folder's name)"})
     hub_private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
+    overwrite: bool = field(default=False, metadata={"help": "start a fresh run in a used --output_dir (its old contents are deleted; never an input)"})
+    intensity: str = field(default="linear", metadata={"help": "16-bit/float images of folder:ROOT: linear (as stored) or db (linear power to dB); a `dakter data` folder's own record wins"})
+    clip_percentiles: Optional[str] = field(default=None, metadata={"help": "LOW,HIGH percentiles stretched to 0..255 (default: 8-bit as stored, other depths 1,99)"})
 
     def __post_init__(self):
         self.image_prediction = canonical_prediction_type(self.image_prediction)
@@ -105,6 +116,8 @@ class JointTrainingArguments:
             raise ValueError(f"--resolution must be > 0, got {self.resolution}")
         if self.unet_preset not in UNET_PRESETS:
             raise ValueError(f"--unet_preset must be one of {sorted(UNET_PRESETS)}, got {self.unet_preset!r}")
+        check_speed_options(self.data_cache, self.mixed_precision, self.torch_compile_mode)
+        Normalization.from_options(self.intensity, self.clip_percentiles)  # --intensity / --clip_percentiles
 
 
 # ------------------------------------------------------------------ argument parsing
@@ -169,6 +182,51 @@ class ResizedPairs(torch.utils.data.Dataset):
         return pair_to_tensors(row["image"], row["mask"], self.resolution)
 
 
+def micro_batches(args: JointTrainingArguments, train_split, plan: BatchPlan, accelerator, objective: DAKTerObjective, first_micro_step: int = 0):
+    """(images, masks, timesteps, noise) on the training device for micro-batch k = first, first + 1, ...
+
+    Both data paths give the same tensors for the same seed and k: `--data_cache none`
+    decodes and resizes rows every step (DataLoader + `ResizedPairs`, flips/rot90 on the
+    CPU); otherwise the split is decoded once, here, before training starts
+    (`fast_data.DecodedPairs`), and batches are assembled and augmented on the device
+    (prepared one step ahead in a background thread on a GPU). Returns a generator.
+    """
+    if args.data_cache not in DATA_CACHE_CHOICES:
+        raise ValueError(f"--data_cache must be one of {DATA_CACHE_CHOICES}, got {args.data_cache!r}")
+    device, process = accelerator.device, accelerator.process_index
+    num_timesteps = objective.scheduler.config.num_train_timesteps
+    if args.data_cache == "none":
+        loader = iter(torch.utils.data.DataLoader(ResizedPairs(train_split, args.resolution), batch_sampler=plan, collate_fn=collate_pairs, num_workers=args.dataloader_num_workers))
+        return _loader_micro_batches(loader, args, objective, device, process, first_micro_step)
+    cache_dir = os.path.join(args.output_dir, "data_cache")
+    with accelerator.main_process_first():  # a memory-mapped cache is written once, by the main process
+        key = split_cache_key(train_split, args.data, args.sensor, args.split, args.classes, args.num_classes)
+        decoded = DecodedPairs.from_split(train_split, args.resolution, mode=args.data_cache, cache_dir=cache_dir, key=key, show_progress=accelerator.is_local_main_process)
+    logger.info("decoded %d training pairs once at %d px (%.1f MB of uint8)", len(decoded), args.resolution, decoded.nbytes / 2**20)
+    stream = BatchStream(decoded, plan, lambda k: step_generator(args.seed, k, process), first_micro_step, args.augment, num_timesteps, objective.channels, pin_memory=device.type == "cuda", background=device.type == "cuda")
+    return _stream_micro_batches(stream, DeviceAugment(args.resolution, device), device)
+
+
+def _loader_micro_batches(loader, args: JointTrainingArguments, objective: DAKTerObjective, device, process: int, micro_step: int):
+    num_timesteps = objective.scheduler.config.num_train_timesteps
+    while True:
+        generator = step_generator(args.seed, micro_step, process)
+        images, masks = _augmented(next(loader), args.augment, generator)
+        timesteps = torch.randint(0, num_timesteps, (images.shape[0],), generator=generator)
+        noise = torch.randn((images.shape[0], objective.channels, *images.shape[2:]), generator=generator)
+        yield tuple(t.to(device) for t in (images, masks, timesteps, noise))
+        micro_step += 1
+
+
+def _stream_micro_batches(stream: BatchStream, augment: DeviceAugment, device):
+    try:
+        for item in stream:
+            images, masks = augment(item.images, item.masks, item.codes)
+            yield images, masks, item.timesteps.to(device, non_blocking=True), item.noise.to(device, non_blocking=True)
+    finally:
+        stream.close()
+
+
 # -------------------------------------------------------------------------- helpers
 def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pipeline, show_progress: bool = True) -> Dict[str, Any]:
     """b and how it was obtained, for the pipeline config and the model card."""
@@ -207,8 +265,9 @@ def sorted_checkpoints(output_dir: str) -> List[str]:
     return [os.path.join(output_dir, n) for n in sorted(names, key=lambda n: int(n.split("-")[-1]))]
 
 
-def build_pipeline(unet, objective: DAKTerObjective, class_names, balance: Dict[str, Any]) -> DAKTerPipeline:
+def build_pipeline(unet, objective: DAKTerObjective, class_names, balance: Dict[str, Any], input_normalization: Optional[dict] = None) -> DAKTerPipeline:
     return DAKTerPipeline(
+        input_normalization=input_normalization,
         unet=unet,
         scheduler=objective.sampling_scheduler(),
         balancing_factor=balance["b"],
@@ -242,7 +301,48 @@ def unet_downsampling(unet) -> int:
 
 # ----------------------------------------------------------------------------- main
 def train(args: JointTrainingArguments) -> str:
-    """Run training; returns the directory of the saved pipeline."""
+    """Run training; returns the directory of the saved pipeline.
+
+    The output folder is claimed before anything is written into it (see `ownership.py`):
+    a used folder is continued only with `--resume_from_checkpoint` and the same settings
+    and data, replaced only with `--overwrite`, and held by one process at a time.
+    """
+    with contextlib.ExitStack() as hold:
+        return _train(args, hold)
+
+
+# how long and how visibly a run goes, not what it computes: a resumed run may change them
+# (a longer --max_train_steps extends a run; with a decaying lr schedule that is your choice)
+RUN_CONTROL = {"output_dir", "resume_from_checkpoint", "max_train_minutes", "max_train_steps", "data_cache", "channels_last", "torch_compile", "torch_compile_mode", "overwrite", "logging_steps", "report_to", "push_to_hub", "hub_model_id", "hub_private", "dataloader_num_workers", "checkpointing_steps", "checkpoints_total_limit", "sample_steps", "num_sample_images", "sample_inference_steps"}
+
+
+def _claim_output_dir(accelerator, args: JointTrainingArguments, train_split, hold: contextlib.ExitStack) -> None:
+    """Claim --output_dir for this run (main process), take its lock, clear an interrupted run's leftovers."""
+    from .data.sources import source_path
+    from .ownership import FolderLock, claim_folder, dataset_fingerprint, folder_fingerprint, remove_leftovers
+
+    if accelerator.is_main_process:
+        settings = {k: v for k, v in dataclasses.asdict(args).items() if k not in RUN_CONTROL}
+        inputs = {"data": dataset_fingerprint(train_split), "init_from": folder_fingerprint(args.init_from) if args.init_from else None}
+        lock = FolderLock(args.output_dir, flag="--output_dir")
+        lock.ensure_free()
+        claim_folder(
+            args.output_dir,
+            "train-joint",
+            settings,
+            inputs,
+            input_paths=[source_path(args.data), args.init_from],
+            overwrite=args.overwrite,
+            allow_resume=bool(args.resume_from_checkpoint),
+            flag="--output_dir",
+            resume_hint="pass --resume_from_checkpoint latest to continue it, or --overwrite to start a fresh run",
+        )
+        hold.enter_context(lock)
+        remove_leftovers(args.output_dir, {"checkpoint-*.tmp": "half-saved checkpoint", "pipeline.tmp": "half-saved pipeline", "*.tmp": "half-written file"})
+    accelerator.wait_for_everyone()
+
+
+def _train(args: JointTrainingArguments, hold: contextlib.ExitStack) -> str:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
     from diffusers.optimization import get_scheduler
@@ -252,15 +352,16 @@ def train(args: JointTrainingArguments) -> str:
     accelerator = Accelerator(
         cpu=no_accelerator(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
         log_with=report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
 
     class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    normalization = normalization_for(args.data, args.intensity, args.clip_percentiles)  # recorded in the pipeline config
     with accelerator.main_process_first():  # the main process builds the Arrow cache, the others reuse it
-        data = load_source(args.data, sensor=args.sensor, split=args.split, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=args.seed)
+        data = load_source(args.data, sensor=args.sensor, split=args.split, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=args.seed, normalization=normalization)
     train_split = data[args.split]
     class_names = class_names_of(train_split)
     init_pipeline = DAKTerPipeline.from_pretrained(args.init_from) if args.init_from else None
@@ -293,13 +394,18 @@ def train(args: JointTrainingArguments) -> str:
     if len(train_split) < global_batch:
         raise ValueError(f"the training split has {len(train_split)} images, fewer than one global batch ({global_batch})")
     ema = EMAModel(unet.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=args.ema_power, model_cls=type(unet), model_config=unet.config) if args.use_ema else None
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    enable_tf32()
+    unet.to(accelerator.device)  # fused AdamW needs the parameters where they will train
+    for option, state in apply_model_options(unet, args.channels_last, args.torch_compile, args.torch_compile_mode):
+        logger.info("%s: %s", option, state)
+    optimizer = adamw(unet.parameters(), accelerator.device, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes, num_training_steps=args.max_train_steps * accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
 
+    _claim_output_dir(accelerator, args, train_split, hold)
     global_step = _resume(accelerator, args)
     first_step = global_step
     if accelerator.is_main_process:
@@ -310,18 +416,13 @@ def train(args: JointTrainingArguments) -> str:
             accelerator.init_trackers("dakter-joint", config={k: v for k, v in dataclasses.asdict(args).items() if isinstance(v, (int, float, str, bool))})
 
     plan = BatchPlan(len(train_split), args.train_batch_size, accelerator.num_processes, accelerator.process_index, args.seed, start=global_step * args.gradient_accumulation_steps)
-    batches = iter(torch.utils.data.DataLoader(ResizedPairs(train_split, args.resolution), batch_sampler=plan, collate_fn=collate_pairs, num_workers=args.dataloader_num_workers))
+    batches = micro_batches(args, train_split, plan, accelerator, objective, first_micro_step=global_step * args.gradient_accumulation_steps)
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="joint training", disable=not accelerator.is_local_main_process)
     unet.train()
     start = time.time()
     while global_step < args.max_train_steps:
         for accumulation_index in range(args.gradient_accumulation_steps):
-            micro_step = global_step * args.gradient_accumulation_steps + accumulation_index
-            generator = step_generator(args.seed, micro_step, accelerator.process_index)
-            images, masks = _augmented(next(batches), args.augment, generator)
-            timesteps = torch.randint(0, objective.scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator)
-            noise = torch.randn((images.shape[0], objective.channels, *images.shape[2:]), generator=generator)
-            images, masks, timesteps, noise = (t.to(accelerator.device) for t in (images, masks, timesteps, noise))
+            images, masks, timesteps, noise = next(batches)  # micro-batch global_step * accumulation + accumulation_index
             with accelerator.accumulate(unet):
                 with accelerator.autocast():
                     out = objective(unet, images, masks, timesteps=timesteps, noise=noise)
@@ -351,6 +452,7 @@ def train(args: JointTrainingArguments) -> str:
             logger.info("time budget of %.1f min reached at step %d", args.max_train_minutes, global_step)
             break
     progress.close()
+    batches.close()
 
     accelerator.wait_for_everyone()
     final_dir = os.path.join(args.output_dir, "pipeline")
@@ -359,9 +461,9 @@ def train(args: JointTrainingArguments) -> str:
         if ema is not None:
             ema.store(final_unet.parameters())
             ema.copy_to(final_unet.parameters())
-        pipeline = build_pipeline(final_unet, objective, class_names, balance)
+        pipeline = build_pipeline(final_unet, objective, class_names, balance, input_normalization=normalization.to_dict())
         run = {"steps": global_step, "batch": global_batch * args.gradient_accumulation_steps, "num_train_images": len(train_split)}
-        _save_pipeline_with_card(pipeline, final_dir, lambda folder: write_model_card(folder, args, class_names, balance, objective, final_unet, run))
+        _save_pipeline_with_card(pipeline, final_dir, lambda folder: write_model_card(folder, args, class_names, balance, objective, final_unet, run, display_path=final_dir))
         if report_to:
             _log_samples(accelerator, final_unet, None, objective, class_names, balance, args, global_step)
         if ema is not None:
@@ -407,6 +509,8 @@ def _everyone_out_of_time(accelerator, budget_minutes: Optional[float], start: f
     """All processes take the same decision (one process stopping alone would hang the others)."""
     if budget_minutes is None:
         return False
+    if accelerator.num_processes == 1:  # no device tensor: a .item() every step would stall the GPU queue
+        return (time.time() - start) / 60 >= budget_minutes
     flag = torch.tensor(float((time.time() - start) / 60 >= budget_minutes), device=accelerator.device)
     if accelerator.num_processes > 1:
         flag = accelerator.reduce(flag, reduction="sum")

@@ -49,6 +49,7 @@ def test_each_mode_saves_student_processor_metrics_and_card(data, tmp_path, mode
     out = run(tmp_path / mode, *extra)
     model, processor = load_student(out)
     assert model.config.num_labels == 2 and processor.size == {"height": 32, "width": 32}
+    assert model.config.sar_input["normalization"]["intensity"] == "linear"  # recorded for `dakter segment`
     metrics = json.loads(open(os.path.join(out, "test_metrics.json")).read())
     assert set(metrics) >= {"mean_iou", "mean_f1", "per_category_iou", "per_category_precision", "per_category_recall", "overall_accuracy"}
     assert metrics["num_images"] == 4
@@ -76,7 +77,7 @@ def test_output_dir_with_other_settings_is_refused(data, tmp_path, one_thread):
         run(tmp_path / "a", "--real", data["real"], "--mode", "real", "--learning_rate", "0.5")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not written by train_student"):
+    with pytest.raises(ValueError, match="not written by `train-student`"):
         run(tmp_path / "foreign", "--real", data["real"], "--mode", "real")
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
 
@@ -156,8 +157,8 @@ def test_resume_restores_the_checkpoint_weights(data, tmp_path, one_thread):
     shutil.rmtree(first / "checkpoint-4")
     for name in ("model.safetensors", "test_metrics.json", "README.md"):
         (first / name).unlink()
-    marker = json.loads((first / "dakter_student.json").read_text())
-    (first / "dakter_student.json").write_text(json.dumps({**marker, "finished": False}))
+    marker = json.loads((first / ".dakter.json").read_text())
+    (first / ".dakter.json").write_text(json.dumps({**marker, "finished": False}))
     run(first, *common, "--resume_from_checkpoint", "latest")
     a, _ = load_student(whole)
     b, _ = load_student(str(first))

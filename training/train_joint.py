@@ -10,6 +10,7 @@
 Run with `--help` for every argument; all of them can also come from `--config FILE`.
 """
 
+from dakter_hf.arguments import run_launcher
 from dakter_hf.train_joint import parse_args, train
 
 
@@ -18,4 +19,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_launcher(main, "train_joint.py")

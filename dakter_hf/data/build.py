@@ -8,6 +8,8 @@ flat however many images a folder holds.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 from typing import Callable, Iterator, List, Optional, Sequence
@@ -23,6 +25,23 @@ class DataError(ValueError):
     """Bad input data: the message names the file and what was expected."""
 
 
+_CACHE_DIR: contextvars.ContextVar = contextvars.ContextVar("dakter_datasets_cache", default=None)
+
+
+@contextlib.contextmanager
+def building_cache(cache_dir: Optional[str]):
+    """Build loader datasets in `cache_dir` instead of the shared `~/.cache/huggingface/datasets`.
+
+    `dakter data` builds into its staging folder, so converting a dataset does not leave a
+    second full copy in the user's cache.
+    """
+    token = _CACHE_DIR.set(cache_dir)
+    try:
+        yield
+    finally:
+        _CACHE_DIR.reset(token)
+
+
 def read_image(path: str, convert: Callable[[Image.Image], object]):
     """Open an image file and apply `convert`; a DataError naming the file if it cannot be read."""
     if not os.path.isfile(path):
@@ -34,24 +53,26 @@ def read_image(path: str, convert: Callable[[Image.Image], object]):
         raise DataError(f"{path}: cannot read this file as an image ({error})") from error
 
 
-def read_grey(path: str) -> np.ndarray:
-    """Read an image file as one grey uint8 channel."""
-    return read_image(path, lambda image: np.asarray(image.convert("L")))
+def read_grey(path: str, normalization=None) -> np.ndarray:
+    """Read an image file of any depth as one grey uint8 channel (see `sar_image.Normalization`)."""
+    from .sar_image import Normalization, read_sar_grey
+
+    return read_sar_grey(path, normalization or Normalization())
 
 
 def read_class_ids(path: str) -> np.ndarray:
-    """Read a mask whose pixel values are class ids.
+    """Read a mask whose pixel values are class ids, as int64 (palette indices are class ids; 16-bit masks keep their values)."""
+    from .sar_image import read_mask_ids
 
-    Palette (P) and grey masks keep their stored values (palette indices are the
-    class ids); only RGB(A) masks are reduced to one grey channel.
-    """
+    return read_mask_ids(path)
 
-    def ids(image: Image.Image) -> np.ndarray:
-        if image.mode in ("P", "L", "I", "I;16", "1"):
-            return np.asarray(image).astype(np.uint8)
-        return np.asarray(image.convert("L"))
 
-    return read_image(path, ids)
+def check_class_ids(mask: np.ndarray, num_classes: int, path: str, class_names=None) -> None:
+    """Every mask value must be a class id: an error naming the file and the values otherwise."""
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
+        bad = sorted(int(v) for v in np.unique(mask) if v < 0 or v >= num_classes)
+        names = f" ({list(class_names)})" if class_names else ""
+        raise DataError(f"{path}: mask holds class id value(s) {bad[:10]} outside the class table; expected class ids 0..{num_classes - 1}{names}")
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -114,6 +135,7 @@ def build_split(
             features=features,
             gen_kwargs={"make_records": make_records, "num_classes": len(class_names)},
             fingerprint=key,
+            cache_dir=_CACHE_DIR.get(),
         )
     except Exception as error:  # datasets wraps errors raised inside the generator
         cause = error

@@ -13,8 +13,9 @@ import os
 from typing import Optional, Sequence
 
 import datasets
+import numpy as np
 
-from .build import DataError, build_split, check_pair, file_signature, read_class_ids, read_grey, require_dir
+from .build import DataError, build_split, check_class_ids, check_pair, file_signature, read_class_ids, read_grey, require_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 FOLDER_SPLITS = ("train", "validation", "test")
@@ -37,8 +38,17 @@ def _folder_pairs(base: str):
     return pairs
 
 
-def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = None) -> datasets.DatasetDict:
-    """Load `images/` + `masks/` folders (optionally under split folders) as a DatasetDict."""
+def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = None, normalization=None) -> datasets.DatasetDict:
+    """Load `images/` + `masks/` folders (optionally under split folders) as a DatasetDict.
+
+    Images of any depth (8/16-bit PNG or TIFF, float32 GeoTIFF) become grey uint8 through
+    `normalization` (a `sar_image.Normalization`; default: 8-bit as stored, others a
+    1-99 percentile stretch). Masks keep their values; any value outside the class table
+    is an error naming the file.
+    """
+    from .sar_image import Normalization
+
+    normalization = normalization or Normalization()
     class_names = list(class_names)
     require_dir(root, "dataset root")
     present = [s for s in FOLDER_SPLITS if os.path.isdir(os.path.join(root, s))]
@@ -58,16 +68,12 @@ def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = No
 
         def records(pairs=pairs, source=source):
             for sample_id, image_path, mask_path in pairs:
-                image = read_grey(image_path)
+                image = read_grey(image_path, normalization)
                 mask = read_class_ids(mask_path)
                 check_pair(image, mask, image_path, mask_path)
-                if mask.max() >= len(class_names):
-                    raise DataError(
-                        f"{mask_path}: holds class id {int(mask.max())} but {len(class_names)} classes were given "
-                        f"({class_names}); expected pixel values 0..{len(class_names) - 1}"
-                    )
-                yield {"image": image, "mask": mask, "id": sample_id, "source": source}
+                check_class_ids(mask, len(class_names), mask_path, class_names)
+                yield {"image": image, "mask": mask.astype(np.uint8), "id": sample_id, "source": source}
 
         paths = [p for _, a, b in pairs for p in (a, b)]
-        result[name] = build_split(records, class_names, ["folder", name, *file_signature(paths)], description=source)
+        result[name] = build_split(records, class_names, ["folder", name, normalization.to_dict(), *file_signature(paths)], description=source)
     return datasets.DatasetDict(result)

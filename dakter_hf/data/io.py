@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Dict
+from typing import Dict, Optional
 
 import datasets
 
@@ -33,8 +33,12 @@ def write_parquet_shards(dataset: datasets.Dataset, folder: str, split: str, max
     return count
 
 
-def save_dataset(data: datasets.DatasetDict, out: str, overwrite: bool = False, max_rows_per_shard: int = 1000) -> Dict[str, str]:
-    """Save `data` to OUT/hf and OUT/data/*.parquet atomically; returns both paths."""
+def save_dataset(data: datasets.DatasetDict, out: str, overwrite: bool = False, max_rows_per_shard: int = 1000, extra_files: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Save `data` to OUT/hf and OUT/data/*.parquet atomically; returns both paths.
+
+    `extra_files` ({name: text}, e.g. the ownership marker and a card) are written into
+    the staging folder too, so they appear together with the data.
+    """
     out = os.path.abspath(out)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
@@ -45,6 +49,8 @@ def save_dataset(data: datasets.DatasetDict, out: str, overwrite: bool = False, 
         data.save_to_disk(os.path.join(staging, "hf"))
         for split, dataset in data.items():
             write_parquet_shards(dataset, os.path.join(staging, "data"), split, max_rows_per_shard)
+        for name, text in (extra_files or {}).items():
+            atomic_write_text(os.path.join(staging, name), text)
         replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

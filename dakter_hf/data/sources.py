@@ -28,8 +28,13 @@ def load_source(
     num_classes: int = 2,
     size: int = 64,
     seed: int = 0,
+    normalization=None,
 ) -> datasets.DatasetDict:
-    """Load the dataset a spec string names, as a DatasetDict."""
+    """Load the dataset a spec string names, as a DatasetDict.
+
+    `normalization` (a `sar_image.Normalization`) maps images of any depth to grey uint8
+    for folder:ROOT; SOS and OSD ship 8-bit JPEGs and are read as stored.
+    """
     kind, _, rest = spec.partition(":")
     if kind in SOURCE_KINDS and rest:
         if kind == "sos":
@@ -45,7 +50,7 @@ def load_source(
 
             if not class_names:
                 raise ValueError("folder:ROOT needs the class names (e.g. --classes background,oil)")
-            return load_folder(rest, class_names, split=split)
+            return load_folder(rest, class_names, split=split, normalization=normalization)
         from .simulate import simulate_sar
 
         try:
@@ -85,3 +90,11 @@ def _select(data: datasets.DatasetDict, split: Optional[str], name: str) -> data
     if split not in data:
         raise DataError(f"{name}: has no split {split!r}; splits: {list(data)}")
     return datasets.DatasetDict({split: data[split]})
+
+
+def source_path(spec: str) -> Optional[str]:
+    """The folder a source spec reads from (None for simulate:N), for input-protection checks."""
+    kind, _, rest = spec.partition(":")
+    if kind in SOURCE_KINDS and rest:
+        return None if kind == "simulate" else rest
+    return spec

@@ -18,6 +18,16 @@ from .inference import grey_to_unit_tensor, probability_predictor
 from .models import student_resolution
 
 
+def student_normalization(model):
+    """The pixel normalisation the student's training data had (recorded in its config), for new scenes."""
+    from ..data.sar_image import Normalization
+
+    recorded = (getattr(model.config, "sar_input", None) or {}).get("normalization")
+    if not recorded:
+        return Normalization()
+    return Normalization(intensity=recorded["intensity"], clip_percentiles=recorded["clip_percentiles"])
+
+
 def training_pixel_scale(model) -> float:
     """Resize factor the student was trained at (its resolution / its training images' size)."""
     return float(getattr(model.config, "dakter_pixel_scale", None) or 1.0)
@@ -47,7 +57,7 @@ def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional
 
 def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kwargs) -> Dict[str, str]:
     """Write NAME_mask.png (class ids), NAME_probabilities.npy (float16 C x H x W), NAME_oil.png (oil probability x 255)."""
-    grey = read_grey(path)
+    grey = read_grey(path, student_normalization(model))
     probabilities = segment_array(grey, model, processor, **kwargs)
     stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
     mask = probabilities.argmax(0).astype(np.uint8)

@@ -15,6 +15,7 @@ Nothing is evaluated on the test split during training (no model selection on te
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,20 +25,18 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import numpy as np
-import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from ..arguments import RepeatableList
 from ..data.build import DataError
 from ..data.features import class_names_of
 from ..data.io import atomic_write_json
+from ..ownership import dataset_fingerprint as data_fingerprint
 from .losses import KD_TEMPERATURE, StudentLossConfig
 from .models import STUDENT_NAMES
 
 logger = logging.getLogger(__name__)
 MODES = ("real", "hard", "dakter")
-MARKER = "dakter_student.json"
 
 
 @dataclass
@@ -56,6 +55,8 @@ class StudentArguments:
     sensor: str = field(default="palsar", metadata={"help": "SOS sensor: palsar or sentinel"})
     classes: Optional[str] = field(default=None, metadata={"help": "comma-separated class names for folder:ROOT"})
     num_classes: int = field(default=2, metadata={"help": "classes of simulate:N"})
+    intensity: str = field(default="linear", metadata={"help": "16-bit/float images of folder:ROOT: linear (as stored) or db (linear power to dB)"})
+    clip_percentiles: Optional[str] = field(default=None, metadata={"help": "LOW,HIGH percentiles stretched to 0..255 (default: 8-bit as stored, other depths 1,99)"})
     train_split: str = field(default="train", metadata={"help": "real training split"})
     test_split: Optional[str] = field(default="test", metadata={"help": "split evaluated at the end (none: skip)"})
     validation_fraction: float = field(default=0.0, metadata={"help": "hold out this fraction of the real training split for evaluation during training"})
@@ -68,6 +69,7 @@ class StudentArguments:
     augment: bool = field(default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"})
     max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"})
     card_name: Optional[str] = field(default=None, metadata={"help": "title of the model card (default: student, mode and data)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace what --output_dir holds (never an input); without it a used folder is only continued with the same settings"})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -95,6 +97,9 @@ class StudentArguments:
             if self.student_weights:
                 raise ValueError("--student_config applies to random-init students; it cannot change --student_weights")
         self.loss_config()  # validates temperature, weights and the Dice target
+        from ..data.sar_image import Normalization
+
+        Normalization.from_options(self.intensity, self.clip_percentiles)  # validates --intensity / --clip_percentiles
 
     def loss_config(self) -> StudentLossConfig:
         kd_weight = self.kd_weight if (self.mode == "dakter" or self.teacher) else 0.0
@@ -120,50 +125,35 @@ class StudentTrainingArguments(TrainingArguments):
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "keep at most this many checkpoints"})
 
 
-def data_fingerprint(dataset) -> str:
-    """A content fingerprint that is the same on every load: row count plus the ids (or seeds) of the rows."""
-    column = "id" if "id" in dataset.column_names else "seed" if "seed" in dataset.column_names else None
-    values = dataset[column] if column else []
-    return hashlib.sha256(json.dumps([len(dataset), column, values], default=str).encode()).hexdigest()[:16]
-
-
-def _settings_hash(args: StudentArguments, training: TrainingArguments, inputs: dict) -> str:
-    keep = dataclasses.asdict(args)
+def _settings(args: StudentArguments, training: TrainingArguments) -> dict:
+    """What a run computes (a resumed run must match it); run-control flags are left out."""
+    keep = json.loads(json.dumps(dataclasses.asdict(args), default=str))
     keep.pop("max_train_minutes")
     for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim"):
-        keep[name] = getattr(training, name)
-    keep["inputs"] = inputs
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        keep[name] = str(getattr(training, name))
+    return keep
 
 
-def _read_marker(out: str) -> Optional[dict]:
-    path = os.path.join(out, MARKER)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def _claim_output_dir(args: StudentArguments, training: TrainingArguments, inputs: dict, hold):
+    """Claim --output_dir (see `ownership.py`); called once every argument and input has been checked."""
+    from ..ownership import FolderLock, claim_folder
 
-
-def _claim_output_dir(args: StudentArguments, training: TrainingArguments, inputs: dict) -> dict:
-    """The output folder belongs to one run: continue only the same settings and inputs, refuse anything else.
-
-    Called once every argument and input has been checked, so a mistake never leaves a
-    marker behind that blocks the corrected command. Only the main process writes.
-    """
-    out = training.output_dir
-    digest = _settings_hash(args, training, inputs)
-    there = _read_marker(out)
-    if there is not None:
-        if there.get("settings_hash") != digest:
-            raise ValueError(f"--output_dir {out} holds a student trained with other settings or inputs (hash {there.get('settings_hash')}, now {digest}); choose another --output_dir")
-        return there
-    if os.path.isdir(out) and os.listdir(out):
-        raise ValueError(f"--output_dir {out} is not empty and was not written by train_student.py; choose another --output_dir")
-    record = {"kind": "dakter-student", "settings_hash": digest, "inputs": inputs, "finished": False, "arguments": json.loads(json.dumps(dataclasses.asdict(args), default=str))}
+    lock = FolderLock(training.output_dir, flag="--output_dir")
     if training.process_index == 0:
-        os.makedirs(out, exist_ok=True)
-        atomic_write_json(os.path.join(out, MARKER), record)
-    return record
+        lock.ensure_free()
+    claim = claim_folder(
+        training.output_dir,
+        "train-student",
+        _settings(args, training),
+        inputs,
+        input_paths=[args.real.partition(":")[2] or args.real, *args.generated, args.teacher, args.student_weights],
+        overwrite=args.overwrite and training.process_index == 0,
+        flag="--output_dir",
+        write=training.process_index == 0,
+    )
+    if training.process_index == 0:
+        hold.enter_context(lock)
+    return claim
 
 
 class TimeBudget(TrainerCallback):
@@ -191,7 +181,14 @@ def load_real(args: StudentArguments, seed: int):
     from ..data.sources import load_source
 
     class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    return load_source(args.real, sensor=args.sensor, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=seed)
+    return load_source(args.real, sensor=args.sensor, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=seed, normalization=input_normalization(args))
+
+
+def input_normalization(args: StudentArguments):
+    """The pixel normalisation of the real data: the `dakter data` folder's record, else the flags."""
+    from ..data.sar_image import normalization_for
+
+    return normalization_for(args.real, args.intensity, args.clip_percentiles)
 
 
 def train_student(args: StudentArguments, training: TrainingArguments) -> str:
@@ -199,13 +196,8 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
 
     Rerunning a finished run with the same settings and inputs changes nothing.
     """
-    from .card import write_student_card
-    from .data import build_eval_samples, build_training_samples, generated_rows, load_generated, student_collate
-    from .inference import evaluate_student
-    from .metrics import make_batch_compute_metrics, to_json
-    from .models import build_student, load_student, make_image_processor
-    from .teacher import teacher_soft_labels
-    from .trainer import DAKTerTrainer
+    from .data import generated_rows, load_generated
+    from .models import build_student, load_student
 
     # ---- every check before the first write
     if training.remove_unused_columns:
@@ -243,9 +235,22 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
         raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint folder")
 
     inputs = {"real": data_fingerprint(train_split), "generated": [data_fingerprint(g) for g in generated], "teacher": _teacher_fingerprint(args.teacher)}
+    with contextlib.ExitStack() as hold:
+        return _train_claimed(args, training, inputs, hold, real, generated, train_split, validation_split, class_names, id2label, model, checkpoint)
+
+
+def _train_claimed(args, training, inputs, hold, real, generated, train_split, validation_split, class_names, id2label, model, checkpoint) -> str:
+    from .card import write_student_card
+    from .data import build_eval_samples, build_training_samples, student_collate
+    from .inference import evaluate_student
+    from .metrics import make_batch_compute_metrics, to_json
+    from .models import make_image_processor
+    from .teacher import teacher_soft_labels
+    from .trainer import DAKTerTrainer
+
     with training.main_process_first(desc="claiming the output folder"):
-        record = _claim_output_dir(args, training, inputs)
-    if record.get("finished"):
+        claim = _claim_output_dir(args, training, inputs, hold)
+    if claim.record.get("finished"):
         logger.info("%s already holds this finished student; nothing to do", training.output_dir)
         return training.output_dir
 
@@ -257,6 +262,7 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     samples = build_training_samples(train_split, args.resolution, generated=generated, scale=args.scale, use_soft_labels=args.mode == "dakter", teacher_soft_labels=teacher, augment=args.augment)
     logger.info("%d training samples (%d real, %d generated), classes %s", len(samples), int((~samples.is_generated).sum()), int(samples.is_generated.sum()), class_names)
     model.config.dakter_resolution = args.resolution
+    model.config.sar_input = {**model.config.sar_input, "normalization": input_normalization(args).to_dict()}  # applied again by `dakter segment`
     width, height = train_split[0]["image"].size
     model.config.dakter_pixel_scale = args.resolution / max(width, height)  # `dakter segment` resizes scenes by this
     processor = make_image_processor(model, args.resolution)
@@ -287,7 +293,7 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
             test_result = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
             atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
         write_student_card(training.output_dir, final, args, training, class_names, samples, trainer.state, test_result)
-        atomic_write_json(os.path.join(training.output_dir, MARKER), {**record, "finished": True})
+        claim.update(finished=True)
     return training.output_dir
 
 
