@@ -1,0 +1,98 @@
+"""Segment tab: a student on an uploaded scene of any size, and the files to take away.
+
+Pure functions (no Gradio objects). The scene is read by `scene_io` (size refused
+from the header above the pixel limit; grey levels mapped as the student's training
+data were), segmented by `students.segment.segment_array`
+(overlapping windows at the student's resolution, Hann-blended by `dakter_hf.tiling`,
+the same code as `dakter segment`), and summarised: oil-covered fraction of the valid
+pixels, and the oil area when the pixel spacing is known.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+from ..data.features import oil_class_index
+from ..students.segment import segment_array
+from ..tiling import plan_tiles
+from ..visualize import PALETTE
+from .figures import NODATA, display_overlay, probability_panel
+from .scene_io import Scene, read_scene, write_mask_png, write_probability_geotiff
+
+OVERLAP = 0.25
+Progress = Callable[..., None]
+
+
+@dataclass
+class SegmentResult:
+    overlay: np.ndarray           # RGB uint8 for display (long side <= 1024 px)
+    probabilities: np.ndarray     # per-class probability maps + colour bar (display)
+    oil_percent: float           # oil-covered share of the valid pixels, in %
+    oil_area_km2: Optional[float]  # None without a pixel spacing
+    mask_path: str               # palette PNG, pixel = class id, 255 = no data
+    geotiff_path: str            # float32 oil probability, input's georeferencing
+    status: str
+
+
+def choose_spacing(scene: Scene, spacing_m) -> Tuple[Optional[Tuple[float, float]], str]:
+    """The pixel spacing to use: the user's number (metres, square pixels) wins over the file's."""
+    if spacing_m not in (None, "") and float(spacing_m) != 0:
+        value = float(spacing_m)
+        if not 0 < value <= 100_000:
+            raise ValueError(f"Pixel spacing must be a positive number of metres (up to 100 km); got {spacing_m!r}. Leave it empty to use the file's.")
+        return (value, value), "as entered"
+    return scene.pixel_spacing, scene.spacing_note or "no pixel spacing in the file"
+
+
+def window_count(height: int, width: int, scale: float, window: int) -> int:
+    """How many windows `segment_array` will run (for the status line)."""
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    return len(plan_tiles(h, w, window, overlap=OVERLAP).origins)
+
+
+def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: str, progress: Optional[Progress] = None) -> SegmentResult:
+    """Segment the file at `path` with `student` (a `models.LoadedStudent`) and write the downloads into `workdir`."""
+    if progress:
+        progress(0.02, desc="reading the scene")
+    scene = read_scene(path, max_pixels, student.normalization)  # the grey mapping the student learnt on
+    spacing, spacing_note = choose_spacing(scene, spacing_m)
+    height, width = scene.grey.shape
+    windows = window_count(height, width, student.pixel_scale, student.resolution)
+    if progress:
+        progress(0.1, desc=f"segmenting: {windows} windows of {student.resolution} px")
+    probabilities = segment_array(scene.grey, student.model, student.processor, overlap=OVERLAP, batch_size=16, device="cpu")
+    if progress:
+        progress(0.9, desc="writing the mask and the GeoTIFF")
+    oil = oil_class_index(student.class_names)
+    mask = probabilities.argmax(0).astype(np.uint8)
+    if scene.valid is not None:
+        mask[~scene.valid] = NODATA
+    valid = scene.valid_count
+    oil_pixels = int((mask == oil).sum())
+    oil_percent = 100.0 * oil_pixels / valid if valid else 0.0
+    area = oil_pixels * spacing[0] * spacing[1] / 1e6 if spacing else None
+
+    stem = os.path.splitext(os.path.basename(path))[0][:60] or "scene"
+    mask_path = write_mask_png(os.path.join(workdir, f"{stem}_mask.png"), mask, PALETTE)
+    geotiff_path = write_probability_geotiff(os.path.join(workdir, f"{stem}_oil_probability.tif"), probabilities[oil], scene)
+
+    shown_probabilities = probabilities if scene.valid is None else np.where(scene.valid, probabilities, 0)
+    area_text = f"{area:.4g} km² (pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} m, {spacing_note})" if area is not None else f"unknown ({spacing_note}; enter the pixel spacing in metres)"
+    nodata_text = f", {height * width - valid:,} no-data pixels left out" if scene.valid is not None else ""
+    status = (
+        f"**{student.name}** on {scene.description}{nodata_text}: {windows} windows of {student.resolution} px, {int(OVERLAP * 100)} % overlap, Hann-blended.  \n"
+        f"Oil (`{student.class_names[oil]}`): **{oil_percent:.2f} %** of the scene; area {area_text}."
+    )
+    return SegmentResult(
+        overlay=display_overlay(scene.grey, mask),
+        probabilities=probability_panel(shown_probabilities, student.class_names),
+        oil_percent=round(oil_percent, 4),
+        oil_area_km2=None if area is None else round(area, 6),
+        mask_path=mask_path,
+        geotiff_path=geotiff_path,
+        status=status,
+    )

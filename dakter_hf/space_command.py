@@ -1,0 +1,30 @@
+"""`dakter space`: run the Gradio Space locally (the same app as spaces/app.py)."""
+
+from __future__ import annotations
+
+import os
+
+
+def repo_models_root() -> str:
+    """spaces/models of a source checkout (editable install); the Space's default models."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spaces", "models")
+
+
+def _register_space(sub) -> None:
+    from .space.options import add_arguments
+
+    parser = sub.add_parser("space", help="run the Gradio Space: generate SAR images with soft labels, segment uploaded scenes")
+    add_arguments(parser)
+    parser.set_defaults(func=_cmd_space)
+
+
+def _cmd_space(args) -> int:
+    from .space.launch import create_demo, launch
+
+    root = args.models_root or repo_models_root()
+    demo = create_demo(args.pipeline, args.students, root, args.max_pixels)
+    launch(demo, args.host, args.port)
+    return 0
+
+
+REGISTRARS = [_register_space]
