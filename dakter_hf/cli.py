@@ -42,6 +42,15 @@ Load: `datasets.load_from_disk("hf")` or `datasets.load_dataset("parquet", data_
 """
 
 
+def _restore_interrupted_replace(out: str) -> None:
+    """A run killed between the two renames of `replace_folder` leaves the old copy as NAME.old-*: put it back."""
+    import glob
+
+    olds = glob.glob(glob.escape(out) + ".old-*")
+    if not os.path.exists(out) and len(olds) == 1 and os.path.isdir(olds[0]):
+        os.replace(olds[0], out)
+
+
 def cmd_data(args) -> int:
     import json
     import shutil
@@ -51,36 +60,42 @@ def cmd_data(args) -> int:
     from .data.build import building_cache
     from .data.io import save_dataset
     from .data.sources import source_path
-    from .ownership import MARKER, FolderError, check_not_an_input, read_marker, remove_leftovers, settings_hash
+    from .ownership import MARKER, FolderError, FolderLock, check_not_an_input, read_marker, remove_leftovers, settings_hash
     from .sources_cli import normalization_from_args
 
     out = os.path.abspath(args.out)
     normalization = normalization_from_args(args, args.source)
     settings = {"source": args.source, "sensor": args.sensor, "split": args.split, "classes": args.classes, "num_classes": args.num_classes, "size": args.size, "seed": args.seed, "normalization": normalization.to_dict()}
     check_not_an_input(out, [source_path(args.source)])
-    record = {"kind": "data", "settings_hash": settings_hash(settings), "settings": settings, "inputs": {"source": args.source}}
-    existing = read_marker(out) if os.path.isdir(out) else None
-    if existing is not None and existing.get("settings_hash") == record["settings_hash"] and not args.overwrite:
-        print(f"{out} already holds this dataset (same source and settings); nothing to do")
-        return 0
-    if os.path.exists(out) and not args.overwrite:
-        what = f"a `{existing.get('kind')}` folder with other settings" if existing else "a folder not written by `dakter data`"
-        raise FolderError(f"--out {out} is {what}; choose another --out, or --overwrite to replace it")
-    parent = os.path.dirname(out)
+    parent, name = os.path.dirname(out), os.path.basename(out)
     os.makedirs(parent, exist_ok=True)
-    remove_leftovers(parent, {os.path.basename(out) + ".tmp-*": "staging", os.path.basename(out) + ".old-*": "replaced copy"})
-    cache = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)  # no second copy in ~/.cache
-    try:
-        with building_cache(cache):
-            data = load_from_args(args, args.source, args.split)
-        text = summarize(data)
-        card = DATA_CARD.format(name=os.path.basename(out), source=args.source, sensor=f" (sensor {args.sensor})" if args.source.startswith("sos:") else "", summary=text, normalization=normalization.describe())
-        paths = save_dataset(data, out, overwrite=args.overwrite, extra_files={MARKER: json.dumps(record, indent=2) + "\n", "README.md": card})
-        print(text)
-        split = "train" if "train" in data else next(iter(data))
-        stats = compute_balance_stats(data[split])
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
+    # the folder is replaced whole, so its lock lies beside it
+    with FolderLock(out, path=os.path.join(parent, f".{name}.dakter.lock")):
+        _restore_interrupted_replace(out)
+        existing = read_marker(out) if os.path.isdir(out) else None
+        if os.path.exists(out) and existing is None and not args.overwrite:
+            raise FolderError(f"--out {out} is a folder not written by `dakter data`; choose another --out, or --overwrite to replace it")
+        remove_leftovers(parent, {name + ".tmp-*": "staging", name + ".old-*": "replaced copy"})
+        cache = tempfile.mkdtemp(prefix=name + ".tmp-", dir=parent)  # no second copy in ~/.cache
+        try:
+            with building_cache(cache):
+                data = load_from_args(args, args.source, args.split)
+            # the loaders' fingerprints change with the input files (paths, sizes, times)
+            inputs = {"source": args.source, "splits": {split: dataset._fingerprint for split, dataset in data.items()}}
+            record = {"kind": "data", "settings_hash": settings_hash(settings, inputs), "settings": settings, "inputs": inputs}
+            if existing is not None and not args.overwrite:
+                if existing.get("settings_hash") == record["settings_hash"]:
+                    print(f"{out} already holds this dataset (same source, files and settings); nothing to do")
+                    return 0
+                raise FolderError(f"--out {out} is a `{existing.get('kind')}` folder with other settings or input files; choose another --out, or --overwrite to replace it")
+            text = summarize(data)
+            card = DATA_CARD.format(name=name, source=args.source, sensor=f" (sensor {args.sensor})" if args.source.startswith("sos:") else "", summary=text, normalization=normalization.describe())
+            paths = save_dataset(data, out, overwrite=args.overwrite, extra_files={MARKER: json.dumps(record, indent=2) + "\n", "README.md": card})
+            print(text)
+            split = "train" if "train" in data else next(iter(data))
+            stats = compute_balance_stats(data[split])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
     print(f"balancing factor b = {stats.b:.4f} ({split}, {stats.num_images} images, native size)")
     print(f"wrote {paths['hf']} (load_from_disk) and {paths['parquet']} (load_dataset('parquet', data_dir=...))")
     return 0

@@ -19,6 +19,7 @@ distillation temperature.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -273,19 +274,33 @@ def generate_dataset(
         scheduler=scheduler_name,
         dtype=dtype_name,
     )
-    from .ownership import FolderLock, claim_folder, remove_leftovers
+    from .ownership import FolderError, FolderLock, agree_on_refusal, claim_folder, remove_leftovers
 
     writer = is_main or explicit
     lock = FolderLock(out) if is_main else None
+    refusal = None
     if writer:  # the folder belongs to this generation: same settings and the same weights, or nothing
-        if lock is not None:
-            lock.ensure_free()  # before --overwrite could touch another writer's folder
-        claim_folder(out, "generate", asdict(config), inputs={"unet": model_fingerprint(pipe.unet)}, input_paths=[pipeline], overwrite=overwrite and is_main, flag="--out")
-        if lock is not None:
-            lock.__enter__()
-        remove_leftovers(os.path.join(out, "data"), {"*.tmp": "half-written shard"})
-        remove_leftovers(out, {"hf.tmp-*": "staging", "*.tmp": "half-written file"})
+        settings = asdict(config)
+        settings["generator"] = os.path.abspath(pipeline) if os.path.exists(pipeline) else pipeline  # ./p and p are one model
+        try:
+            with contextlib.ExitStack() as undo:
+                if lock is not None:
+                    lock.ensure_free()  # before --overwrite could touch another writer's folder
+                claim_folder(out, "generate", settings, inputs={"unet": model_fingerprint(pipe.unet)}, input_paths=[pipeline], overwrite=overwrite and is_main, flag="--out")
+                if lock is not None:
+                    lock.__enter__()
+                    undo.callback(lock.__exit__, None, None, None)
+                remove_leftovers(os.path.join(out, "data"), {"*.tmp": "half-written shard"})
+                remove_leftovers(out, {"hf.tmp-*": "staging", "*.tmp": "half-written file"})
+                undo.pop_all()  # success: the lock is released after generation, below
+        except (FolderError, ValueError) as error:
+            if state is None or state.num_processes == 1:
+                raise
+            refusal = error
     if state is not None:
+        from accelerate.utils import broadcast_object_list
+
+        agree_on_refusal(refusal, state.num_processes, broadcast_object_list)
         state.wait_for_everyone()
     try:
         return _generate_into(out, pipe, config, height, width, batch_size, process_index, num_processes, is_main, explicit, state, save_to_disk, show_progress)

@@ -151,8 +151,10 @@ def _differences(there: dict, here: dict) -> str:
 
 
 def remove_folder_contents(folder: str) -> None:
-    """Empty `folder` (the caller has checked it holds no input)."""
+    """Empty `folder` (the caller has checked it holds no input); a writer's lock stays."""
     for name in os.listdir(folder):
+        if name == LOCK:
+            continue
         path = os.path.join(folder, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
@@ -172,8 +174,9 @@ def _pid_alive(pid: int) -> bool:
 class FolderLock:
     """One writer per folder: `.dakter.lock` holds the writer's PID; a stale lock is taken over."""
 
-    def __init__(self, folder: str, flag: str = "--out"):
-        self.path = os.path.join(os.path.abspath(folder), LOCK)
+    def __init__(self, folder: str, flag: str = "--out", path: Optional[str] = None):
+        """`path`: where the lock file goes (default: inside `folder`; beside it for a folder replaced whole)."""
+        self.path = path or os.path.join(os.path.abspath(folder), LOCK)
         self.flag, self.folder = flag, folder
         self.held = False
 
@@ -237,3 +240,13 @@ def remove_leftovers(folder: str, patterns: Dict[str, str]) -> List[str]:
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
             removed.append(path)
     return removed
+
+
+def agree_on_refusal(error: Optional[BaseException], num_processes: int, broadcast) -> None:
+    """Under `accelerate launch` only the main process claims a folder: it shares its refusal, so
+    every process stops with the same one-line error instead of waiting at a barrier."""
+    message = str(error) if error is not None else None
+    if num_processes > 1:
+        message = broadcast([message])[0]
+    if message is not None:
+        raise FolderError(message)

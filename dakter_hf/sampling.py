@@ -7,6 +7,7 @@ pipeline's own scheduler config (same betas, zero-SNR rescaling and timestep spa
 
 from __future__ import annotations
 
+import inspect
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -42,7 +43,25 @@ def make_scheduler(name: str, config):
         class_name, overrides = name, {}
     else:
         raise ValueError(f"--scheduler must be one of {scheduler_choices()} or a diffusers scheduler class name, got {name!r}")
-    return getattr(diffusers, class_name).from_config(config, **overrides)
+    cls = getattr(diffusers, class_name)
+    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters:
+        # it would keep the flag in its config but sample on the un-rescaled betas: refuse instead
+        raise ValueError(f"--scheduler {name}: {class_name} cannot rescale betas to zero terminal SNR, which this model was trained on; use ddim, dpm++, unipc or euler")
+    return cls.from_config(config, **overrides)
+
+
+def with_scheduler(pipe, name: Optional[str]):
+    """A pipeline sharing `pipe`'s weights that samples with scheduler `name` (None: `pipe` itself).
+
+    Leaves `pipe` untouched, so concurrent requests (the Space) can use different samplers.
+    """
+    if name is None:
+        return pipe
+    scheduler = make_scheduler(name, pipe.scheduler.config)
+    config = {key: value for key, value in pipe.config.items() if not key.startswith("_") and key not in ("unet", "scheduler")}
+    clone = type(pipe)(unet=pipe.unet, scheduler=scheduler, **config)
+    clone.set_progress_bar_config(disable=True)
+    return clone
 
 
 def resolve_dtype(name: Optional[str]) -> Optional[torch.dtype]:

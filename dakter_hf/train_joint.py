@@ -116,6 +116,15 @@ class JointTrainingArguments:
             raise ValueError(f"--resolution must be > 0, got {self.resolution}")
         if self.unet_preset not in UNET_PRESETS:
             raise ValueError(f"--unet_preset must be one of {sorted(UNET_PRESETS)}, got {self.unet_preset!r}")
+        for flag, value, lowest in (("checkpointing_steps", self.checkpointing_steps, 1), ("logging_steps", self.logging_steps, 1), ("sample_steps", self.sample_steps, 0), ("num_sample_images", self.num_sample_images, 1), ("sample_inference_steps", self.sample_inference_steps, 1), ("lr_warmup_steps", self.lr_warmup_steps, 0), ("num_train_timesteps", self.num_train_timesteps, 2), ("dataloader_num_workers", self.dataloader_num_workers, 0)):
+            if value < lowest:
+                raise ValueError(f"--{flag} must be >= {lowest}, got {value}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(f"--checkpoints_total_limit must be >= 1 or none, got {self.checkpoints_total_limit}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"--max_train_minutes must be > 0, got {self.max_train_minutes}")
         check_speed_options(self.data_cache, self.mixed_precision, self.torch_compile_mode)
         Normalization.from_options(self.intensity, self.clip_percentiles)  # --intensity / --clip_percentiles
 
@@ -318,27 +327,36 @@ RUN_CONTROL = {"output_dir", "resume_from_checkpoint", "max_train_minutes", "max
 
 def _claim_output_dir(accelerator, args: JointTrainingArguments, train_split, hold: contextlib.ExitStack) -> None:
     """Claim --output_dir for this run (main process), take its lock, clear an interrupted run's leftovers."""
-    from .data.sources import source_path
-    from .ownership import FolderLock, claim_folder, dataset_fingerprint, folder_fingerprint, remove_leftovers
+    from accelerate.utils import broadcast_object_list
 
+    from .data.sources import source_path
+    from .ownership import FolderError, FolderLock, agree_on_refusal, claim_folder, dataset_fingerprint, folder_fingerprint, remove_leftovers
+
+    refusal = None
     if accelerator.is_main_process:
         settings = {k: v for k, v in dataclasses.asdict(args).items() if k not in RUN_CONTROL}
+        if source_path(args.data):
+            settings["data"] = os.path.abspath(args.data) if os.path.exists(args.data) else args.data  # ./d and d are one input
         inputs = {"data": dataset_fingerprint(train_split), "init_from": folder_fingerprint(args.init_from) if args.init_from else None}
         lock = FolderLock(args.output_dir, flag="--output_dir")
-        lock.ensure_free()
-        claim_folder(
-            args.output_dir,
-            "train-joint",
-            settings,
-            inputs,
-            input_paths=[source_path(args.data), args.init_from],
-            overwrite=args.overwrite,
-            allow_resume=bool(args.resume_from_checkpoint),
-            flag="--output_dir",
-            resume_hint="pass --resume_from_checkpoint latest to continue it, or --overwrite to start a fresh run",
-        )
-        hold.enter_context(lock)
-        remove_leftovers(args.output_dir, {"checkpoint-*.tmp": "half-saved checkpoint", "pipeline.tmp": "half-saved pipeline", "*.tmp": "half-written file"})
+        try:
+            lock.ensure_free()
+            claim_folder(
+                args.output_dir,
+                "train-joint",
+                settings,
+                inputs,
+                input_paths=[source_path(args.data), args.init_from],
+                overwrite=args.overwrite,
+                allow_resume=bool(args.resume_from_checkpoint),
+                flag="--output_dir",
+                resume_hint="pass --resume_from_checkpoint latest to continue it, or --overwrite to start a fresh run",
+            )
+            hold.enter_context(lock)
+            remove_leftovers(args.output_dir, {"checkpoint-*.tmp": "half-saved checkpoint", "pipeline.tmp": "half-saved pipeline", "*.tmp": "half-written file"})
+        except (FolderError, ValueError) as error:
+            refusal = error
+    agree_on_refusal(refusal, accelerator.num_processes, broadcast_object_list)
     accelerator.wait_for_everyone()
 
 

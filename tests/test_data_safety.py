@@ -99,8 +99,11 @@ def test_a_plain_ddpm_pipeline_is_not_a_dakter_model(tmp_path, capsys):
 
 
 def test_a_hub_id_is_tried_on_the_hub(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: no request even without the env
     assert generate("someone/dakter-model", tmp_path / "out") == 2
     error = capsys.readouterr().err
     assert "Hub repo" in error and "no model_index.json there" not in error
@@ -295,3 +298,59 @@ def test_the_pipeline_config_records_the_training_normalisation(tmp_path, one_th
         from dakter_hf.sources_cli import normalization_from_args
 
         normalization_from_args(type("A", (), {"intensity": "db", "clip_percentiles": None})(), "sos:/data")
+
+
+def test_data_notices_changed_input_files_and_restores_an_interrupted_replace(tmp_path, capsys):
+    source = tmp_path / "raw"
+    (source / "images").mkdir(parents=True)
+    (source / "masks").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(source / "images" / f"{name}.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / "masks" / f"{name}.png")
+    args = ["data", "--source", f"folder:{source}", "--classes", "background,oil", "--out", str(tmp_path / "ds")]
+    assert main(args) == 0
+    assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    Image.fromarray(np.full((8, 8), 50, np.uint8)).save(source / "images" / "c.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / "masks" / "c.png")
+    before = tree(tmp_path / "ds")
+    assert main(args) == 2 and "input files" in capsys.readouterr().err
+    assert tree(tmp_path / "ds") == before
+    # a run killed between the two renames of a replace leaves only NAME.old-*: it is put back
+    os.replace(tmp_path / "ds", tmp_path / "ds.old-xyz")
+    assert main(args) == 2  # refused (the source changed), but the old copy is back in place
+    assert tree(tmp_path / "ds") == before and not (tmp_path / "ds.old-xyz").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--checkpointing_steps", "0"], "--checkpointing_steps"),
+        (["--logging_steps", "-1"], "--logging_steps"),
+        (["--sample_inference_steps", "0"], "--sample_inference_steps"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit"),
+        (["--learning_rate", "0"], "--learning_rate"),
+        (["--max_train_minutes", "0"], "--max_train_minutes"),
+        (["--resolution", "0"], "--resolution"),
+        (["--data_cache", "disk"], "--data_cache"),
+        (["--intensity", "log"], "--intensity"),
+        (["--clip_percentiles", "50,10"], "--clip-percentiles"),
+    ],
+)
+def test_training_arguments_are_checked_before_anything_runs(argv, word, tmp_path):
+    from dakter_hf.train_joint import parse_args
+
+    with pytest.raises(ValueError, match=word):
+        parse_args(argv + ["--output_dir", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
+
+
+def test_config_values_are_not_silently_converted(tmp_path):
+    from dakter_hf.train_joint import parse_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("resolution: 16.5\n")
+    with pytest.raises(ValueError, match="resolution"):
+        parse_args(["--config", str(path)])
+    path.write_text("max_train_steps: true\n")
+    with pytest.raises(ValueError, match="max_train_steps"):
+        parse_args(["--config", str(path)])

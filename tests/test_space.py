@@ -323,7 +323,7 @@ def test_generate_controls_are_checked_without_gradio():
     from dakter_hf.space.generate_tab import check_generate_inputs
 
     assert check_generate_inputs(3.0, 2, 10, "DDIM", 2) == (3, 2, 10, 2.0)
-    for args, expected in [((0, 17, 10, "DDIM", 1), "Number of samples"), ((0, 1, 0, "DDIM", 1), "Steps"), ((0, 1, 10, "Euler", 1), "Sampler"), ((1.5, 1, 10, "DDIM", 1), "Seed"), ((0, 1, 10, "DDIM", 50), "temperature")]:
+    for args, expected in [((0, 17, 10, "DDIM", 1), "Number of samples"), ((0, 1, 0, "DDIM", 1), "Steps"), ((0, 1, 10, "Heun", 1), "Sampler"), ((1.5, 1, 10, "DDIM", 1), "Seed"), ((0, 1, 10, "DDIM", 50), "temperature")]:
         with pytest.raises(ValueError, match=expected):
             check_generate_inputs(*args)
 
@@ -356,3 +356,24 @@ def test_models_come_from_arguments_then_environment_then_defaults(tmp_path):
     assert specs.is_default(specs.pipeline) and not specs.is_default(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="make_default_models"):
         resolve_specs(None, None, str(tmp_path), {})
+
+
+def test_other_samplers_leave_the_shared_pipeline_alone():
+    """A request with DPM-Solver++ samples through a clone: the loaded pipeline keeps its scheduler."""
+    from dakter_hf.generate import load_pipeline
+    from dakter_hf.space import generate_tab
+
+    pipeline = load_pipeline(str(MODELS / "pipeline"))
+    before = type(pipeline.scheduler).__name__
+    images, soft, masks = generate_tab.sample(pipeline, 0, 2, 4, sampler="DPM-Solver++")
+    assert images.shape[0] == 2 and masks.shape == images.shape and np.isfinite(images).all()
+    assert type(pipeline.scheduler).__name__ == before
+    ddim, _, _ = generate_tab.sample(pipeline, 0, 2, 4, sampler="DDIM")
+    assert not np.allclose(ddim, images)  # a different sampler really ran
+
+
+def test_committed_pipeline_code_matches_the_package():
+    """spaces/models/pipeline carries a copy of pipeline_dakter.py (for trust_remote_code); it must not drift."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pipelines", "pipeline_dakter.py"), "rb") as a, open(os.path.join(root, "spaces", "models", "pipeline", "pipeline_dakter.py"), "rb") as b:
+        assert a.read() == b.read(), "run spaces/make_default_models.py (or copy pipelines/pipeline_dakter.py there)"

@@ -11,7 +11,7 @@ PROJECT_URL = "https://kaist-viclab.github.io/DAKTer-site/"
 METHOD = """\
 1. A diffusion model (a UNet with 1 + C channels) learns SAR images **together with** their per-pixel class labels.
 2. An SNR balancing factor *b* = sqrt(P(x₀) / P(y₀)) scales the label channels, so image and label are noised alike.
-3. Sampling (DDIM) gives an image and the label logits: a **soft label** (class probabilities per pixel) whose argmax is the mask.
+3. Sampling (DDIM, or any diffusers scheduler) gives an image and the label logits: a **soft label** (class probabilities per pixel) whose argmax is the mask.
 4. The generated image/soft-label pairs enlarge a small labelled data set.
 5. A segmentation student learns real masks (CE + Dice) and the soft labels by knowledge distillation (KD at T = 2), with no teacher network.
 """

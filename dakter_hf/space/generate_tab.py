@@ -22,8 +22,8 @@ from PIL import Image
 from ..visualize import PALETTE
 from .figures import overlay, probability_panel, resize_for_display
 
-# DDIM only until a faster diffusers scheduler is supported (the GPU-scale issue)
-SAMPLERS = {"DDIM": "DDIM (deterministic, eta = 0)"}
+# label -> `dakter_hf.sampling` name; DPM-Solver++ reaches DDIM-200's quality in about 25 steps
+SAMPLERS = {"DDIM": "ddim", "DPM-Solver++": "dpm++", "UniPC": "unipc", "Euler": "euler"}
 MAX_SAMPLES, MAX_STEPS = 16, 1000
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 10.0
 CHUNK = 4  # samples per pipeline call: progress updates between chunks, results independent of it
@@ -62,14 +62,17 @@ def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def sample(pipe, seed: int, num_samples: int, steps: int, progress: Optional[Progress] = None):
+def sample(pipe, seed: int, num_samples: int, steps: int, progress: Optional[Progress] = None, sampler: str = "DDIM"):
     """(images (B, H, W) in [0, 1], soft labels (B, C, H, W) logits or None, masks (B, H, W))."""
+    from ..sampling import with_scheduler
+
+    pipe = with_scheduler(pipe, SAMPLERS.get(sampler, "ddim"))
     pipe.set_progress_bar_config(disable=True)
     images, soft, masks = [], [], []
     for start in range(0, num_samples, CHUNK):
         count = min(CHUNK, num_samples - start)
         if progress:
-            progress(start / num_samples, desc=f"sampling {start + 1}-{start + count} of {num_samples} ({steps} DDIM steps)")
+            progress(start / num_samples, desc=f"sampling {start + 1}-{start + count} of {num_samples} ({steps} {sampler} steps)")
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
         out = pipe(batch_size=count, num_inference_steps=steps, generator=generators, output_type="np")
         images.append(out.images[..., 0])
@@ -83,7 +86,7 @@ def generate(pipe, seed, num_samples, steps, sampler, temperature, workdir: str,
     """Sample, draw, and write one zip with image PNG, mask PNG and soft-label .npy per sample."""
     seed, num_samples, steps, temperature = check_generate_inputs(seed, num_samples, steps, sampler, temperature)
     class_names = list(pipe.config.class_names)
-    images, soft, masks = sample(pipe, seed, num_samples, steps, progress)
+    images, soft, masks = sample(pipe, seed, num_samples, steps, progress, sampler)
     if progress:
         progress(0.95, desc="drawing and packing")
     greys = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
@@ -105,7 +108,7 @@ def generate(pipe, seed, num_samples, steps, sampler, temperature, workdir: str,
     })
     oil = masks.astype(bool).mean() if len(class_names) == 2 else None
     share = f"; pixels of class `{class_names[1]}`: {100 * oil:.1f} %" if oil is not None else ""
-    status = f"Generated {num_samples} sample(s) of {greys.shape[2]} x {greys.shape[1]} px with {steps} DDIM steps from seed {seed}{share}. Probability maps at T = {temperature:g}."
+    status = f"Generated {num_samples} sample(s) of {greys.shape[2]} x {greys.shape[1]} px with {steps} {sampler} steps from seed {seed}{share}. Probability maps at T = {temperature:g}."
     return GenerateResult(shown_images, shown_overlays, shown_probs, zip_path, status)
 
 

@@ -103,8 +103,12 @@ def read_scene(path: str, max_pixels: Optional[int], normalization=None) -> Scen
         raw, tags, what = _read_pil(path, kind, max_pixels)
     grey, valid = to_grey(raw, _nodata_value(tags.get(GDAL_NODATA)), normalization)
     height, width = grey.shape
-    spacing, note = pixel_spacing_from_tags(tags, height)
-    geotags = [_as_extratag(tags[code]) for code in GEO_TAGS if code in tags]
+    try:
+        spacing, note = pixel_spacing_from_tags(tags, height)
+        geotags = [_as_extratag(tags[code]) for code in GEO_TAGS if code in tags]
+    except Exception as error:  # malformed georeferencing: keep the pixels, say what was dropped
+        spacing, geotags = None, []
+        note = f"georeferencing tags unreadable ({type(error).__name__}); pixel spacing not known"
     kind_name = "GeoTIFF" if geotags else what
     bands = f", {raw.shape[-1]} bands" if raw.ndim == 3 else ""
     return Scene(grey=grey, valid=None if valid.all() else valid, pixel_spacing=spacing, spacing_note=note, geotags=geotags,

@@ -136,6 +136,7 @@ def _settings(args: StudentArguments, training: TrainingArguments) -> dict:
 
 def _claim_output_dir(args: StudentArguments, training: TrainingArguments, inputs: dict, hold):
     """Claim --output_dir (see `ownership.py`); called once every argument and input has been checked."""
+    from ..data.sources import source_path
     from ..ownership import FolderLock, claim_folder
 
     lock = FolderLock(training.output_dir, flag="--output_dir")
@@ -146,7 +147,7 @@ def _claim_output_dir(args: StudentArguments, training: TrainingArguments, input
         "train-student",
         _settings(args, training),
         inputs,
-        input_paths=[args.real.partition(":")[2] or args.real, *args.generated, args.teacher, args.student_weights],
+        input_paths=[source_path(args.real), *args.generated, args.teacher, args.student_weights],
         overwrite=args.overwrite and training.process_index == 0,
         flag="--output_dir",
         write=training.process_index == 0,
