@@ -18,18 +18,27 @@ def pair_to_tensors(image, mask, resolution: Optional[int]) -> Dict[str, torch.T
     return {"images": x0, "masks": ids}
 
 
+def draw_dihedral(generator: Optional[torch.Generator] = None):
+    """One of the 8 dihedral transforms: (k quarter turns, flip), drawn in that order."""
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    flip = bool(torch.randint(0, 2, (1,), generator=generator))
+    return k, flip
+
+
+def dihedral(tensor: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Flip (last axis) then rotate by k quarter turns over the last two axes."""
+    if flip:
+        tensor = tensor.flip(-1)
+    return torch.rot90(tensor, k, dims=(-2, -1)) if k else tensor
+
+
 def random_dihedral(images: torch.Tensor, masks: torch.Tensor, generator: Optional[torch.Generator] = None):
     """The same random flip / rot90 for image (..., H, W) and mask (..., H, W).
 
     SAR scenes have no preferred orientation, so the 8 dihedral transforms are all valid.
     """
-    k = int(torch.randint(0, 4, (1,), generator=generator))
-    flip = bool(torch.randint(0, 2, (1,), generator=generator))
-    if flip:
-        images, masks = images.flip(-1), masks.flip(-1)
-    if k:
-        images, masks = torch.rot90(images, k, dims=(-2, -1)), torch.rot90(masks, k, dims=(-2, -1))
-    return images, masks
+    k, flip = draw_dihedral(generator)
+    return dihedral(images, k, flip), dihedral(masks, k, flip)
 
 
 def collate_pairs(rows: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:

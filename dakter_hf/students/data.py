@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.arrays import mask_to_ids, resize_pair, to_grey_array
+from ..data.arrays import image_to_unit_range, mask_to_ids, resize_pair, to_grey_array
 from ..data.build import DataError
 from ..data.features import class_names_of
+from ..transforms import dihedral, draw_dihedral
 
 AUGMENTATION_SCALES = (0.5, 1.0, 1.5, 2.0)  # the paper's Fig. 5 (any positive value is accepted)
 
@@ -77,7 +78,7 @@ class StudentSamples(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        image = torch.from_numpy(self.images[index].astype(np.float32) / 127.5 - 1.0)[None]
+        image = torch.from_numpy(image_to_unit_range(self.images[index]).astype(np.float32))[None]
         labels = torch.from_numpy(self.masks[index].astype(np.int64))
         slot = int(self.soft_index[index])
         if slot >= 0:
@@ -85,8 +86,8 @@ class StudentSamples(torch.utils.data.Dataset):
         else:
             soft = torch.zeros((self.num_classes, *labels.shape), dtype=torch.float32)
         if self.augment:
-            k, flip = int(torch.randint(0, 4, (1,))), bool(torch.randint(0, 2, (1,)))
-            image, labels, soft = (_dihedral(t, k, flip) for t in (image, labels, soft))
+            k, flip = draw_dihedral()
+            image, labels, soft = (dihedral(t, k, flip).contiguous() for t in (image, labels, soft))
         return {
             "pixel_values": image,
             "labels": labels,
@@ -94,12 +95,6 @@ class StudentSamples(torch.utils.data.Dataset):
             "has_soft_label": torch.tensor(slot >= 0),
             "is_generated": torch.tensor(bool(self.is_generated[index])),
         }
-
-
-def _dihedral(tensor: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    if flip:
-        tensor = tensor.flip(-1)
-    return torch.rot90(tensor, k, dims=(-2, -1)).contiguous() if k else tensor
 
 
 def student_collate(rows: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:

@@ -30,11 +30,11 @@ def teacher_soft_labels(teacher_dir: str, split, cache_dir: str, batch_size: int
     from .data import build_eval_samples, student_collate
     from .inference import student_predictor
     from .models import load_student, student_resolution
-    from .train import _teacher_fingerprint, data_fingerprint
+    from ..ownership import dataset_fingerprint, folder_fingerprint
 
     model, processor = load_student(teacher_dir)
     resolution = student_resolution(model, processor)
-    record = {"teacher": os.path.abspath(teacher_dir), "weights": _teacher_fingerprint(teacher_dir), "data": data_fingerprint(split), "resolution": resolution}
+    record = {"teacher": os.path.abspath(teacher_dir), "weights": folder_fingerprint(teacher_dir), "data": dataset_fingerprint(split), "resolution": resolution}
     record_path = os.path.join(cache_dir, RECORD)
     if os.path.isfile(record_path):
         with open(record_path, encoding="utf-8") as handle:

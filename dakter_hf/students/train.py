@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from ..arguments import RepeatableList
 from ..data.build import DataError
 from ..data.features import class_names_of
 from ..data.io import atomic_write_json
-from ..ownership import dataset_fingerprint as data_fingerprint
+from ..ownership import dataset_fingerprint, folder_fingerprint
 from .losses import KD_TEMPERATURE, StudentLossConfig
 from .models import STUDENT_NAMES
 
@@ -235,7 +234,7 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     if checkpoint and checkpoint != "latest" and not os.path.isdir(checkpoint):
         raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint folder")
 
-    inputs = {"real": data_fingerprint(train_split), "generated": [data_fingerprint(g) for g in generated], "teacher": _teacher_fingerprint(args.teacher)}
+    inputs = {"real": dataset_fingerprint(train_split), "generated": [dataset_fingerprint(g) for g in generated], "teacher": folder_fingerprint(args.teacher) if args.teacher else None}
     with contextlib.ExitStack() as hold:
         return _train_claimed(args, training, inputs, hold, real, generated, train_split, validation_split, class_names, id2label, model, checkpoint)
 
@@ -296,19 +295,6 @@ def _train_claimed(args, training, inputs, hold, real, generated, train_split, v
         write_student_card(training.output_dir, final, args, training, class_names, samples, trainer.state, test_result)
         claim.update(finished=True)
     return training.output_dir
-
-
-def _teacher_fingerprint(teacher: Optional[str]) -> Optional[str]:
-    """The teacher's weights, so a retrained teacher at the same path is a different input."""
-    if not teacher:
-        return None
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(teacher)):
-        if name.endswith((".safetensors", ".bin", "config.json")):
-            with open(os.path.join(teacher, name), "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def parse_student_args(argv=None):
