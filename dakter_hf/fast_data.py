@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .data.arrays import resize_pair, to_grey_array
+from .transforms import dihedral, draw_dihedral
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,8 @@ def dihedral_draws(batch_size: int, generator: torch.Generator) -> List[int]:
     Returns codes 2 * k + flip (0..7)."""
     codes = []
     for _ in range(batch_size):
-        k = int(torch.randint(0, 4, (1,), generator=generator))
-        flip = int(torch.randint(0, 2, (1,), generator=generator))
-        codes.append(2 * k + flip)
+        k, flip = draw_dihedral(generator)
+        codes.append(2 * k + int(flip))
     return codes
 
 
@@ -143,9 +143,8 @@ def dihedral_index_maps(size: int, device=None) -> torch.Tensor:
     grid = torch.arange(size * size).view(size, size)
     maps = []
     for k in range(4):
-        for flip in range(2):
-            moved = grid.flip(-1) if flip else grid
-            maps.append(torch.rot90(moved, k, dims=(-2, -1)).reshape(-1))
+        for flip in (False, True):
+            maps.append(dihedral(grid, k, flip).reshape(-1))
     return torch.stack(maps).to(device)
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .data.features import classes_present
 from .data.io import atomic_write_json, atomic_write_text, parquet_shard_name, replace_folder
 from .devices import no_accelerator
+from .hub import is_hub_id
 from .pipelines.pipeline_dakter import DAKTerPipeline
 from .sampling import configure_sampling
 from .students.losses import KD_TEMPERATURE  # the paper's T; the stored soft labels are checked at it
@@ -134,11 +135,6 @@ def check_pipeline_kind(pipeline: str, model_index: dict) -> None:
     for key in ("balancing_factor", "class_names"):
         if key not in model_index:
             raise ValueError(f"--pipeline {pipeline}: model_index.json has no {key}; not a pipeline saved by DAKTerPipeline.save_pretrained")
-
-
-def is_hub_id(spec: str) -> bool:
-    """owner/name, not an existing local path."""
-    return not os.path.exists(spec) and spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and all(spec.split("/"))
 
 
 def load_pipeline(pipeline: str, device: Optional[str] = None, torch_dtype=None) -> DAKTerPipeline:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional
+
+
+def is_hub_id(spec: str) -> bool:
+    """owner/name, not an existing local path."""
+    return not os.path.exists(spec) and spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and all(spec.split("/"))
 
 
 def push_folder(folder: str, repo_id: str, private: bool = False, repo_type: str = "model", api: Optional[object] = None, commit_message: Optional[str] = None, ignore_patterns: Optional[List[str]] = None) -> str:

@@ -30,7 +30,7 @@ from .balance import compute_balance_stats
 from .data.features import class_names_of, oil_class_index
 from .data.io import atomic_write_json, atomic_write_text, replace_folder
 from .data.sar_image import Normalization, normalization_for
-from .fast_data import DATA_CACHE_CHOICES, BatchStream, DecodedPairs, DeviceAugment, split_cache_key
+from .fast_data import BatchStream, DecodedPairs, DeviceAugment, split_cache_key
 from .data.sources import load_source
 from .devices import no_accelerator
 from .model_card import write_model_card
@@ -200,8 +200,6 @@ def micro_batches(args: JointTrainingArguments, train_split, plan: BatchPlan, ac
     (`fast_data.DecodedPairs`), and batches are assembled and augmented on the device
     (prepared one step ahead in a background thread on a GPU). Returns a generator.
     """
-    if args.data_cache not in DATA_CACHE_CHOICES:
-        raise ValueError(f"--data_cache must be one of {DATA_CACHE_CHOICES}, got {args.data_cache!r}")
     device, process = accelerator.device, accelerator.process_index
     num_timesteps = objective.scheduler.config.num_train_timesteps
     if args.data_cache == "none":
@@ -530,8 +528,7 @@ def _everyone_out_of_time(accelerator, budget_minutes: Optional[float], start: f
     if accelerator.num_processes == 1:  # no device tensor: a .item() every step would stall the GPU queue
         return (time.time() - start) / 60 >= budget_minutes
     flag = torch.tensor(float((time.time() - start) / 60 >= budget_minutes), device=accelerator.device)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, reduction="sum")
+    flag = accelerator.reduce(flag, reduction="sum")
     return bool(flag.item() > 0)
 
 

@@ -57,6 +57,12 @@ class Normalization:
                 raise ValueError(f"--clip-percentiles must be LOW,HIGH (e.g. 1,99), got {clip_percentiles!r}")
         return cls(intensity=intensity, clip_percentiles=clip)
 
+    @classmethod
+    def from_dict(cls, record: dict) -> "Normalization":
+        """From what `to_dict` recorded (a marker, a pipeline or student config)."""
+        clip = record.get("clip_percentiles")
+        return cls(intensity=record.get("intensity", "linear"), clip_percentiles=tuple(clip) if clip else None)
+
     def to_dict(self) -> dict:
         record = asdict(self)
         record["clip_percentiles"] = list(self.clip_percentiles) if self.clip_percentiles else None
@@ -171,7 +177,7 @@ def normalization_for(spec: str, intensity: str = "linear", clip_percentiles=Non
     marker = read_marker(spec) if os.path.isdir(spec) else None
     recorded = (marker or {}).get("settings", {}).get("normalization")
     if recorded:
-        return Normalization(intensity=recorded["intensity"], clip_percentiles=recorded["clip_percentiles"])
+        return Normalization.from_dict(recorded)
     if isinstance(clip_percentiles, (list, tuple)):
         return Normalization(intensity=intensity, clip_percentiles=tuple(clip_percentiles))
     return Normalization.from_options(intensity, clip_percentiles)

@@ -6,7 +6,7 @@ import os
 
 from ..sources_cli import SOURCE_HELP, add_source_options, load_from_args
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+from ..data.folder import IMAGE_EXTENSIONS as IMAGE_SUFFIXES  # the formats the loaders read
 
 
 # ------------------------------------------------------------------------- evaluate

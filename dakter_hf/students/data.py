@@ -23,11 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.arrays import image_to_unit_range, mask_to_ids, resize_pair, to_grey_array
+from ..data.arrays import mask_to_ids, resize_pair, to_grey_array
 from ..data.build import DataError
 from ..data.features import class_names_of
+from ..fast_data import unit_range_table
+from ..hub import is_hub_id
 from ..transforms import dihedral, draw_dihedral
 
+UNIT_RANGE = unit_range_table()  # uint8 grey -> [-1, 1] by lookup
 AUGMENTATION_SCALES = (0.5, 1.0, 1.5, 2.0)  # the paper's Fig. 5 (any positive value is accepted)
 
 
@@ -37,7 +40,7 @@ def load_generated(spec: str) -> datasets.Dataset:
 
     if os.path.isdir(spec):
         return load_saved(spec, split="train")["train"]
-    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+    if is_hub_id(spec):
         try:
             return datasets.load_dataset(spec, split="train")
         except Exception as error:  # datasets raises many kinds here (offline, missing repo, ...)
@@ -78,7 +81,7 @@ class StudentSamples(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        image = torch.from_numpy(image_to_unit_range(self.images[index]).astype(np.float32))[None]
+        image = UNIT_RANGE[torch.from_numpy(self.images[index]).long()][None]  # same values as image_to_unit_range
         labels = torch.from_numpy(self.masks[index].astype(np.int64))
         slot = int(self.soft_index[index])
         if slot >= 0:

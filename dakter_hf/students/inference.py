@@ -43,27 +43,32 @@ def grey_to_unit_tensor(image) -> torch.Tensor:
     return torch.from_numpy(image_to_unit_range(image).astype(np.float32))[None]
 
 
-def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, show_progress: bool = True) -> dict:
-    """Table-4 metrics of `model` on a real split (predictions upsampled to the masks' size)."""
+def predict_split(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, desc: Optional[str] = None):
+    """(logits at the input size, labels) per batch of a real split, images resized to `resolution`."""
     from tqdm.auto import tqdm
 
-    from ..data.features import class_names_of
     from .data import build_eval_samples, student_collate
+
+    predict = student_predictor(model, device)
+    loader = torch.utils.data.DataLoader(build_eval_samples(split, resolution), batch_size=batch_size, collate_fn=student_collate)
+    for batch in tqdm(loader, desc=desc, disable=desc is None, leave=False):
+        logits = predict(batch["pixel_values"])
+        yield logits, batch["labels"].to(logits.device)
+
+
+def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, show_progress: bool = True) -> dict:
+    """Table-4 metrics of `model` on a real split (predictions upsampled to the masks' size)."""
+    from ..data.features import class_names_of
     from .metrics import SegmentationMetricAccumulator
 
     names = class_names_of(split)
     if model.config.num_labels != len(names):
         raise ValueError(f"the student predicts {model.config.num_labels} classes, the data has {len(names)} ({names})")
-    samples = build_eval_samples(split, resolution)
-    predict = student_predictor(model, device)
     accumulator = SegmentationMetricAccumulator(len(names), id2label=dict(enumerate(names)))
-    loader = torch.utils.data.DataLoader(samples, batch_size=batch_size, collate_fn=student_collate)
-    for batch in tqdm(loader, desc="evaluating", disable=not show_progress, leave=False):
-        logits = predict(batch["pixel_values"])
-        labels = batch["labels"].to(logits.device)
+    for logits, labels in predict_split(model, split, resolution, batch_size, device, desc="evaluating" if show_progress else None):
         accumulator.update(resize_logits(logits, labels.shape[-2:]).argmax(1), labels)
     result = accumulator.compute()
-    result["num_images"] = len(samples)
+    result["num_images"] = len(split)
     return result
 
 

@@ -158,7 +158,8 @@ def student_loss(
     device = logits.device
     has_soft_label = torch.zeros(batch, dtype=torch.bool, device=device) if has_soft_label is None else has_soft_label.to(device).bool()
     is_generated = torch.zeros(batch, dtype=torch.bool, device=device) if is_generated is None else is_generated.to(device).bool()
-    if bool(has_soft_label.any()) and soft_labels is None:
+    any_soft = bool(has_soft_label.any())  # one device sync per batch
+    if any_soft and soft_labels is None:
         raise ValueError("has_soft_label is set for some samples but no soft_labels were given")
     valid = _valid(labels, config.ignore_index)
 
@@ -167,7 +168,7 @@ def student_loss(
     dice_targets = one_hot(labels, num_classes, config.ignore_index)
     zeros = torch.zeros(batch, device=device)
     kd = zeros
-    if soft_labels is not None and bool(has_soft_label.any()):
+    if any_soft:
         if soft_labels.shape[1] != num_classes:
             raise ValueError(f"soft labels have {soft_labels.shape[1]} classes, the student {num_classes}")
         soft_labels = soft_labels.to(device)

@@ -177,7 +177,9 @@ def load_student(path: str):
 
     from . import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ auto classes
 
-    if not os.path.isdir(path) and not (path.count("/") == 1 and not path.startswith((".", "/"))):
+    from ..hub import is_hub_id
+
+    if not os.path.isdir(path) and not is_hub_id(path):
         raise FileNotFoundError(f"--model {path}: no such folder (expected a student saved by train_student.py, or a Hub id)")
     try:
         config = AutoConfig.from_pretrained(path)

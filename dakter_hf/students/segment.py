@@ -23,9 +23,7 @@ def student_normalization(model):
     from ..data.sar_image import Normalization
 
     recorded = (getattr(model.config, "sar_input", None) or {}).get("normalization")
-    if not recorded:
-        return Normalization()
-    return Normalization(intensity=recorded["intensity"], clip_percentiles=recorded["clip_percentiles"])
+    return Normalization.from_dict(recorded) if recorded else Normalization()
 
 
 def training_pixel_scale(model) -> float:

@@ -14,7 +14,6 @@ import shutil
 
 import datasets
 import numpy as np
-import torch
 
 from ..data.features import class_names_of
 from ..data.io import atomic_write_json, replace_folder
@@ -27,8 +26,7 @@ def teacher_soft_labels(teacher_dir: str, split, cache_dir: str, batch_size: int
 
     `write=False` (processes other than the main one) reads the cache and never writes it.
     """
-    from .data import build_eval_samples, student_collate
-    from .inference import student_predictor
+    from .inference import predict_split
     from .models import load_student, student_resolution
     from ..ownership import dataset_fingerprint, folder_fingerprint
 
@@ -44,11 +42,7 @@ def teacher_soft_labels(teacher_dir: str, split, cache_dir: str, batch_size: int
     names = class_names_of(split)
     if model.config.num_labels != len(names):
         raise ValueError(f"--teacher {teacher_dir} predicts {model.config.num_labels} classes; the real data has {len(names)} ({names})")
-    predict = student_predictor(model)
-    logits = []
-    for batch in torch.utils.data.DataLoader(build_eval_samples(split, resolution), batch_size=batch_size, collate_fn=student_collate):
-        logits.append(predict(batch["pixel_values"]).cpu().numpy().astype(np.float16))
-    logits = np.concatenate(logits)
+    logits = np.concatenate([batch.cpu().numpy().astype(np.float16) for batch, _ in predict_split(model, split, resolution, batch_size)])
     if write:
         features = datasets.Features({"id": datasets.Value("string"), "soft_label": datasets.Array3D(shape=logits.shape[1:], dtype="float16")})
         ids = split["id"] if "id" in split.column_names else [str(i) for i in range(len(split))]

@@ -197,7 +197,7 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     Rerunning a finished run with the same settings and inputs changes nothing.
     """
     from .data import generated_rows, load_generated
-    from .models import build_student, load_student
+    from .models import build_student
 
     # ---- every check before the first write
     if training.remove_unused_columns:
@@ -223,10 +223,13 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     if args.teacher:
         if not os.path.isdir(args.teacher):
             raise FileNotFoundError(f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)")
-        teacher_model, _ = load_student(args.teacher)
-        if teacher_model.config.num_labels != len(class_names):
-            raise ValueError(f"--teacher {args.teacher} predicts {teacher_model.config.num_labels} classes; the real data has {len(class_names)} ({class_names})")
-        del teacher_model
+        from transformers import AutoConfig
+
+        from . import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ config
+
+        teacher_labels = AutoConfig.from_pretrained(args.teacher).num_labels  # the weights load later, once
+        if teacher_labels != len(class_names):
+            raise ValueError(f"--teacher {args.teacher} predicts {teacher_labels} classes; the real data has {len(class_names)} ({class_names})")
     overrides = {"atrous_rates": atrous_rates_for(args.resolution)} if args.student.startswith("deeplabv3plus") and not args.student_weights else {}
     overrides.update(json.loads(args.student_config) if args.student_config else {})
     model = build_student(args.student, id2label, weights=args.student_weights, seed=training.seed, **overrides)
