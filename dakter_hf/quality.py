@@ -784,18 +784,29 @@ def format_quality_table(report: Dict[str, object]) -> str:
     One row per statistic with columns real | generated, then a second table of
     the real-vs-generated distances, then the notes as a bullet list.
     """
-    real, gen = report.get("real", {}), report.get("generated", {})
+    return format_quality_comparison({"generated": report})
+
+
+def format_quality_comparison(reports: Dict[str, Dict[str, object]]) -> str:
+    """Several generated sets against the same real data: columns real | <name> | ...
+
+    The real column comes from the first report (each was computed on the same real images).
+    """
+    names = list(reports)
+    real = reports[names[0]].get("real", {})
+    generated = [reports[name].get("generated", {}) for name in names]
     rows = [
-        [label, _format_value(real.get(key)), _format_value(gen.get(key))]
+        [label, _format_value(real.get(key))] + [_format_value(gen.get(key)) for gen in generated]
         for key, label in _TABLE_ROWS
-        if key in real or key in gen
+        if key in real or any(key in gen for gen in generated)
     ]
-    lines = _markdown_table(["statistic", "real", "generated"], rows)
-    distance = report.get("distance", {})
-    drows = [[label, _format_value(distance.get(key))] for key, label in _DISTANCE_ROWS if key in distance]
+    lines = _markdown_table(["statistic", "real"] + names, rows)
+    distances = [reports[name].get("distance", {}) for name in names]
+    drows = [[label] + [_format_value(d.get(key)) for d in distances] for key, label in _DISTANCE_ROWS if any(key in d for d in distances)]
     if drows:
-        lines += [""] + _markdown_table(["distance (real vs generated)", "value"], drows)
-    notes = report.get("notes") or []
+        header = ["distance (real vs generated)"] + (names if len(names) > 1 else ["value"])
+        lines += [""] + _markdown_table(header, drows)
+    notes = [(name, note) for name in names for note in reports[name].get("notes") or []]
     if notes:
-        lines += ["", "Notes:"] + [f"- {note}" for note in notes]
+        lines += ["", "Notes:"] + [f"- {note}" if len(names) == 1 else f"- {name}: {note}" for name, note in notes]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-SOURCE_HELP = "sos:ROOT, osd:ROOT, folder:ROOT, simulate:N, or a saved dataset dir"
+SOURCE_HELP = "sos:ROOT, osd:ROOT, folder:ROOT, simulate:N[,M] (M test scenes), or a saved dataset dir"
 
 
 def add_source_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:

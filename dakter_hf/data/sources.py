@@ -3,7 +3,7 @@
     sos:ROOT         SOS official layout (choose --sensor)
     osd:ROOT         OSD layout (RGB masks, cropped to patches)
     folder:ROOT      images/ + masks/ folders (give the class names)
-    simulate:N       N synthetic SAR scenes (offline tests and demos)
+    simulate:N[,M]   N synthetic SAR scenes, plus M test scenes (offline tests and demos)
     DIR              a DatasetDict written by `dakter data` / save_to_disk
 """
 
@@ -53,13 +53,16 @@ def load_source(
             return load_folder(rest, class_names, split=split, normalization=normalization)
         from .simulate import simulate_sar
 
+        counts = rest.split(",")
         try:
-            count = int(rest)
+            if len(counts) > 2:
+                raise ValueError
+            count, test_count = int(counts[0]), int(counts[1]) if len(counts) == 2 else 0
         except ValueError:
-            raise ValueError(f"simulate:N needs a number of samples, got {spec!r}") from None
-        if count <= 0:
-            raise ValueError(f"simulate:N needs N > 0, got {count}")
-        data = simulate_sar(count, num_classes=num_classes, size=size, seed=seed)
+            raise ValueError(f"simulate:N[,M] needs N training (and M test) samples, got {spec!r}") from None
+        if count <= 0 or test_count < 0:
+            raise ValueError(f"simulate:N[,M] needs N > 0 and M >= 0, got {spec!r}")
+        data = simulate_sar(count, num_classes=num_classes, size=size, seed=seed, num_test_samples=test_count)
         return _select(data, split, spec)
     return load_saved(spec, split)
 
