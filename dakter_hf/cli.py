@@ -1,4 +1,4 @@
-"""`dakter` command line: data, balance, generate, quality, demo, evaluate, segment, space."""
+"""`dakter` command line: data, balance, generate, quality, demo, evaluate, segment, experiment, space."""
 
 from __future__ import annotations
 
@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """Subcommands that live next to their implementation."""
     from . import commands, space_command
+    from .experiment import commands as experiment_commands
     from .students import commands as student_commands
 
-    return commands.REGISTRARS + student_commands.REGISTRARS + space_command.REGISTRARS
+    return commands.REGISTRARS + student_commands.REGISTRARS + experiment_commands.REGISTRARS + space_command.REGISTRARS
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -102,8 +102,9 @@ REGISTRARS = [_register_generate, _register_quality]
 
 # ----------------------------------------------------------------------------- demo
 def _register_demo(sub) -> None:
-    parser = sub.add_parser("demo", help="the whole chain on synthetic SAR data: dataset, b, joint training, generation, quality, figure")
-    parser.add_argument("--out", default="outputs/demo", help="output folder")
+    parser = sub.add_parser("demo", help="the whole chain on synthetic SAR data: dataset, b, joint training, generation, quality, figure (--full: students and the report too)")
+    parser.add_argument("--full", action="store_true", help="run the experiment runner at small scale: a real-only and a DAKTer-KD student over 3 seeds, ending in a report with tables and figures (~10 min on 2 cores)")
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/demo, or outputs/demo-full with --full)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the tiny config's)")
     parser.add_argument("--samples", type=int, default=16, help="generated samples")
     parser.add_argument("--inference-steps", type=int, default=50, help="DDIM steps for generation")
@@ -113,6 +114,9 @@ def _register_demo(sub) -> None:
 
 def _cmd_demo(args) -> int:
     """Dataset -> b -> train (tiny config) -> generate -> quality -> PNG grid, printing each result."""
+    if args.full:
+        return _demo_full(args)
+    args.out = args.out or "outputs/demo"
     from importlib import resources
 
     from .cli import summarize
@@ -158,6 +162,23 @@ def _cmd_demo(args) -> int:
     figure = os.path.join(args.out, "samples.png")
     generated_samples_figure(rows, columns=4).save(figure)
     print(f"== 5. figure (image | oil probability | mask): {figure}")
+    return 0
+
+
+def _demo_full(args) -> int:
+    """`dakter demo --full`: the packaged experiment file (configs/demo_full.yaml) through `dakter experiment`."""
+    from importlib import resources
+
+    from .experiment.config import load_experiment_config
+    from .experiment.runner import ExperimentRunner
+
+    if args.steps is not None or args.samples != 16 or args.inference_steps != 50:
+        raise ValueError("--full runs the packaged experiment file; --steps, --samples and --inference-steps apply to the quick demo only")
+    out = os.path.abspath(args.out or "outputs/demo-full")
+    config = load_experiment_config(str(resources.files("dakter_hf.configs") / "demo_full.yaml"), output_dir=out, report_dir=os.path.join(out, "report"))
+    report = ExperimentRunner(config).run(overwrite=args.overwrite)
+    print(open(report["paths"]["markdown"], encoding="utf-8").read().split("## Joint models")[0])
+    print(f"report with figures: {report['paths']['markdown']}")
     return 0
 
 

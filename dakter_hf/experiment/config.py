@@ -1,0 +1,234 @@
+"""The experiment file: data, joint-model settings, generation, students, scales, seeds and arms.
+
+    name: sos_palsar_cpu
+    output_dir: runs/sos_palsar_cpu           # step cache (a re-run resumes here)
+    report_dir: docs/experiments/sos_palsar_cpu   # optional (default OUTPUT_DIR/report)
+    data: {source: sos:../shared/data/sos, sensor: palsar}
+    joint: {resolution: 64, unet_preset: small, max_train_steps: 1500, ...}   # train_joint.py arguments
+    generation: {steps: 25, scheduler: dpm++, batch_size: 16}
+    students:                                  # train_student.py arguments, one dict per student
+      - {student: segformer-b0, resolution: 64, learning_rate: 1.0e-3, max_steps: 1500}
+    scales: [1.0]
+    seeds: [0, 1, 2]
+    arms: [real, ddpm-l2, dakter-no-kd, dakter-kd]
+
+Every section is checked like its command line (unknown keys and bad values name the file
+and the key) before anything runs. Arms are the paper's comparisons (`ARMS`), or a mapping
+`{name: ..., mode: real|hard|dakter, joint: {overrides}}` for one of your own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..arguments import ArgumentParser, convert_config_values, read_config_file
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One column of the paper's comparison: which joint model (if any) feeds which student loss."""
+
+    name: str
+    mode: str  # student mode: real, hard (argmax labels + CE) or dakter (KD on soft labels)
+    joint: Optional[Dict[str, Any]] = None  # overrides of the joint settings; None: no generated data
+    teacher: bool = False  # the teacher-KD baseline: a larger real-only student's soft labels
+    title: str = ""
+
+    @property
+    def uses_generated(self) -> bool:
+        return self.joint is not None
+
+
+ARMS: Dict[str, Arm] = {
+    arm.name: arm
+    for arm in (
+        Arm("real", "real", title="Real only"),
+        Arm("ddpm-l2", "hard", {"label_loss": "l2"}, title="DDPM (L2 labels, hard)"),
+        Arm("satsynth", "hard", {"label_loss": "l2", "label_encoding": "binary"}, title="SatSynth (binary labels, hard)"),
+        Arm("dakter-no-kd", "hard", {}, title="DAKTer w/o KD (argmax, CE)"),
+        Arm("dakter-kd", "dakter", {}, title="DAKTer (KD)"),
+        Arm("b-0.1", "dakter", {"balancing_factor": "0.1"}, title="DAKTer, b = 0.1"),
+        Arm("b-snr", "dakter", {"balancing_factor": "auto"}, title="DAKTer, b = SNR value"),
+        Arm("b-1", "dakter", {"balancing_factor": "1"}, title="DAKTer, b = 1"),
+        Arm("b-2", "dakter", {"balancing_factor": "2"}, title="DAKTer, b = 2"),
+        Arm("teacher-kd", "real", None, teacher=True, title="Teacher KD (real only)"),
+    )
+}
+BASELINE_ARM = "real"
+DATA_KEYS = {"source", "sensor", "classes", "num_classes", "size", "seed", "intensity", "clip_percentiles", "train_split", "test_split"}
+GENERATION_DEFAULTS = {"steps": 50, "scheduler": None, "batch_size": 16, "eta": 0.0, "seed": 0, "dtype": None}
+QUALITY_DEFAULTS = {"max_images": None, "inception_weights": None}
+TOP_KEYS = {"name", "output_dir", "report_dir", "data", "joint", "generation", "students", "teacher", "scales", "seeds", "arms", "quality", "description"}
+# the runner sets these itself (paths, resumption, logging); a config may not
+JOINT_RESERVED = {"data", "output_dir", "resume_from_checkpoint", "overwrite", "push_to_hub", "hub_model_id", "hub_private", "report_to", "sensor", "classes", "num_classes", "split", "intensity", "clip_percentiles"}
+STUDENT_RESERVED = {"real", "generated", "scale", "mode", "teacher", "output_dir", "overwrite", "seed", "resume_from_checkpoint", "sensor", "classes", "num_classes", "train_split", "test_split", "intensity", "clip_percentiles", "push_to_hub", "report_to", "card_name"}
+
+
+@dataclass
+class ExperimentConfig:
+    """A checked experiment file (see the module docstring)."""
+
+    name: str
+    output_dir: str
+    data: Dict[str, Any]
+    joint: Dict[str, Any]
+    generation: Dict[str, Any]
+    students: List[Dict[str, Any]]
+    teacher: Dict[str, Any]
+    scales: List[float]
+    seeds: List[int]
+    arms: List[Arm]
+    quality: Dict[str, Any]
+    report_dir: Optional[str] = None
+    description: str = ""
+    path: Optional[str] = None
+    text: str = field(default="", repr=False)
+
+    @property
+    def baseline(self) -> str:
+        return BASELINE_ARM
+
+
+def _section(config: dict, key: str, path: str, kind: type, default):
+    value = config.get(key, default)
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: `{key}` must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _checked(values: dict, dataclass_types: tuple, reserved: set, where: str) -> dict:
+    """Convert and check `values` like the command line of those dataclasses; refuse the keys the runner sets."""
+    taken = sorted(set(values) & reserved)
+    if taken:
+        raise ValueError(f"{where}: {taken} are set by the experiment runner; remove them")
+    parser = ArgumentParser(dataclass_types)
+    return convert_config_values(parser, dict(values), where)
+
+
+def _student_types() -> tuple:
+    from ..students.train import StudentArguments, StudentTrainingArguments
+
+    return (StudentArguments, StudentTrainingArguments)
+
+
+def _arm(entry, path: str) -> Arm:
+    if isinstance(entry, str):
+        if entry not in ARMS:
+            raise ValueError(f"{path}: unknown arm {entry!r}; choose from {', '.join(ARMS)} or give a mapping {{name, mode, joint}}")
+        return ARMS[entry]
+    if isinstance(entry, dict):
+        unknown = set(entry) - {"name", "mode", "joint", "title"}
+        if unknown or "name" not in entry or entry.get("mode") not in ("real", "hard", "dakter"):
+            raise ValueError(f"{path}: an arm mapping needs `name` and `mode` (real, hard or dakter), optionally `joint` and `title`; got {entry}")
+        joint = entry.get("joint")
+        if entry["mode"] != "real" and joint is None:
+            joint = {}
+        return Arm(str(entry["name"]), entry["mode"], joint if entry["mode"] != "real" else None, title=entry.get("title", ""))
+    raise ValueError(f"{path}: an arm is a name or a mapping, got {entry!r}")
+
+
+def load_experiment_config(path: str, output_dir: Optional[str] = None, report_dir: Optional[str] = None) -> ExperimentConfig:
+    """Read and check an experiment file; `output_dir`/`report_dir` override the file's."""
+    from ..train_joint import JointTrainingArguments
+
+    raw = read_config_file(path)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(TOP_KEYS)}")
+    name = str(raw.get("name") or os.path.splitext(os.path.basename(path))[0])
+    data = _section(raw, "data", path, dict, None) if "data" in raw else None
+    if not data or "source" not in data:
+        raise ValueError(f"{path}: `data` must give at least `source` (sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved dataset dir)")
+    bad = sorted(set(data) - DATA_KEYS)
+    if bad:
+        raise ValueError(f"{path}: data: unknown key(s) {bad}; known: {sorted(DATA_KEYS)}")
+    data = {"train_split": "train", "test_split": "test", **data}
+    joint = _checked(_section(raw, "joint", path, dict, {}), (JointTrainingArguments,), JOINT_RESERVED, f"{path}: joint")
+    generation = {**GENERATION_DEFAULTS, **_section(raw, "generation", path, dict, {})}
+    if set(generation) - set(GENERATION_DEFAULTS):
+        raise ValueError(f"{path}: generation: unknown key(s) {sorted(set(generation) - set(GENERATION_DEFAULTS))}; known: {sorted(GENERATION_DEFAULTS)}")
+    students = _section(raw, "students", path, list, None) if "students" in raw else None
+    if not students:
+        raise ValueError(f"{path}: `students` must list at least one student (e.g. - {{student: segformer-b0, resolution: 64}})")
+    students = [_checked(s if isinstance(s, dict) else {"student": s}, _student_types(), STUDENT_RESERVED, f"{path}: students[{i}]") for i, s in enumerate(students)]
+    names = [s.get("student", "segformer-b3") for s in students]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: students: each student model may appear once, got {names}")
+    teacher = _checked(_section(raw, "teacher", path, dict, {"student": "segformer-b5"}), _student_types(), STUDENT_RESERVED, f"{path}: teacher")
+    scales = [float(s) for s in _section(raw, "scales", path, list, [1.0])]
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(f"{path}: scales must be a non-empty list of numbers > 0, got {scales}")
+    seeds = _section(raw, "seeds", path, list, [0])
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds}")
+    arms = [_arm(entry, path) for entry in _section(raw, "arms", path, list, [BASELINE_ARM, "dakter-kd"])]
+    if BASELINE_ARM not in [a.name for a in arms]:
+        arms.insert(0, ARMS[BASELINE_ARM])  # every comparison is against real only
+    if len({a.name for a in arms}) != len(arms):
+        raise ValueError(f"{path}: arms must have distinct names, got {[a.name for a in arms]}")
+    quality = {**QUALITY_DEFAULTS, **_section(raw, "quality", path, dict, {})}
+    if set(quality) - set(QUALITY_DEFAULTS):
+        raise ValueError(f"{path}: quality: unknown key(s) {sorted(set(quality) - set(QUALITY_DEFAULTS))}; known: {sorted(QUALITY_DEFAULTS)}")
+    _check_settings(path, joint, arms, students, teacher)
+    out = output_dir or raw.get("output_dir") or os.path.join("outputs", "experiments", name)
+    return ExperimentConfig(
+        name=name,
+        output_dir=os.path.abspath(out),
+        data=data,
+        joint=joint,
+        generation=generation,
+        students=students,
+        teacher=teacher,
+        scales=scales,
+        seeds=list(seeds),
+        arms=arms,
+        quality=quality,
+        report_dir=os.path.abspath(report_dir or raw.get("report_dir") or os.path.join(out, "report")),
+        description=str(raw.get("description", "")),
+        path=os.path.abspath(path),
+        text=text,
+    )
+
+
+def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict], teacher: dict) -> None:
+    """Build each section's argument objects once, so their own checks run before anything is written."""
+    from ..train_joint import JointTrainingArguments
+
+    student_type, training_type = _student_types()
+    checks = [(f"joint (arm {arm.name})", JointTrainingArguments, joint_settings(joint, arm)) for arm in arms if arm.uses_generated]
+    for where, settings in [(f"students[{i}]", s) for i, s in enumerate(students)] + ([("teacher", teacher)] if any(a.teacher for a in arms) else []):
+        student, training = split_student_settings(settings)
+        checks += [(where, student_type, {**student, "mode": "real"}), (where, training_type, {**training, "output_dir": os.devnull})]
+    for where, kind, values in checks:
+        try:
+            kind(**values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {where}: {error}") from None
+
+
+def _effective(joint: Dict[str, Any], key: str) -> Any:
+    """A joint setting as training will use it (the field's default where the file is silent)."""
+    from ..train_joint import JointTrainingArguments
+
+    value = joint.get(key, next(f.default for f in dataclasses.fields(JointTrainingArguments) if f.name == key))
+    if key == "balancing_factor" and str(value).lower() == "default" and not joint.get("init_from"):
+        return "auto"
+    return value
+
+
+def joint_settings(joint: Dict[str, Any], arm: Arm) -> Dict[str, Any]:
+    """The arm's joint-model settings; an override that changes nothing is left out, so arms
+    that train the same model (e.g. `dakter-kd` and `b-snr`) share one step."""
+    return {**joint, **{k: v for k, v in arm.joint.items() if str(_effective(joint, k)).lower() != str(v).lower()}}
+
+
+def split_student_settings(settings: Dict[str, Any]) -> tuple:
+    """A student's config dict -> (StudentArguments kwargs, StudentTrainingArguments kwargs)."""
+    student_type, training_type = _student_types()
+    own = {f.name for f in dataclasses.fields(student_type)}
+    return {k: v for k, v in settings.items() if k in own}, {k: v for k, v in settings.items() if k not in own}

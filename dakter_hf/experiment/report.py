@@ -1,0 +1,205 @@
+"""The experiment report: `report.md` + `report.json` + figures, rebuilt from the cached steps.
+
+Every number in the Markdown is rendered from `report.json` (tables from `tables.py`), and
+the report names the experiment file (path, sha256, full text) and the code version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from typing import Any, Dict, List, Optional
+
+from ..data.io import atomic_write_json, atomic_write_text
+from ..ownership import claim_folder
+from . import figures
+from .steps import read_done
+from .tables import scale_points, summarize, table1_markdown, table4_markdown
+
+
+def code_description() -> Dict[str, Optional[str]]:
+    """Package version, plus the git commit (and whether the tree had changes) of a source checkout."""
+    from .. import __version__
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"package_version": __version__, "git_commit": commit, "git_dirty": dirty}
+
+
+def _arm_titles(config) -> Dict[str, str]:
+    return {arm.name: arm.title or arm.name for arm in config.arms}
+
+
+def _generated_sets(runner) -> Dict[str, Dict[str, Any]]:
+    """One entry per distinct generated set, named by the arms that use it."""
+    sets: Dict[str, Dict[str, Any]] = {}
+    for arm, step in runner.plan.generated_of_arm.items():
+        entry = sets.setdefault(step.key, {"arms": [], "generate": step, "joint": runner.plan.joint_of_arm[arm], "quality": runner.plan.quality_of_arm[arm]})
+        entry["arms"].append(arm)
+    return {" / ".join(entry["arms"]): entry for entry in sets.values()}
+
+
+def write_report(runner) -> Dict[str, Any]:
+    """Write report.json, report.md and the figures into the report folder; returns the JSON."""
+    from ..data.sources import load_saved
+
+    config, plan = runner.config, runner.plan
+    out = config.report_dir
+    claim_folder(out, "experiment-report", {"experiment": config.name}, flag="report_dir")
+    runs = [{"arm": r["arm"], "student": r["student"], "scale": r["scale"], "seed": r["seed"], "metrics": runner.result(r["step"])["metrics"], "steps": runner.result(r["step"]).get("steps"), "step": os.path.relpath(r["step"].folder(runner.root), runner.root)} for r in plan.runs]
+    data = runner.result(plan.data)
+    real_train = load_saved(runner.work(plan.data), split=config.data["train_split"])[config.data["train_split"]]
+    from ..data.features import class_names_of
+
+    summary = summarize(runs, baseline_arm=config.baseline, class_names=class_names_of(real_train))
+    sets = _generated_sets(runner)
+    generated_models = {
+        name: {
+            "arms": entry["arms"],
+            "joint": {k: v for k, v in runner.result(entry["joint"]).items() if k in ("b", "steps")},
+            "joint_settings": entry["joint"].settings,
+            "num_samples": runner.result(entry["generate"])["num_samples"],
+            "generation": entry["generate"].settings,
+            "quality": runner.result(entry["quality"]),
+        }
+        for name, entry in sets.items()
+    }
+    figure_paths = _write_figures(runner, out, real_train, sets, summary)
+    text = config.text
+    report = {
+        "experiment": config.name,
+        "description": config.description,
+        "config": {"path": os.path.relpath(config.path), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
+        "code": code_description(),
+        "data": {"source": config.data["source"], "splits": data["splits"]},
+        "balancing_factor": runner.result(plan.balance),
+        "arms": {arm.name: {"title": arm.title, "student_mode": arm.mode, "joint_overrides": arm.joint, "teacher": arm.teacher} for arm in config.arms},
+        "generated_sets": generated_models,
+        "summary": summary,
+        "runs": [{k: v for k, v in r.items()} for r in runs],
+        "figures": {name: os.path.basename(path) for name, path in figure_paths.items()},
+        "timings": [{"kind": step.kind, "label": step.label, "seconds": read_done(step.folder(runner.root))["seconds"]} for step in plan.steps],
+        "paths": {"markdown": os.path.join(out, "report.md"), "json": os.path.join(out, "report.json"), "steps": os.path.relpath(config.output_dir)},
+    }
+    atomic_write_json(report["paths"]["json"], report)
+    atomic_write_text(report["paths"]["markdown"], render_markdown(report, _arm_titles(config)))
+    return report
+
+
+def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]], summary) -> Dict[str, str]:
+    from ..data.sources import load_saved
+
+    config, paths = runner.config, {}
+    generated = {name: load_saved(runner.work(entry["generate"]), split="train")["train"] for name, entry in sets.items()}
+    if generated:
+        paths["real_vs_generated"] = figures.save_png(figures.real_vs_generated_figure(real_train, generated), os.path.join(out, "real_vs_generated.png"))
+        soft = {name: ds for name, ds in generated.items() if "soft_label" in ds.column_names}
+        if soft:
+            name = next((n for n, entry in sets.items() if n in soft and entry["joint"].settings.get("label_loss", "ce") == "ce"), next(iter(soft)))
+            paths["soft_labels"] = figures.save_png(figures.soft_label_figure(soft[name]), os.path.join(out, "soft_labels.png"))
+        curves = {}
+        for name, entry in sets.items():
+            for key, points in figures.joint_loss_curve(runner.work(entry["joint"])).items():
+                if key == "loss":
+                    curves[name] = points
+        if curves:
+            paths["joint_loss"] = figures.save_png(figures.training_curves_figure(curves, "joint model: training loss", smoothing=0.6), os.path.join(out, "joint_loss.png"))
+    student_curves = {}
+    for run in runner.plan.runs:
+        if run["seed"] == config.seeds[0]:
+            label = f"{run['student']} {run['arm']}" + (f" x{run['scale']:g}" if run["scale"] is not None and len(config.scales) > 1 else "")
+            student_curves[label] = figures.student_loss_curve(runner.work(run["step"]))
+    if any(student_curves.values()):
+        paths["student_loss"] = figures.save_png(figures.training_curves_figure(student_curves, f"students: training loss (seed {config.seeds[0]})", smoothing=0.6), os.path.join(out, "student_loss.png"))
+    if len(config.scales) > 1:
+        for student in sorted({r["student"] for r in runner.plan.runs}):
+            points = scale_points(summary, student=student)
+            base = points.pop(config.baseline, None)
+            baseline = (base[0][1], base[0][2]) if base else None
+            paths[f"scale_{student}"] = figures.save_png(figures.scale_curve_figure(points, baseline=baseline), os.path.join(out, f"scale_{student}.png"))
+    return paths
+
+
+def _steps_line(runs: List[Dict[str, Any]]) -> str:
+    """How long each arm's students trained: equal budgets are what make the arms comparable."""
+    by_arm: Dict[str, List] = {}
+    for run in runs:
+        by_arm.setdefault(run["arm"], []).append(run.get("steps"))
+    parts = []
+    for arm, steps in by_arm.items():
+        known = [s for s in steps if s is not None]
+        parts.append(f"{arm} " + ("n/a" if not known else f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}"))
+    return "Optimizer steps per student (over seeds): " + ", ".join(parts) + "."
+
+
+def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
+    """The Markdown report, every number taken from `report` (the JSON)."""
+    from ..quality import format_quality_comparison
+
+    code = report["code"]
+    version = f"dakter-hf {code['package_version']}" + (f", git {code['git_commit']}{' (with uncommitted changes)' if code['git_dirty'] else ''}" if code["git_commit"] else "")
+    b = report["balancing_factor"]
+    lines: List[str] = [
+        f"# Experiment `{report['experiment']}`",
+        "",
+        report["description"].strip(),
+        "",
+        f"- Command: `dakter experiment --config {report['config']['path']}`; steps cached in `{report['paths']['steps']}`",
+        f"- Experiment file: `{report['config']['path']}` (sha256 `{report['config']['sha256'][:16]}`), copied in full at the end",
+        f"- Code: {version}",
+        f"- Data: `{report['data']['source']}`, " + ", ".join(f"{split}: {n} images" for split, n in report["data"]["splits"].items()),
+        f"- Balancing factor b = {b['b']:.4f} (SNR value on {b['num_images']} training images at {b['resolution'] or 'native'} px)",
+        "",
+        "## Arms",
+        "",
+        "| arm | what the student learns from | student loss |",
+        "|---|---|---|",
+    ]
+    for name, arm in report["arms"].items():
+        source = "real images" + (", plus a real-only teacher's soft labels" if arm["teacher"] else "") if arm["joint_overrides"] is None else f"real + generated (joint model {arm['joint_overrides'] or 'as configured'})"
+        loss = {"real": "CE + Dice", "hard": "CE + Dice on argmax labels", "dakter": "KD on soft labels + CE + Dice"}[arm["student_mode"]]
+        lines.append(f"| `{name}` ({titles.get(name, name)}) | {source} | {loss} |")
+    lines += ["", "## Table 1: test mIoU and F1, mean ± std over seeds", "", table1_markdown(report["summary"]), ""]
+    lines += [_steps_line(report["runs"]), ""]
+    lines += ["## Table 4: per-class IoU, precision and recall", "", table4_markdown(report["summary"]), ""]
+    if report["generated_sets"]:
+        lines += ["## Joint models and generated sets", "", "| generated set (arms) | joint steps | b | samples | generation |", "|---|---:|---:|---:|---|"]
+        for name, entry in report["generated_sets"].items():
+            g = entry["generation"]
+            lines.append(f"| {name} | {entry['joint']['steps']} | {entry['joint']['b']:.4f} | {entry['num_samples']} | {g['scheduler'] or 'ddim'}, {g['steps']} steps |")
+        quality = {name: entry["quality"] for name, entry in report["generated_sets"].items()}
+        lines += ["", "## Generation quality (`dakter quality`, real training split vs generated)", "", format_quality_comparison(quality), ""]
+        lines += ["### FID and sFID", ""]
+        frechet = {name: q.get("frechet") or {} for name, q in quality.items()}
+        for name, f in frechet.items():
+            if f.get("fid") is not None:
+                sfid = "n/a" if f.get("sfid") is None else f"{f['sfid']:.2f}"
+                lines.append(f"- {name}: FID {f['fid']:.2f}, sFID {sfid} ({f.get('num_real')} real, {f.get('num_generated')} generated images)")
+                lines += [f"  - {note}" for note in f.get("notes", [])]
+        missing = [name for name, f in frechet.items() if f.get("fid") is None]
+        if missing:
+            lines += [f"Not computed for {', '.join(missing)}: no local Inception weights (set `quality: {{inception_weights: PATH}}` in the experiment file).", ""]
+            lines += ["```text", frechet[missing[0]].get("note", "").strip(), "```"]
+        lines.append("")
+    captions = {
+        "real_vs_generated": "Real training pairs beside generated ones (image | mask), like the paper's Fig. 7",
+        "soft_labels": "Generated images with their soft labels: P(oil) and the argmax mask, like Fig. 2",
+        "joint_loss": "Joint model training loss",
+        "student_loss": "Student training loss (first seed)",
+    }
+    if report["figures"]:
+        lines += ["## Figures", ""]
+        for name, file in report["figures"].items():
+            caption = captions.get(name, f"mIoU against augmentation scale, {name[len('scale_'):]} (like Fig. 5)" if name.startswith("scale_") else name)
+            lines += [f"**{caption}**", "", f"![{caption}]({file})", ""]
+    seconds: Dict[str, float] = {}
+    for timing in report["timings"]:
+        seconds[timing["kind"]] = seconds.get(timing["kind"], 0.0) + timing["seconds"]
+    lines += ["## Time", "", "Wall time of each kind of step when it ran (cached steps keep the time of their first run): " + ", ".join(f"{kind} {value / 60:.1f} min" for kind, value in seconds.items()) + f"; total {sum(seconds.values()) / 60:.1f} min.", ""]
+    lines += ["## Experiment file", "", "```yaml", report["config"]["text"].rstrip(), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,261 @@
+"""`dakter experiment`: data -> b -> joint model(s) -> generated sets -> students -> test -> report.
+
+The plan is built from the experiment file before anything runs (see `config.py`); each
+step is cached under a key of its inputs (see `steps.py`), so arms that share a joint
+model or a generated set share the step, a re-run does only what is missing, and the
+report is always rebuilt from the cached results. Steps run one after another in this
+process, each through the same code as its own command (`dakter data`, `train_joint.py`,
+`dakter generate`, `dakter quality`, `train_student.py`), on CPU or GPU alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..data.io import atomic_write_json
+from ..ownership import FolderLock, check_not_an_input, claim_folder
+from .config import Arm, ExperimentConfig, joint_settings, split_student_settings
+from .steps import Progress, Step, read_done, run_step
+
+logger = logging.getLogger(__name__)
+
+
+def source_fingerprint(spec: str) -> str:
+    """Names, sizes and times of the source's files (a changed file changes every key below the data step)."""
+    import hashlib
+
+    from ..data.sources import source_path
+
+    path = source_path(spec)
+    if path is None:
+        return spec  # simulate:N is its own content
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data.source {spec}: {path} does not exist")
+    entries = []
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            info = os.stat(os.path.join(root, name))
+            entries.append(f"{os.path.relpath(os.path.join(root, name), path)}:{info.st_size}:{info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    """The steps in run order, and which student step gives each (arm, student, scale, seed)."""
+
+    steps: List[Step] = field(default_factory=list)
+    runs: List[Dict[str, Any]] = field(default_factory=list)  # {arm, student, scale, seed, step}
+    joint_of_arm: Dict[str, Step] = field(default_factory=dict)
+    generated_of_arm: Dict[str, Step] = field(default_factory=dict)
+    quality_of_arm: Dict[str, Step] = field(default_factory=dict)
+    data: Optional[Step] = None
+    balance: Optional[Step] = None
+    teacher: Optional[Step] = None
+
+    def add(self, step: Step) -> Step:
+        """Add a step once (arms sharing a step share its key)."""
+        for existing in self.steps:
+            if existing.kind == step.kind and existing.key == step.key:
+                return existing
+        self.steps.append(step)
+        return step
+
+
+class ExperimentRunner:
+    """Builds the plan of an `ExperimentConfig` and runs it (`run()`), then writes the report."""
+
+    def __init__(self, config: ExperimentConfig, num_train_rows: Optional[int] = None):
+        self.config = config
+        self.root = config.output_dir
+        self.results: Dict[str, Dict[str, Any]] = {}
+        self.plan = self._build_plan(num_train_rows)
+
+    # ------------------------------------------------------------------ the plan
+    def _build_plan(self, num_train_rows: Optional[int]) -> Plan:
+        config, plan = self.config, Plan()
+        plan.data = plan.add(Step("data", "real", dict(config.data), {"source": source_fingerprint(config.data["source"])}, self._run_data))
+        data_key = plan.data.key
+        joint_resolution = config.joint.get("resolution", 128)
+        plan.balance = plan.add(Step("balance", f"b-{joint_resolution}px", {"resolution": joint_resolution, "balance_resolution": config.joint.get("balance_resolution", "train")}, {"data": data_key}, self._run_balance))
+        for arm in config.arms:
+            if not arm.uses_generated:
+                continue
+            settings = joint_settings(config.joint, arm)
+            slug = f"{settings.get('label_loss', 'ce')}-{settings.get('label_encoding', 'onehot')}-b{settings.get('balancing_factor', 'auto')}"
+            joint = plan.add(Step("joint", slug, settings, {"data": data_key}, self._run_joint, budget_minutes=settings.get("max_train_minutes")))
+            generation = {**config.generation, "scale": max(config.scales)}
+            generated = plan.add(Step("generate", slug, generation, {"joint": joint.key, "data": data_key}, self._run_generate))
+            quality = plan.add(Step("quality", slug, dict(config.quality), {"generated": generated.key, "data": data_key}, self._run_quality))
+            plan.joint_of_arm[arm.name], plan.generated_of_arm[arm.name], plan.quality_of_arm[arm.name] = joint, generated, quality
+        if any(arm.teacher for arm in config.arms):
+            settings = {**config.teacher, "mode": "real", "seed": config.seeds[0]}
+            plan.teacher = plan.add(Step("student", f"teacher-{settings.get('student', 'segformer-b3')}", settings, {"data": data_key}, self._run_student, budget_minutes=settings.get("max_train_minutes")))
+        for student in config.students:
+            for arm in config.arms:
+                for scale in config.scales if arm.uses_generated else [None]:
+                    for seed in config.seeds:
+                        plan.runs.append({"arm": arm.name, "student": student.get("student", "segformer-b3"), "scale": scale, "seed": seed, "step": plan.add(self._student_step(plan, student, arm, scale, seed))})
+        return plan
+
+    def _student_step(self, plan: Plan, student: Dict[str, Any], arm: Arm, scale: Optional[float], seed: int) -> Step:
+        settings = {**student, "mode": arm.mode, "seed": seed}
+        inputs = {"data": plan.data.key}
+        if arm.uses_generated:
+            settings["scale"] = scale
+            inputs["generated"] = plan.generated_of_arm[arm.name].key
+        if arm.teacher:
+            inputs["teacher"] = plan.teacher.key
+        name = student.get("student", "segformer-b3")
+        slug = f"{name}-{arm.mode}{'-teacher' if arm.teacher else ''}-s{seed}" + (f"-x{scale:g}" if scale is not None else "")
+        return Step("student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes"))
+
+    # ------------------------------------------------------------------ running
+    def run(self, overwrite: bool = False) -> Dict[str, Any]:
+        """Run every step not yet cached, then write the report; returns the report's JSON."""
+        from ..data.sources import source_path
+
+        check_not_an_input(self.root, [source_path(self.config.data["source"])], flag="output_dir")
+        check_not_an_input(self.config.report_dir, [source_path(self.config.data["source"])], flag="report_dir")
+        # the runner owns OUTPUT_DIR; steps are keyed by content, so any experiment file may add to it
+        with FolderLock(self.root, flag="output_dir"):
+            claim_folder(self.root, "experiment", {}, overwrite=overwrite, flag="output_dir")
+            progress = Progress(self.plan.steps, self.root)
+            total = len(self.plan.steps)
+            cached = sum(read_done(s.folder(self.root)) is not None for s in self.plan.steps)
+            print(f"experiment {self.config.name}: {total} steps ({cached} cached) in {self.root}")
+            for index, step in enumerate(self.plan.steps, 1):
+                was_done = read_done(step.folder(self.root)) is not None
+                if not was_done:
+                    print(f"[{index}/{total}] {step.kind} {step.label}: running (ETA for the rest: {progress.eta(self.plan.steps[index - 1 :])})", flush=True)
+                start = time.time()
+                self.results[step.key] = run_step(step, self.root)
+                if was_done:
+                    print(f"[{index}/{total}] {step.kind} {step.label}: cached")
+                else:
+                    progress.record(step, time.time() - start)
+                    print(f"[{index}/{total}] {step.kind} {step.label}: done in {(time.time() - start) / 60:.1f} min", flush=True)
+        from .report import write_report
+
+        return write_report(self)
+
+    def work(self, step: Step) -> str:
+        """Where the step's own command wrote its output (results hold no paths: the folder may move)."""
+        return os.path.join(step.folder(self.root), "work")
+
+    def result(self, step: Step) -> Dict[str, Any]:
+        if step.key not in self.results:
+            done = read_done(step.folder(self.root))
+            if done is None:
+                raise RuntimeError(f"step {step.kind} {step.label} has not run")
+            self.results[step.key] = done["result"]
+        return self.results[step.key]
+
+    # ------------------------------------------------------------------ the steps
+    def _run_data(self, work: str) -> Dict[str, Any]:
+        from ..cli import build_parser
+        from ..data.sources import load_saved
+        from ..ownership import dataset_fingerprint
+
+        data = self.config.data
+        argv = ["data", "--source", data["source"], "--out", work]
+        for key in ("sensor", "classes", "num_classes", "size", "seed", "intensity", "clip_percentiles"):
+            if data.get(key) is not None:
+                argv += [f"--{key.replace('_', '-')}", str(data[key])]
+        args = build_parser().parse_args(argv)
+        args.func(args)
+        saved = load_saved(work)
+        for split in (data["train_split"], data["test_split"]):
+            if split not in saved:
+                raise ValueError(f"data.source {data['source']}: no split {split!r}; splits: {list(saved)}")
+        return {"splits": {name: len(split) for name, split in saved.items()}, "fingerprints": {name: dataset_fingerprint(split) for name, split in saved.items()}}
+
+    def _train_split(self):
+        from ..data.sources import load_saved
+
+        split = self.config.data["train_split"]
+        return load_saved(self.work(self.plan.data), split=split)[split]
+
+    def _run_balance(self, work: str) -> Dict[str, Any]:
+        from ..balance import compute_balance_stats
+
+        step = self.plan.balance.settings
+        choice = step["balance_resolution"]
+        resolution = step["resolution"] if choice == "train" else None if choice in (None, "native") else int(choice)
+        stats = compute_balance_stats(self._train_split(), resolution=resolution, show_progress=True)
+        print(f"balancing factor b = {stats.b:.4f} ({stats.num_images} training images at {resolution or 'native'} px)")
+        return {"b": stats.b, "power_image": stats.power_image, "power_label": stats.power_label, "num_images": stats.num_images, "resolution": resolution}
+
+    def _step_of(self, work: str) -> Step:
+        folder = os.path.dirname(work)
+        return next(s for s in self.plan.steps if s.folder(self.root) == folder)
+
+    def _run_joint(self, work: str) -> Dict[str, Any]:
+        from ..train_joint import JointTrainingArguments, sorted_checkpoints, train
+
+        settings = self._step_of(work).settings
+        args = JointTrainingArguments(**settings, data=self.work(self.plan.data), output_dir=work, resume_from_checkpoint="latest", report_to="none")
+        pipeline = train(args)
+        from ..pipelines.pipeline_dakter import DAKTerPipeline
+
+        config = DAKTerPipeline.load_config(pipeline)
+        checkpoints = sorted_checkpoints(work)
+        steps = int(checkpoints[-1].rsplit("-", 1)[-1]) if checkpoints else args.max_train_steps
+        return {"b": config["balancing_factor"], "steps": steps}
+
+    def _run_generate(self, work: str) -> Dict[str, Any]:
+        from ..generate import generate_dataset
+
+        step = self._step_of(work)
+        settings, joint = step.settings, next(s for s in self.plan.steps if s.key == step.inputs["joint"])
+        num_samples = max(1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]]))
+        generate_dataset(
+            os.path.join(self.work(joint), "pipeline"), work, num_samples=num_samples, base_seed=settings["seed"], batch_size=settings["batch_size"],
+            num_inference_steps=settings["steps"], eta=settings["eta"], scheduler=settings["scheduler"], dtype=settings["dtype"],
+        )
+        return {"num_samples": num_samples}
+
+    def _run_quality(self, work: str) -> Dict[str, Any]:
+        from ..data.sources import load_saved
+        from ..quality import quality_report
+        from ..fid import InceptionWeightsMissing, frechet_distances
+
+        step = self._step_of(work)
+        generated_step = next(s for s in self.plan.steps if s.key == step.inputs["generated"])
+        generated = load_saved(self.work(generated_step), split="train")["train"]
+        real = self._train_split()
+        settings = step.settings
+        report = quality_report(real, generated, max_images=settings["max_images"], show_progress=True)
+        try:
+            report["frechet"] = frechet_distances(real["image"], generated["image"], weights=settings["inception_weights"])
+        except InceptionWeightsMissing as missing:
+            report["frechet"] = {"fid": None, "sfid": None, "note": str(missing)}
+        os.makedirs(work, exist_ok=True)
+        atomic_write_json(os.path.join(work, "quality.json"), report)
+        return report
+
+    def _run_student(self, work: str) -> Dict[str, Any]:
+        import json
+
+        from ..students.train import StudentArguments, StudentTrainingArguments, train_student
+
+        step = self._step_of(work)
+        settings = dict(step.settings)
+        mode, seed, scale = settings.pop("mode"), settings.pop("seed"), settings.pop("scale", 1.0)
+        student_kwargs, training_kwargs = split_student_settings(settings)
+        generated = [self.work(next(s for s in self.plan.steps if s.key == step.inputs["generated"]))] if "generated" in step.inputs else []
+        teacher = self.work(self.plan.teacher) if "teacher" in step.inputs else None
+        data = self.config.data
+        args = StudentArguments(real=self.work(self.plan.data), generated=generated, scale=scale, mode=mode, teacher=teacher, train_split=data["train_split"], test_split=data["test_split"], card_name=f"{self.config.name}: {step.label}", **student_kwargs)
+        training = StudentTrainingArguments(output_dir=work, seed=seed, report_to="none", resume_from_checkpoint="latest", **training_kwargs)
+        train_student(args, training)
+        with open(os.path.join(work, "test_metrics.json"), encoding="utf-8") as handle:
+            metrics = json.load(handle)
+        with open(os.path.join(work, "trainer_state.json"), encoding="utf-8") as handle:
+            steps = json.load(handle)["global_step"]  # a time budget can end a run early: the report shows it
+        return {"metrics": metrics, "steps": steps}
