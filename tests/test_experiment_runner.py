@@ -200,3 +200,16 @@ def test_report_markdown_shows_frechet_distances_when_computed_and_how_to_get_we
     text = render_markdown(report, {})
     assert f"- {name}: FID 12.35, sFID 6.79 (12 real, 12 generated images)" in text and "Not computed" not in text
     assert "Optimizer steps per student (over seeds): real 2, dakter-kd 2." in text
+
+
+def test_scales_satsynth_and_teacher_arms_reuse_the_cache_and_plot_against_scale(finished, tmp_path, monkeypatch):
+    source, _ = finished
+    shutil.copytree(source / "run", tmp_path / "run")
+    calls = Calls(monkeypatch)
+    path = tiny_config(tmp_path, arms=("real", "dakter-kd", "satsynth", "teacher-kd"), scales=[0.5, 1.0], teacher={"student": "segformer-b0", "resolution": 32, "student_config": TINY_STUDENT, "per_device_train_batch_size": 4, "max_steps": 2})
+    assert main(["experiment", "--config", path]) == 0
+    # one new joint model (SatSynth); students: dakter-kd at 0.5, SatSynth at 0.5 and 1, the teacher, the teacher-KD students
+    assert (calls.joint, calls.students) == (1, 2 + 4 + 1 + 2)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert os.path.getsize(tmp_path / "report" / report["figures"]["scale_segformer-b0"]) > 1000
+    assert {(r["arm"], r["scale"]) for r in report["summary"]["table1"]} >= {("satsynth", 0.5), ("satsynth", 1.0), ("dakter-kd", 0.5), ("teacher-kd", None)}

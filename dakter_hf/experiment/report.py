@@ -120,7 +120,9 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
         for student in sorted({r["student"] for r in runner.plan.runs}):
             points = scale_points(summary, student=student)
             base = points.pop(config.baseline, None)
-            baseline = (base[0][1], base[0][2]) if base else None
+            baseline = (base[0][1], base[0][2] or 0.0) if base and base[0][1] is not None else None
+            # arms without generated data (teacher KD) have no scale; a missing std draws no bar
+            points = {arm: [(scale, mean, float("nan") if std is None else std) for scale, mean, std in p if mean is not None] for arm, p in points.items() if all(point[0] is not None for point in p)}
             paths[f"scale_{student}"] = figures.save_png(figures.scale_curve_figure(points, baseline=baseline), os.path.join(out, f"scale_{student}.png"))
     return paths
 
