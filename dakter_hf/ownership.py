@@ -73,7 +73,7 @@ def read_marker(folder: str) -> Optional[dict]:
         return json.load(handle)
 
 
-def _is_within(path: str, folder: str) -> bool:
+def is_within(path: str, folder: str) -> bool:
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
@@ -83,7 +83,7 @@ def check_not_an_input(out: str, input_paths: Iterable[Optional[str]], flag: str
     for path in input_paths:
         if not path or not os.path.exists(path):
             continue
-        if _is_within(path, out) or _is_within(out, path):
+        if is_within(path, out) or is_within(out, path):
             raise FolderError(f"{flag} {out} overlaps the input {path}; writing or deleting it could destroy the input. Choose an output folder outside the inputs")
 
 

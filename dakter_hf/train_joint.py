@@ -235,6 +235,15 @@ def _stream_micro_batches(stream: BatchStream, augment: DeviceAugment, device):
 
 
 # -------------------------------------------------------------------------- helpers
+def balance_resolution_of(balance_resolution: Optional[str], resolution: int) -> Optional[int]:
+    """--balance_resolution as pixels: 'train' -> the training resolution, 'native'/None -> None (native size)."""
+    if balance_resolution == "train":
+        return resolution
+    if balance_resolution in (None, "native"):
+        return None
+    return int(balance_resolution)
+
+
 def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pipeline, show_progress: bool = True) -> Dict[str, Any]:
     """b and how it was obtained, for the pipeline config and the model card."""
     choice = str(args.balancing_factor).lower()
@@ -247,12 +256,7 @@ def resolve_balancing_factor(args: JointTrainingArguments, train_split, init_pip
     if choice == "none":
         return {"b": 1.0, "how": "none (b = 1)", "resolution": None}
     if choice == "auto":
-        if args.balance_resolution == "train":
-            resolution = args.resolution
-        elif args.balance_resolution in (None, "native"):
-            resolution = None
-        else:
-            resolution = int(args.balance_resolution)
+        resolution = balance_resolution_of(args.balance_resolution, args.resolution)
         stats = compute_balance_stats(train_split, resolution=resolution, show_progress=show_progress)
         where = "native size" if resolution is None else f"{resolution} px"
         return {"b": stats.b, "how": f"SNR value on {stats.num_images} training images at {where}", "resolution": resolution}

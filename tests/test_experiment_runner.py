@@ -9,7 +9,7 @@ import yaml
 
 from dakter_hf.cli import main
 from dakter_hf.experiment.config import load_experiment_config
-from dakter_hf.experiment.runner import ExperimentRunner, source_fingerprint
+from dakter_hf.experiment.runner import ExperimentRunner
 from dakter_hf.experiment.tables import parse_markdown_table
 
 TINY_STUDENT = '{"hidden_sizes": [8, 16, 16, 16], "decoder_hidden_size": 16, "depths": [1, 1, 1, 1]}'
@@ -135,7 +135,7 @@ def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path, monkeyp
     assert (first / "done.json").exists() and (tmp_path / "report" / "report.md").exists()
 
 
-def test_plan_shares_steps_between_arms_and_keys_change_with_the_data(tmp_path):
+def test_plan_shares_steps_between_arms(tmp_path):
     config = load_experiment_config(tiny_config(tmp_path, arms=("real", "dakter-no-kd", "dakter-kd", "b-snr", "ddpm-l2")))
     plan = ExperimentRunner(config).plan
     kinds = [step.kind for step in plan.steps]
@@ -143,12 +143,28 @@ def test_plan_shares_steps_between_arms_and_keys_change_with_the_data(tmp_path):
     by_arm = {(r["arm"], r["seed"]): r["step"] for r in plan.runs}
     assert by_arm[("b-snr", 0)] is by_arm[("dakter-kd", 0)]  # same settings, same step
     assert by_arm[("dakter-no-kd", 0)] is not by_arm[("dakter-kd", 0)]
-    folder = tmp_path / "images"
-    folder.mkdir()
-    (folder / "a.png").write_bytes(b"1")
-    before = source_fingerprint(f"folder:{folder}")
-    (folder / "a.png").write_bytes(b"22")
-    assert source_fingerprint(f"folder:{folder}") != before
+
+
+def test_keys_change_with_the_source_files_and_with_inception_weights(tmp_path, monkeypatch):
+    source = tmp_path / "scenes"
+    (source / "images").mkdir(parents=True)
+    (source / "masks").mkdir()
+    (source / "images" / "a.png").write_bytes(b"1")  # only names, sizes and times are read to plan
+    path = tiny_config(tmp_path, data={"source": f"folder:{source}", "classes": "background,oil"})
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache: no Inception weights
+
+    def keys():
+        return {step.kind + step.label: step.key for step in ExperimentRunner(load_experiment_config(path)).plan.steps}
+
+    before = keys()
+    (source / "images" / "a.png").write_bytes(b"22")
+    changed = keys()
+    assert all(changed[name] != before[name] for name in before)  # every step reads the data, directly or not
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"w")
+    with_weights = keys()
+    assert {name for name in changed if with_weights[name] != changed[name]} == {name for name in changed if name.startswith("quality")}
 
 
 @pytest.mark.parametrize(
@@ -161,6 +177,9 @@ def test_plan_shares_steps_between_arms_and_keys_change_with_the_data(tmp_path):
         ({"seeds": [0, 0]}, "distinct integers"),
         ({"data": {"sensor": "palsar"}}, "`data` must give at least `source`"),
         ({"generation": {"stpes": 3}}, "generation: unknown key(s) ['stpes']"),
+        ({"generation": {"scheduler": "dpmpp"}}, "generation.scheduler"),
+        ({"scales": [1, "x"]}, "scales must be a non-empty list of numbers > 0"),
+        ({"arms": ["real", {"name": "mine", "mode": "dakter", "joint": {"output_dir": "/x"}}]}, "arms[1].joint: ['output_dir'] are set by the experiment runner"),
     ],
 )
 def test_bad_experiment_files_are_refused_before_anything_is_written(tmp_path, changes, message, capsys):
@@ -177,6 +196,24 @@ def test_output_folder_of_another_command_is_refused(tmp_path, capsys):
     assert main(["experiment", "--config", tiny_config(tmp_path, arms=("real",))]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "run" / "precious.txt").read_text() == "mine"
+
+
+def test_overwrite_empties_only_an_experiment_folder_and_report_folders_are_checked_first(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("mine")
+    assert main(["experiment", "--config", tiny_config(tmp_path, arms=("real",)), "--overwrite"]) == 2
+    assert "was not written by `dakter experiment`" in capsys.readouterr().err
+    assert (tmp_path / "run" / "precious.txt").read_text() == "mine"
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "notes.md").write_text("mine")
+    assert main(["experiment", "--config", tiny_config(tmp_path, arms=("real",)), "--out", str(tmp_path / "other"), "--report-dir", str(tmp_path / "report")]) == 2
+    assert "report_dir" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    assert (tmp_path / "report" / "notes.md").read_text() == "mine"
+
+
+def test_out_without_report_dir_reports_beside_the_run(tmp_path):
+    config = load_experiment_config(tiny_config(tmp_path), output_dir=str(tmp_path / "trial"))
+    assert config.report_dir == str(tmp_path / "trial" / "report")  # not the file's report_dir
 
 
 def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path, capsys):

@@ -114,7 +114,9 @@ def _student_types() -> tuple:
     return (StudentArguments, StudentTrainingArguments)
 
 
-def _arm(entry, path: str) -> Arm:
+def _arm(entry, path: str, index: int) -> Arm:
+    from ..train_joint import JointTrainingArguments
+
     if isinstance(entry, str):
         if entry not in ARMS:
             raise ValueError(f"{path}: unknown arm {entry!r}; choose from {', '.join(ARMS)} or give a mapping {{name, mode, joint}}")
@@ -126,6 +128,10 @@ def _arm(entry, path: str) -> Arm:
         joint = entry.get("joint")
         if entry["mode"] != "real" and joint is None:
             joint = {}
+        if joint is not None:
+            if not isinstance(joint, dict):
+                raise ValueError(f"{path}: arms[{index}].joint must be a mapping of train_joint.py arguments, got {joint!r}")
+            joint = _checked(joint, (JointTrainingArguments,), JOINT_RESERVED, f"{path}: arms[{index}].joint")
         return Arm(str(entry["name"]), entry["mode"], joint if entry["mode"] != "real" else None, title=entry.get("title", ""))
     raise ValueError(f"{path}: an arm is a name or a mapping, got {entry!r}")
 
@@ -156,26 +162,34 @@ def load_experiment_config(path: str, output_dir: Optional[str] = None, report_d
     if not students:
         raise ValueError(f"{path}: `students` must list at least one student (e.g. - {{student: segformer-b0, resolution: 64}})")
     students = [_checked(s if isinstance(s, dict) else {"student": s}, _student_types(), STUDENT_RESERVED, f"{path}: students[{i}]") for i, s in enumerate(students)]
-    names = [s.get("student", "segformer-b3") for s in students]
+    names = [student_name(s) for s in students]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: students: each student model may appear once, got {names}")
     teacher = _checked(_section(raw, "teacher", path, dict, {"student": "segformer-b5"}), _student_types(), STUDENT_RESERVED, f"{path}: teacher")
-    scales = [float(s) for s in _section(raw, "scales", path, list, [1.0])]
-    if not scales or any(not s > 0 for s in scales):
+    scales = _section(raw, "scales", path, list, [1.0])
+    if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
         raise ValueError(f"{path}: scales must be a non-empty list of numbers > 0, got {scales}")
     seeds = _section(raw, "seeds", path, list, [0])
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds}")
-    arms = [_arm(entry, path) for entry in _section(raw, "arms", path, list, [BASELINE_ARM, "dakter-kd"])]
+    arms = [_arm(entry, path, i) for i, entry in enumerate(_section(raw, "arms", path, list, [BASELINE_ARM, "dakter-kd"]))]
     if BASELINE_ARM not in [a.name for a in arms]:
         arms.insert(0, ARMS[BASELINE_ARM])  # every comparison is against real only
     if len({a.name for a in arms}) != len(arms):
         raise ValueError(f"{path}: arms must have distinct names, got {[a.name for a in arms]}")
+    scales = [float(s) for s in scales]
     quality = {**QUALITY_DEFAULTS, **_section(raw, "quality", path, dict, {})}
     if set(quality) - set(QUALITY_DEFAULTS):
         raise ValueError(f"{path}: quality: unknown key(s) {sorted(set(quality) - set(QUALITY_DEFAULTS))}; known: {sorted(QUALITY_DEFAULTS)}")
+    if quality["inception_weights"] is not None and not os.path.isfile(quality["inception_weights"]):
+        raise FileNotFoundError(f"{path}: quality.inception_weights {quality['inception_weights']}: no such file")
+    if quality["max_images"] is not None and (not isinstance(quality["max_images"], int) or quality["max_images"] < 2):
+        raise ValueError(f"{path}: quality.max_images must be an integer >= 2 or null, got {quality['max_images']!r}")
+    _check_generation(path, generation)
     _check_settings(path, joint, arms, students, teacher)
     out = output_dir or raw.get("output_dir") or os.path.join("outputs", "experiments", name)
+    # a run elsewhere (--out) reports beside itself, not into the file's (perhaps committed) report folder
+    report = report_dir or (None if output_dir else raw.get("report_dir")) or os.path.join(out, "report")
     return ExperimentConfig(
         name=name,
         output_dir=os.path.abspath(out),
@@ -188,11 +202,30 @@ def load_experiment_config(path: str, output_dir: Optional[str] = None, report_d
         seeds=list(seeds),
         arms=arms,
         quality=quality,
-        report_dir=os.path.abspath(report_dir or raw.get("report_dir") or os.path.join(out, "report")),
+        report_dir=os.path.abspath(report),
         description=str(raw.get("description", "")),
         path=os.path.abspath(path),
         text=text,
     )
+
+
+def _check_generation(path: str, generation: dict) -> None:
+    from ..generate import check_generation_options
+    from ..sampling import make_scheduler
+
+    try:
+        check_generation_options(1, generation["batch_size"], 1, generation["steps"], generation["eta"], "consistent")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: generation: {error}") from None
+    if generation["scheduler"] is not None:
+        try:
+            make_scheduler(str(generation["scheduler"]), {})  # the name only; the model's schedule is checked when it samples
+        except ValueError as error:
+            raise ValueError(f"{path}: generation.scheduler: {error}") from None
+    if generation["dtype"] not in (None, "fp32", "fp16", "bf16"):
+        raise ValueError(f"{path}: generation.dtype must be fp32, fp16, bf16 or null, got {generation['dtype']!r}")
+    if not isinstance(generation["seed"], int):
+        raise ValueError(f"{path}: generation.seed must be an integer, got {generation['seed']!r}")
 
 
 def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict], teacher: dict) -> None:
@@ -211,7 +244,7 @@ def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict
             raise ValueError(f"{path}: {where}: {error}") from None
 
 
-def _effective(joint: Dict[str, Any], key: str) -> Any:
+def effective_joint_setting(joint: Dict[str, Any], key: str) -> Any:
     """A joint setting as training will use it (the field's default where the file is silent)."""
     from ..train_joint import JointTrainingArguments
 
@@ -224,7 +257,13 @@ def _effective(joint: Dict[str, Any], key: str) -> Any:
 def joint_settings(joint: Dict[str, Any], arm: Arm) -> Dict[str, Any]:
     """The arm's joint-model settings; an override that changes nothing is left out, so arms
     that train the same model (e.g. `dakter-kd` and `b-snr`) share one step."""
-    return {**joint, **{k: v for k, v in arm.joint.items() if str(_effective(joint, k)).lower() != str(v).lower()}}
+    return {**joint, **{k: v for k, v in arm.joint.items() if str(effective_joint_setting(joint, k)).lower() != str(v).lower()}}
+
+
+def student_name(settings: Dict[str, Any]) -> str:
+    """The student model a students:/teacher: entry trains (train_student.py's default where it is silent)."""
+    student_type, _ = _student_types()
+    return settings.get("student", next(f.default for f in dataclasses.fields(student_type) if f.name == "student"))
 
 
 def split_student_settings(settings: Dict[str, Any]) -> tuple:

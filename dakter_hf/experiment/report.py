@@ -8,31 +8,32 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from typing import Any, Dict, List, Optional
 
 from ..data.io import atomic_write_json, atomic_write_text
-from ..ownership import claim_folder
+from ..ownership import FolderLock, claim_folder
 from . import figures
-from .steps import read_done
+from .steps import code_description, read_done
 from .tables import scale_points, summarize, table1_markdown, table4_markdown
-
-
-def code_description() -> Dict[str, Optional[str]]:
-    """Package version, plus the git commit (and whether the tree had changes) of a source checkout."""
-    from .. import __version__
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"package_version": __version__, "git_commit": commit, "git_dirty": dirty}
 
 
 def _arm_titles(config) -> Dict[str, str]:
     return {arm.name: arm.title or arm.name for arm in config.arms}
+
+
+def _version_text(code: Dict[str, Any]) -> str:
+    if not code:
+        return "not recorded"
+    text = f"dakter-hf {code['package_version']}"
+    return text + (f", git {code['git_commit']}{' with uncommitted changes' if code['git_dirty'] else ''}" if code.get("git_commit") else "")
+
+
+def _step_code(runner) -> Dict[str, List[str]]:
+    """Which code computed which cached steps (steps are reused within a package version)."""
+    versions: Dict[str, List[str]] = {}
+    for step in runner.plan.steps:
+        versions.setdefault(_version_text(read_done(step.folder(runner.root)).get("code")), []).append(f"{step.kind} {step.label}")
+    return versions
 
 
 def _generated_sets(runner) -> Dict[str, Dict[str, Any]]:
@@ -46,16 +47,20 @@ def _generated_sets(runner) -> Dict[str, Dict[str, Any]]:
 
 def write_report(runner) -> Dict[str, Any]:
     """Write report.json, report.md and the figures into the report folder; returns the JSON."""
+    out = runner.config.report_dir
+    with FolderLock(out, flag="report_dir"):
+        claim_folder(out, "experiment-report", {"experiment": runner.config.name}, flag="report_dir")
+        return _write_report(runner, out)
+
+
+def _write_report(runner, out: str) -> Dict[str, Any]:
+    from ..data.features import class_names_of
     from ..data.sources import load_saved
 
     config, plan = runner.config, runner.plan
-    out = config.report_dir
-    claim_folder(out, "experiment-report", {"experiment": config.name}, flag="report_dir")
     runs = [{"arm": r["arm"], "student": r["student"], "scale": r["scale"], "seed": r["seed"], "metrics": runner.result(r["step"])["metrics"], "steps": runner.result(r["step"]).get("steps"), "step": os.path.relpath(r["step"].folder(runner.root), runner.root)} for r in plan.runs]
     data = runner.result(plan.data)
     real_train = load_saved(runner.work(plan.data), split=config.data["train_split"])[config.data["train_split"]]
-    from ..data.features import class_names_of
-
     summary = summarize(runs, baseline_arm=config.baseline, class_names=class_names_of(real_train))
     sets = _generated_sets(runner)
     generated_models = {
@@ -76,6 +81,7 @@ def write_report(runner) -> Dict[str, Any]:
         "description": config.description,
         "config": {"path": os.path.relpath(config.path), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
         "code": code_description(),
+        "step_code": _step_code(runner),
         "data": {"source": config.data["source"], "splits": data["splits"]},
         "balancing_factor": runner.result(plan.balance),
         "arms": {arm.name: {"title": arm.title, "student_mode": arm.mode, "joint_overrides": arm.joint, "teacher": arm.teacher} for arm in config.arms},
@@ -84,10 +90,10 @@ def write_report(runner) -> Dict[str, Any]:
         "runs": [{k: v for k, v in r.items()} for r in runs],
         "figures": {name: os.path.basename(path) for name, path in figure_paths.items()},
         "timings": [{"kind": step.kind, "label": step.label, "seconds": read_done(step.folder(runner.root))["seconds"]} for step in plan.steps],
-        "paths": {"markdown": os.path.join(out, "report.md"), "json": os.path.join(out, "report.json"), "steps": os.path.relpath(config.output_dir)},
+        "paths": {"markdown": os.path.relpath(os.path.join(out, "report.md")), "json": os.path.relpath(os.path.join(out, "report.json")), "steps": os.path.relpath(config.output_dir)},
     }
-    atomic_write_json(report["paths"]["json"], report)
-    atomic_write_text(report["paths"]["markdown"], render_markdown(report, _arm_titles(config)))
+    atomic_write_json(os.path.join(out, "report.json"), report)
+    atomic_write_text(os.path.join(out, "report.md"), render_markdown(report, _arm_titles(config)))
     return report
 
 
@@ -143,8 +149,8 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
     """The Markdown report, every number taken from `report` (the JSON)."""
     from ..quality import format_quality_comparison
 
-    code = report["code"]
-    version = f"dakter-hf {code['package_version']}" + (f", git {code['git_commit']}{' (with uncommitted changes)' if code['git_dirty'] else ''}" if code["git_commit"] else "")
+    version = _version_text(report["code"])
+    step_code = report.get("step_code") or {}
     b = report["balancing_factor"]
     lines: List[str] = [
         f"# Experiment `{report['experiment']}`",
@@ -153,7 +159,7 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         "",
         f"- Command: `dakter experiment --config {report['config']['path']}`; steps cached in `{report['paths']['steps']}`",
         f"- Experiment file: `{report['config']['path']}` (sha256 `{report['config']['sha256'][:16]}`), copied in full at the end",
-        f"- Code: {version}",
+        f"- Code: {version} (this report)" + ("" if list(step_code) in ([], [version]) else "; the cached steps ran with: " + "; ".join(f"{v} ({len(steps)} steps)" for v, steps in step_code.items())),
         f"- Data: `{report['data']['source']}`, " + ", ".join(f"{split}: {n} images" for split, n in report["data"]["splits"].items()),
         f"- Balancing factor b = {b['b']:.4f} (SNR value on {b['num_images']} training images at {b['resolution'] or 'native'} px)",
         "",

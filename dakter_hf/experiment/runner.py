@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from ..data.io import atomic_write_json
 from ..ownership import FolderLock, check_not_an_input, claim_folder
-from .config import Arm, ExperimentConfig, joint_settings, split_student_settings
+from .config import Arm, ExperimentConfig, effective_joint_setting, joint_settings, split_student_settings, student_name
 from .steps import Progress, Step, read_done, run_step
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,17 @@ def source_fingerprint(spec: str) -> str:
             info = os.stat(os.path.join(root, name))
             entries.append(f"{os.path.relpath(os.path.join(root, name), path)}:{info.st_size}:{info.st_mtime_ns}")
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+def _inception_weights(path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Name and size of the Inception weights FID would use, or None when there are none."""
+    from ..fid import InceptionWeightsMissing, find_inception_weights
+
+    try:
+        found = find_inception_weights(path)
+    except InceptionWeightsMissing:
+        return None
+    return {"file": os.path.basename(found), "bytes": os.path.getsize(found)}
 
 
 @dataclass
@@ -81,8 +92,10 @@ class ExperimentRunner:
         config, plan = self.config, Plan()
         plan.data = plan.add(Step("data", "real", dict(config.data), {"source": source_fingerprint(config.data["source"])}, self._run_data))
         data_key = plan.data.key
-        joint_resolution = config.joint.get("resolution", 128)
-        plan.balance = plan.add(Step("balance", f"b-{joint_resolution}px", {"resolution": joint_resolution, "balance_resolution": config.joint.get("balance_resolution", "train")}, {"data": data_key}, self._run_balance))
+        joint_resolution = effective_joint_setting(config.joint, "resolution")
+        plan.balance = plan.add(Step("balance", f"b-{joint_resolution}px", {"resolution": joint_resolution, "balance_resolution": effective_joint_setting(config.joint, "balance_resolution")}, {"data": data_key}, self._run_balance))
+        # the key knows whether Inception weights were there: adding them later computes FID
+        quality_settings = {**config.quality, "inception_found": _inception_weights(config.quality["inception_weights"])}
         for arm in config.arms:
             if not arm.uses_generated:
                 continue
@@ -91,16 +104,16 @@ class ExperimentRunner:
             joint = plan.add(Step("joint", slug, settings, {"data": data_key}, self._run_joint, budget_minutes=settings.get("max_train_minutes")))
             generation = {**config.generation, "scale": max(config.scales)}
             generated = plan.add(Step("generate", slug, generation, {"joint": joint.key, "data": data_key}, self._run_generate))
-            quality = plan.add(Step("quality", slug, dict(config.quality), {"generated": generated.key, "data": data_key}, self._run_quality))
+            quality = plan.add(Step("quality", slug, quality_settings, {"generated": generated.key, "data": data_key}, self._run_quality))
             plan.joint_of_arm[arm.name], plan.generated_of_arm[arm.name], plan.quality_of_arm[arm.name] = joint, generated, quality
         if any(arm.teacher for arm in config.arms):
             settings = {**config.teacher, "mode": "real", "seed": config.seeds[0]}
-            plan.teacher = plan.add(Step("student", f"teacher-{settings.get('student', 'segformer-b3')}", settings, {"data": data_key}, self._run_student, budget_minutes=settings.get("max_train_minutes")))
+            plan.teacher = plan.add(Step("student", f"teacher-{student_name(settings)}", settings, {"data": data_key}, self._run_student, budget_minutes=settings.get("max_train_minutes")))
         for student in config.students:
             for arm in config.arms:
                 for scale in config.scales if arm.uses_generated else [None]:
                     for seed in config.seeds:
-                        plan.runs.append({"arm": arm.name, "student": student.get("student", "segformer-b3"), "scale": scale, "seed": seed, "step": plan.add(self._student_step(plan, student, arm, scale, seed))})
+                        plan.runs.append({"arm": arm.name, "student": student_name(student), "scale": scale, "seed": seed, "step": plan.add(self._student_step(plan, student, arm, scale, seed))})
         return plan
 
     def _student_step(self, plan: Plan, student: Dict[str, Any], arm: Arm, scale: Optional[float], seed: int) -> Step:
@@ -111,17 +124,13 @@ class ExperimentRunner:
             inputs["generated"] = plan.generated_of_arm[arm.name].key
         if arm.teacher:
             inputs["teacher"] = plan.teacher.key
-        name = student.get("student", "segformer-b3")
-        slug = f"{name}-{arm.mode}{'-teacher' if arm.teacher else ''}-s{seed}" + (f"-x{scale:g}" if scale is not None else "")
+        slug = f"{student_name(student)}-{arm.mode}{'-teacher' if arm.teacher else ''}-s{seed}" + (f"-x{scale:g}" if scale is not None else "")
         return Step("student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes"))
 
     # ------------------------------------------------------------------ running
     def run(self, overwrite: bool = False) -> Dict[str, Any]:
         """Run every step not yet cached, then write the report; returns the report's JSON."""
-        from ..data.sources import source_path
-
-        check_not_an_input(self.root, [source_path(self.config.data["source"])], flag="output_dir")
-        check_not_an_input(self.config.report_dir, [source_path(self.config.data["source"])], flag="report_dir")
+        self._check_folders(overwrite)
         # the runner owns OUTPUT_DIR; steps are keyed by content, so any experiment file may add to it
         with FolderLock(self.root, flag="output_dir"):
             claim_folder(self.root, "experiment", {}, overwrite=overwrite, flag="output_dir")
@@ -143,6 +152,32 @@ class ExperimentRunner:
         from .report import write_report
 
         return write_report(self)
+
+    def _input_paths(self) -> List[str]:
+        """Everything the experiment reads: no output folder may hold, be or lie inside one of them."""
+        from ..data.sources import source_path
+
+        config = self.config
+        joints = [config.joint] + [arm.joint for arm in config.arms if arm.joint]
+        students = config.students + [config.teacher]
+        paths = [source_path(config.data["source"]), config.path, config.quality["inception_weights"]]
+        return [p for p in paths + [j.get("init_from") for j in joints] + [s.get("student_weights") for s in students] if p]
+
+    def _check_folders(self, overwrite: bool) -> None:
+        """Refuse bad output or report folders before anything is written."""
+        from ..ownership import FolderError, is_within, read_marker
+
+        root, report = self.root, self.config.report_dir
+        for folder, flag in ((root, "output_dir"), (report, "report_dir")):
+            check_not_an_input(folder, self._input_paths(), flag=flag)
+        if report == root or is_within(root, report):
+            raise FolderError(f"report_dir {report} must not be or hold output_dir {root}; choose a report folder inside or beside it")
+        marker = read_marker(root) if os.path.isdir(root) else None
+        if overwrite and os.path.isdir(root) and os.listdir(root) and (marker or {}).get("kind") != "experiment":
+            raise FolderError(f"output_dir {root} was not written by `dakter experiment`; --overwrite empties only an experiment's own folder")
+        claim_folder(root, "experiment", {}, overwrite=overwrite, flag="output_dir", write=False)
+        if not is_within(report, root) or not overwrite:
+            claim_folder(report, "experiment-report", {"experiment": self.config.name}, flag="report_dir", write=False)
 
     def work(self, step: Step) -> str:
         """Where the step's own command wrote its output (results hold no paths: the folder may move)."""
@@ -184,9 +219,10 @@ class ExperimentRunner:
     def _run_balance(self, work: str) -> Dict[str, Any]:
         from ..balance import compute_balance_stats
 
+        from ..train_joint import balance_resolution_of
+
         step = self.plan.balance.settings
-        choice = step["balance_resolution"]
-        resolution = step["resolution"] if choice == "train" else None if choice in (None, "native") else int(choice)
+        resolution = balance_resolution_of(step["balance_resolution"], step["resolution"])
         stats = compute_balance_stats(self._train_split(), resolution=resolution, show_progress=True)
         print(f"balancing factor b = {stats.b:.4f} ({stats.num_images} training images at {resolution or 'native'} px)")
         return {"b": stats.b, "power_image": stats.power_image, "power_label": stats.power_label, "num_images": stats.num_images, "resolution": resolution}
@@ -199,7 +235,7 @@ class ExperimentRunner:
         from ..train_joint import JointTrainingArguments, sorted_checkpoints, train
 
         settings = self._step_of(work).settings
-        args = JointTrainingArguments(**settings, data=self.work(self.plan.data), output_dir=work, resume_from_checkpoint="latest", report_to="none")
+        args = JointTrainingArguments(**settings, data=self.work(self.plan.data), split=self.config.data["train_split"], output_dir=work, resume_from_checkpoint="latest", report_to="none")
         pipeline = train(args)
         from ..pipelines.pipeline_dakter import DAKTerPipeline
 
@@ -233,7 +269,7 @@ class ExperimentRunner:
         report = quality_report(real, generated, max_images=settings["max_images"], show_progress=True)
         try:
             report["frechet"] = frechet_distances(real["image"], generated["image"], weights=settings["inception_weights"])
-        except InceptionWeightsMissing as missing:
+        except (InceptionWeightsMissing, ImportError) as missing:  # FID is optional; the note says how to get it
             report["frechet"] = {"fid": None, "sfid": None, "note": str(missing)}
         os.makedirs(work, exist_ok=True)
         atomic_write_json(os.path.join(work, "quality.json"), report)

@@ -10,6 +10,7 @@ and continued by its own command (checkpoints, finished shards).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -25,10 +26,25 @@ DONE = "done.json"
 
 
 def code_version() -> str:
-    """The package version: steps are reused across commits of one release (a new release recomputes)."""
+    """The package version: steps are reused across commits of one release (a new release recomputes;
+    after changing the code yourself, use a new output folder or --overwrite). Each step also records
+    the exact code it ran with (`code_description`), and the report lists them."""
     from .. import __version__
 
     return __version__
+
+
+def code_description() -> Dict[str, Any]:
+    """Package version, plus the git commit (and whether the tree had changes) of a source checkout."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"package_version": code_version(), "git_commit": commit, "git_dirty": dirty}
 
 
 def step_key(kind: str, settings: Dict[str, Any], inputs: Dict[str, Any]) -> str:
@@ -52,7 +68,9 @@ class Step:
         return step_key(self.kind, self.settings, self.inputs)
 
     def folder(self, root: str) -> str:
-        return os.path.join(root, self.kind, f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.label)}-{self.key}")
+        """`<root>/<kind>/<label>-<key>`; the key alone finds it (another plan may label the same step otherwise)."""
+        found = glob.glob(os.path.join(glob.escape(os.path.join(root, self.kind)), f"*-{self.key}"))
+        return found[0] if found else os.path.join(root, self.kind, f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.label)}-{self.key}")
 
 
 def read_done(folder: str) -> Optional[Dict[str, Any]]:
@@ -74,7 +92,7 @@ def run_step(step: Step, root: str) -> Dict[str, Any]:
     with FolderLock(folder, flag=f"step {step.kind}/{step.label}"):
         start = time.time()
         result = step.run(os.path.join(folder, "work"))
-        atomic_write_json(os.path.join(folder, DONE), {"result": result, "seconds": time.time() - start, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        atomic_write_json(os.path.join(folder, DONE), {"result": result, "seconds": time.time() - start, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code": code_description()})
     return result
 
 

@@ -172,11 +172,11 @@ def table1_markdown(summary: Mapping) -> str:
             cells += [_delta(c), _p(c["p_value"]), c["verdict"]] if c else ["-", "-", "-"]
             pairs.update([c["n_pairs"]] if c else [])
         rows.append(cells)
-    t3 = stats.t.ppf((1 + summary["confidence"]) / 2, 2)
+    fewest = min((n for n in pairs if n >= 2), default=None)
+    width = "" if fewest is None else f"With n = {fewest} pairs the interval is t = {stats.t.ppf((1 + summary['confidence']) / 2, fewest - 1):.2f} standard errors wide on each side: "
     legend = (f"Percent, mean ± sample std over seeds. Δ: arm − {base} in points, paired over shared seeds "
               f"(n pairs = {', '.join(map(str, sorted(pairs))) or 'n/a'}), {conf} Student-t interval on the "
-              "per-seed differences; p: two-sided paired t-test. With n = 3 the interval is wide "
-              f"(t = {t3:.2f}): 'no clear difference' does not mean equal.")
+              f"per-seed differences; p: two-sided paired t-test. {width}'no clear difference' does not mean equal.")
     return _render(header, rows, legend)
 
 

@@ -128,6 +128,7 @@ def _settings(args: StudentArguments, training: TrainingArguments) -> dict:
     """What a run computes (a resumed run must match it); run-control flags are left out."""
     keep = json.loads(json.dumps(dataclasses.asdict(args), default=str))
     keep.pop("max_train_minutes")
+    keep.pop("card_name")  # presentation only
     for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim"):
         keep[name] = str(getattr(training, name))
     return keep
