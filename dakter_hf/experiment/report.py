@@ -161,7 +161,7 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         f"- Experiment file: `{report['config']['path']}` (sha256 `{report['config']['sha256'][:16]}`), copied in full at the end",
         f"- Code: {version} (this report)" + ("" if list(step_code) in ([], [version]) else "; the cached steps ran with: " + "; ".join(f"{v} ({len(steps)} steps)" for v, steps in step_code.items())),
         f"- Data: `{report['data']['source']}`, " + ", ".join(f"{split}: {n} images" for split, n in report["data"]["splits"].items()),
-        f"- Balancing factor b = {b['b']:.4f} (SNR value on {b['num_images']} training images at {b['resolution'] or 'native'} px)",
+        f"- SNR balancing factor b = {b['b']:.4f} on {b['num_images']} training images at {b['resolution'] or 'native'} px (the b each joint model used is in its table below)",
         "",
         "## Arms",
         "",
