@@ -103,7 +103,7 @@ REGISTRARS = [_register_generate, _register_quality]
 # ----------------------------------------------------------------------------- demo
 def _register_demo(sub) -> None:
     parser = sub.add_parser("demo", help="the whole chain on synthetic SAR data: dataset, b, joint training, generation, quality, figure (--full: students and the report too)")
-    parser.add_argument("--full", action="store_true", help="run the experiment runner at small scale: a real-only and a DAKTer-KD student over 5 seeds, ending in a report with tables and figures (~10 min on 2 cores)")
+    parser.add_argument("--full", action="store_true", help="run the experiment runner at small scale: a real-only and a DAKTer-KD student over 5 seeds, ending in a report with tables and figures (~4 min on 2 cores)")
     parser.add_argument("--out", default=None, help="output folder (default: outputs/demo, or outputs/demo-full with --full)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the tiny config's)")
     parser.add_argument("--samples", type=int, default=16, help="generated samples")
