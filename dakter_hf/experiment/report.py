@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from ..data.io import atomic_write_json, atomic_write_text
 from ..ownership import FolderLock, claim_folder

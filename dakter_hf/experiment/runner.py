@@ -81,14 +81,14 @@ class Plan:
 class ExperimentRunner:
     """Builds the plan of an `ExperimentConfig` and runs it (`run()`), then writes the report."""
 
-    def __init__(self, config: ExperimentConfig, num_train_rows: Optional[int] = None):
+    def __init__(self, config: ExperimentConfig):
         self.config = config
         self.root = config.output_dir
         self.results: Dict[str, Dict[str, Any]] = {}
-        self.plan = self._build_plan(num_train_rows)
+        self.plan = self._build_plan()
 
     # ------------------------------------------------------------------ the plan
-    def _build_plan(self, num_train_rows: Optional[int]) -> Plan:
+    def _build_plan(self) -> Plan:
         config, plan = self.config, Plan()
         plan.data = plan.add(Step("data", "real", dict(config.data), {"source": source_fingerprint(config.data["source"])}, self._run_data))
         data_key = plan.data.key
