@@ -56,6 +56,12 @@ def test_real_vs_generated_blocks_show_their_own_pixels():
     assert np.array_equal(np.asarray(again), image)  # seeded pick
 
 
+def test_real_block_can_be_left_out():
+    image = np.asarray(figures.real_vs_generated_figure(None, {"DAKTer": generated_dataset()}, num_samples=2, size=24))
+    assert image.shape[0] == figures.LABEL_HEIGHT + 24 + figures.PAD  # the generated block only
+    assert not {40, 80, 120} & set(np.unique(image[figures.LABEL_HEIGHT : -figures.PAD]))  # no real pixel
+
+
 def test_soft_label_panel_is_bright_where_oil_is_certain():
     size = 20
     image = np.asarray(figures.soft_label_figure(generated_dataset((20.0, -20.0)), num_samples=2, size=size)).astype(int)

@@ -11,6 +11,7 @@
     scales: [1.0]
     seeds: [0, 1, 2]
     arms: [real, ddpm-l2, dakter-no-kd, dakter-kd]
+    show_real_images: false                    # figures without real images (SOS: scientific use only)
 
 Every section is checked like its command line (unknown keys and bad values name the file
 and the key) before anything runs. Arms are the paper's comparisons (`ARMS`), or a mapping
@@ -61,7 +62,7 @@ BASELINE_ARM = "real"
 DATA_KEYS = {"source", "sensor", "classes", "num_classes", "size", "seed", "intensity", "clip_percentiles", "train_split", "test_split"}
 GENERATION_DEFAULTS = {"steps": 50, "scheduler": None, "batch_size": 16, "eta": 0.0, "seed": 0, "dtype": None}
 QUALITY_DEFAULTS = {"max_images": None, "inception_weights": None}
-TOP_KEYS = {"name", "output_dir", "report_dir", "data", "joint", "generation", "students", "teacher", "scales", "seeds", "arms", "quality", "description"}
+TOP_KEYS = {"name", "output_dir", "report_dir", "data", "joint", "generation", "students", "teacher", "scales", "seeds", "arms", "quality", "description", "show_real_images"}
 # the runner sets these itself (paths, resumption, logging); a config may not
 JOINT_RESERVED = {"data", "output_dir", "resume_from_checkpoint", "overwrite", "push_to_hub", "hub_model_id", "hub_private", "report_to", "sensor", "classes", "num_classes", "split", "intensity", "clip_percentiles"}
 STUDENT_RESERVED = {"real", "generated", "scale", "mode", "teacher", "output_dir", "overwrite", "seed", "resume_from_checkpoint", "sensor", "classes", "num_classes", "train_split", "test_split", "intensity", "clip_percentiles", "push_to_hub", "report_to", "card_name"}
@@ -84,6 +85,7 @@ class ExperimentConfig:
     quality: Dict[str, Any]
     report_dir: Optional[str] = None
     description: str = ""
+    show_real_images: bool = True  # false: figures show generated pairs only (data you may not publish)
     path: Optional[str] = None
     text: str = field(default="", repr=False)
 
@@ -204,6 +206,7 @@ def load_experiment_config(path: str, output_dir: Optional[str] = None, report_d
         quality=quality,
         report_dir=os.path.abspath(report),
         description=str(raw.get("description", "")),
+        show_real_images=_section(raw, "show_real_images", path, bool, True),
         path=os.path.abspath(path),
         text=text,
     )

@@ -69,10 +69,13 @@ def real_vs_generated_figure(real, generated: Mapping[str, object], num_samples:
     """Blocks "real", then one per generated set, of (image | mask) pairs at a common display size.
 
     Real rows are a seeded random pick (real sets are ordered by scene, the first rows look
-    alike); generated rows are the first ones (already random draws).
+    alike); generated rows are the first ones (already random draws). `real=None` leaves the
+    real block out (data whose licence does not allow showing it, e.g. in a published report).
     """
-    picks = np.random.default_rng(seed).choice(len(real), size=min(num_samples, len(real)), replace=False)
-    blocks = [_pairs_block([real[int(i)] for i in picks], "real", num_samples, size)]
+    blocks = []
+    if real is not None:
+        picks = np.random.default_rng(seed).choice(len(real), size=min(num_samples, len(real)), replace=False)
+        blocks.append(_pairs_block([real[int(i)] for i in picks], "real", num_samples, size))
     for name, dataset in generated.items():
         rows = [dataset[i] for i in range(min(num_samples, len(dataset)))]
         blocks.append(_pairs_block(rows, str(name), num_samples, size))

@@ -89,6 +89,7 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
         "summary": summary,
         "runs": [{k: v for k, v in r.items()} for r in runs],
         "figures": {name: os.path.basename(path) for name, path in figure_paths.items()},
+        "show_real_images": config.show_real_images,
         "timings": [{"kind": step.kind, "label": step.label, "seconds": read_done(step.folder(runner.root))["seconds"]} for step in plan.steps],
         "paths": {"markdown": os.path.relpath(os.path.join(out, "report.md")), "json": os.path.relpath(os.path.join(out, "report.json")), "steps": os.path.relpath(config.output_dir)},
     }
@@ -103,7 +104,8 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
     config, paths = runner.config, {}
     generated = {name: load_saved(runner.work(entry["generate"]), split="train")["train"] for name, entry in sets.items()}
     if generated:
-        paths["real_vs_generated"] = figures.save_png(figures.real_vs_generated_figure(real_train, generated), os.path.join(out, "real_vs_generated.png"))
+        real = real_train if config.show_real_images else None
+        paths["real_vs_generated"] = figures.save_png(figures.real_vs_generated_figure(real, generated), os.path.join(out, "real_vs_generated.png"))
         soft = {name: ds for name, ds in generated.items() if "soft_label" in ds.column_names}
         if soft:
             name = next((n for n, entry in sets.items() if n in soft and entry["joint"].settings.get("label_loss", "ce") == "ce"), next(iter(soft)))
@@ -195,7 +197,7 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
             lines += ["```text", frechet[missing[0]].get("note", "").strip(), "```"]
         lines.append("")
     captions = {
-        "real_vs_generated": "Real training pairs beside generated ones (image | mask), like the paper's Fig. 7",
+        "real_vs_generated": "Real training pairs beside generated ones (image | mask), like the paper's Fig. 7" if report.get("show_real_images", True) else "Generated pairs (image | mask), like the paper's Fig. 7; real images left out (show_real_images: false)",
         "soft_labels": "Generated images with their soft labels: P(oil) and the argmax mask, like Fig. 2",
         "joint_loss": "Joint model training loss",
         "student_loss": "Student training loss (first seed)",
