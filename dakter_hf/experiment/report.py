@@ -28,11 +28,11 @@ def _version_text(code: Dict[str, Any]) -> str:
     return text + (f", git {code['git_commit']}{' with uncommitted changes' if code['git_dirty'] else ''}" if code.get("git_commit") else "")
 
 
-def _step_code(runner) -> Dict[str, List[str]]:
+def _step_code(runner, done: Dict[str, Dict[str, Any]]) -> Dict[str, List[str]]:
     """Which code computed which cached steps (steps are reused within a package version)."""
     versions: Dict[str, List[str]] = {}
     for step in runner.plan.steps:
-        versions.setdefault(_version_text(read_done(step.folder(runner.root)).get("code")), []).append(f"{step.kind} {step.label}")
+        versions.setdefault(_version_text(done[step.key].get("code")), []).append(f"{step.kind} {step.label}")
     return versions
 
 
@@ -75,13 +75,14 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
         for name, entry in sets.items()
     }
     figure_paths = _write_figures(runner, out, real_train, sets, summary)
+    done = {step.key: read_done(step.folder(runner.root)) for step in plan.steps}  # one read of each step's record
     text = config.text
     report = {
         "experiment": config.name,
         "description": config.description,
         "config": {"path": os.path.relpath(config.path), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
         "code": code_description(),
-        "step_code": _step_code(runner),
+        "step_code": _step_code(runner, done),
         "data": {"source": config.data["source"], "splits": data["splits"]},
         "balancing_factor": runner.result(plan.balance),
         "arms": {arm.name: {"title": arm.title, "student_mode": arm.mode, "joint_overrides": arm.joint, "teacher": arm.teacher} for arm in config.arms},
@@ -90,7 +91,7 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
         "runs": [{k: v for k, v in r.items()} for r in runs],
         "figures": {name: os.path.basename(path) for name, path in figure_paths.items()},
         "show_real_images": config.show_real_images,
-        "timings": [{"kind": step.kind, "label": step.label, "seconds": read_done(step.folder(runner.root))["seconds"]} for step in plan.steps],
+        "timings": [{"kind": step.kind, "label": step.label, "seconds": done[step.key]["seconds"]} for step in plan.steps],
         "paths": {"markdown": os.path.relpath(os.path.join(out, "report.md")), "json": os.path.relpath(os.path.join(out, "report.json")), "steps": os.path.relpath(config.output_dir)},
     }
     atomic_write_json(os.path.join(out, "report.json"), report)

@@ -228,8 +228,13 @@ class ExperimentRunner:
         return {"b": stats.b, "power_image": stats.power_image, "power_label": stats.power_label, "num_images": stats.num_images, "resolution": resolution}
 
     def _step_of(self, work: str) -> Step:
-        folder = os.path.dirname(work)
-        return next(s for s in self.plan.steps if s.folder(self.root) == folder)
+        """The step whose `work` folder this is (folders end in the step's key)."""
+        key = os.path.basename(os.path.dirname(work)).rsplit("-", 1)[-1]
+        return next(s for s in self.plan.steps if s.key == key)
+
+    def _input_step(self, step: Step, name: str) -> Step:
+        """The step that `step` reads as input `name` (e.g. "joint", "generated")."""
+        return next(s for s in self.plan.steps if s.key == step.inputs[name])
 
     def _run_joint(self, work: str) -> Dict[str, Any]:
         from ..train_joint import JointTrainingArguments, sorted_checkpoints, train
@@ -248,7 +253,7 @@ class ExperimentRunner:
         from ..generate import generate_dataset
 
         step = self._step_of(work)
-        settings, joint = step.settings, next(s for s in self.plan.steps if s.key == step.inputs["joint"])
+        settings, joint = step.settings, self._input_step(step, "joint")
         num_samples = max(1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]]))
         generate_dataset(
             os.path.join(self.work(joint), "pipeline"), work, num_samples=num_samples, base_seed=settings["seed"], batch_size=settings["batch_size"],
@@ -262,7 +267,7 @@ class ExperimentRunner:
         from ..fid import InceptionWeightsMissing, frechet_distances
 
         step = self._step_of(work)
-        generated_step = next(s for s in self.plan.steps if s.key == step.inputs["generated"])
+        generated_step = self._input_step(step, "generated")
         generated = load_saved(self.work(generated_step), split="train")["train"]
         real = self._train_split()
         settings = step.settings
@@ -284,7 +289,7 @@ class ExperimentRunner:
         settings = dict(step.settings)
         mode, seed, scale = settings.pop("mode"), settings.pop("seed"), settings.pop("scale", 1.0)
         student_kwargs, training_kwargs = split_student_settings(settings)
-        generated = [self.work(next(s for s in self.plan.steps if s.key == step.inputs["generated"]))] if "generated" in step.inputs else []
+        generated = [self.work(self._input_step(step, "generated"))] if "generated" in step.inputs else []
         teacher = self.work(self.plan.teacher) if "teacher" in step.inputs else None
         data = self.config.data
         args = StudentArguments(real=self.work(self.plan.data), generated=generated, scale=scale, mode=mode, teacher=teacher, train_split=data["train_split"], test_split=data["test_split"], card_name=f"{self.config.name}: {step.label}", **student_kwargs)
