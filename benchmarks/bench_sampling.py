@@ -18,9 +18,9 @@ from diffusers import DDIMPipeline, DDIMScheduler
 
 from harness import alternate, median
 
-from dakter_hf.objective import DAKTerObjective
+from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
-from dakter_hf.unet import make_joint_unet
+from dakter_hf.joint.unet import make_joint_unet
 
 
 def ops_outside_unet(pipe, unet, args):

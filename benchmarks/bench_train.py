@@ -40,9 +40,9 @@ from diffusers import DDPMScheduler
 
 from harness import alternate, median, seconds
 
-from dakter_hf.objective import DAKTerObjective
-from dakter_hf.speed import adamw, apply_model_options, enable_tf32
-from dakter_hf.unet import make_joint_unet
+from dakter_hf.joint.objective import DAKTerObjective
+from dakter_hf.joint.speed import adamw, apply_model_options, enable_tf32
+from dakter_hf.joint.unet import make_joint_unet
 
 # dense peak TFLOP/s: (bf16/fp16 tensor cores, TF32 tensor cores); name substring -> peaks
 PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0), "A10G": (70.0, 35.0), "4090": (165.0, 83.0)}
@@ -191,7 +191,7 @@ def data_path(args) -> None:
     from types import SimpleNamespace
 
     from dakter_hf.data.sources import load_source
-    from dakter_hf.train_joint import BatchPlan, JointTrainingArguments, micro_batches
+    from dakter_hf.joint.training import BatchPlan, JointTrainingArguments, micro_batches
 
     device = torch.device(args.device)
     split = load_source(args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0)["train"]
@@ -215,14 +215,14 @@ def data_path(args) -> None:
 def loop_vs_bare(args) -> None:
     """`train_joint.train` against a bare objective + AdamW loop on the same model and batch size."""
     from dakter_hf.data.sources import load_source
-    from dakter_hf.train_joint import JointTrainingArguments, train
+    from dakter_hf.joint.training import JointTrainingArguments, train
 
     device = args.device
     objective = DAKTerObjective(2, balancing_factor=0.44, image_prediction_type="v", zero_terminal_snr=True)
     torch.manual_seed(0)
     split = load_source(args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0)["train"]
     first = split.select_columns(["image", "mask"])[: args.batch]
-    from dakter_hf.transforms import pair_to_tensors
+    from dakter_hf.data.transforms import pair_to_tensors
 
     pairs = [pair_to_tensors(i, m, args.resolution) for i, m in zip(first["image"], first["mask"])]
     images = torch.stack([p["images"] for p in pairs]).to(device)
@@ -276,10 +276,10 @@ def loop_vs_bare(args) -> None:
 
 CHILD = """
 import json, resource, sys, torch
-from dakter_hf.generate import generate_dataset
-from dakter_hf.objective import DAKTerObjective
+from dakter_hf.generation.dataset import generate_dataset
+from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
-from dakter_hf.unet import make_joint_unet
+from dakter_hf.joint.unet import make_joint_unet
 out, n, pipe_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 generate_dataset(pipe_dir, out, num_samples=n, num_inference_steps=2, batch_size=4, shard_size=8, device="cpu", save_to_disk=False, show_progress=False)
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -287,7 +287,7 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 
 
 def memory(args) -> None:
-    from dakter_hf.objective import DAKTerObjective
+    from dakter_hf.joint.objective import DAKTerObjective
     from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 
     with tempfile.TemporaryDirectory() as tmp:

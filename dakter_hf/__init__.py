@@ -2,19 +2,19 @@
 
 __version__ = "0.1.0"
 
-from .balance import balancing_factor, compute_balance_stats, mean_power
+from dakter_hf.utils.lazy import lazy_exports
 
-__all__ = ["balancing_factor", "compute_balance_stats", "mean_power", "DAKTerPipeline", "DAKTerPipelineOutput", "DAKTerObjective", "__version__"]
+_EXPORTS = {
+    "balancing_factor": "dakter_hf.data.balance",
+    "compute_balance_stats": "dakter_hf.data.balance",
+    "mean_power": "dakter_hf.data.balance",
+    "DAKTerPipeline": "dakter_hf.pipelines.pipeline_dakter",
+    "DAKTerPipelineOutput": "dakter_hf.pipelines.pipeline_dakter",
+    "DAKTerObjective": "dakter_hf.joint.objective",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+__getattr__ = lazy_exports(__name__, _EXPORTS)  # torch, diffusers and datasets load on first use
 
+from dakter_hf import _moved
 
-def __getattr__(name):
-    # torch/diffusers load only when the pipeline or the objective is asked for
-    if name in ("DAKTerPipeline", "DAKTerPipelineOutput"):
-        from .pipelines import pipeline_dakter
-
-        return getattr(pipeline_dakter, name)
-    if name == "DAKTerObjective":
-        from .objective import DAKTerObjective
-
-        return DAKTerObjective
-    raise AttributeError(f"module 'dakter_hf' has no attribute {name!r}")
+_moved.install()  # old module paths (dakter_hf.train_joint, dakter_hf.generate, ...) warn and forward

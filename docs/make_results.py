@@ -16,9 +16,9 @@ import os
 import numpy as np
 
 from dakter_hf.data.sources import load_source
-from dakter_hf.generate import generate_dataset
-from dakter_hf.quality import format_quality_table, quality_report
-from dakter_hf.visualize import generated_samples_figure
+from dakter_hf.generation.dataset import generate_dataset
+from dakter_hf.evaluation.quality import format_quality_table, quality_report
+from dakter_hf.data.visualize import generated_samples_figure
 
 
 def loss_figure(runs, path):

@@ -48,7 +48,7 @@ STUDENT_FILES = ["config.json", "model.safetensors", "preprocessor_config.json",
 
 def train_pipeline(final_name: str) -> str:
     """The tiny config of `dakter demo`, longer and on more scenes; returns the saved pipeline folder."""
-    from dakter_hf.train_joint import JointTrainingArguments, load_config_file, train
+    from dakter_hf.joint.training import JointTrainingArguments, load_config_file, train
 
     config = load_config_file(str(resources.files("dakter_hf.configs") / "tiny.yaml"))
     config.update(
@@ -64,7 +64,7 @@ def train_pipeline(final_name: str) -> str:
 
 
 def generate_pairs(pipeline_dir: str) -> str:
-    from dakter_hf.generate import generate_dataset
+    from dakter_hf.generation.dataset import generate_dataset
 
     out = "generated-by-default-pipeline"
     generate_dataset(pipeline_dir, out, num_samples=GENERATED, base_seed=SEED, num_inference_steps=50, device="cpu", process_index=0, num_processes=1, overwrite=True, show_progress=False)
@@ -72,7 +72,7 @@ def generate_pairs(pipeline_dir: str) -> str:
 
 
 def train_student(generated: str, final_name: str) -> str:
-    from dakter_hf.data.io import save_dataset
+    from dakter_hf.data.save import save_dataset
     from dakter_hf.data.simulate import simulate_sar
     from dakter_hf.students.train import main
 
@@ -91,7 +91,7 @@ def train_student(generated: str, final_name: str) -> str:
 
 def install(source: str, files, target: str) -> int:
     """Copy the whitelisted files into a temporary sibling of `target`, check the size, swap it in."""
-    from dakter_hf.data.io import replace_folder
+    from dakter_hf.utils.files import replace_folder
 
     os.makedirs(os.path.dirname(target), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=os.path.basename(target) + ".tmp-", dir=os.path.dirname(target))

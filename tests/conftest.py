@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from helpers import find_sos_root, sos_root_candidates
 
 

@@ -18,8 +18,8 @@ def write_generated_dataset(out, count=8, size=32, seed=0, with_soft_labels=True
     from PIL import Image
 
     from dakter_hf.data.features import classes_present
-    from dakter_hf.data.io import save_dataset
-    from dakter_hf.generate import generated_features
+    from dakter_hf.data.save import save_dataset
+    from dakter_hf.generation.dataset import generated_features
 
     rng = np.random.default_rng(seed)
     soft = (rng.normal(size=(count, len(classes), size, size)) * 3).astype(np.float16)

@@ -13,7 +13,7 @@ Arguments are transformers' TrainingArguments (paper defaults: lr 1e-4, batch 32
 YAML/JSON `--config FILE` (the command line wins).
 """
 
-from dakter_hf.arguments import run_launcher
+from dakter_hf.utils.arguments import run_launcher
 from dakter_hf.students.train import main
 
 if __name__ == "__main__":

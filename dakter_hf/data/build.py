@@ -16,14 +16,10 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import datasets
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .features import classes_present, segmentation_features
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and what was expected."""
-
+from dakter_hf.data.features import classes_present, segmentation_features
+from dakter_hf.errors import DataError
 
 _CACHE_DIR: contextvars.ContextVar = contextvars.ContextVar("dakter_datasets_cache", default=None)
 
@@ -42,42 +38,12 @@ def building_cache(cache_dir: Optional[str]):
         _CACHE_DIR.reset(token)
 
 
-def read_image(path: str, convert: Callable[[Image.Image], object]):
-    """Open an image file and apply `convert`; a DataError naming the file if it cannot be read."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
-    try:
-        with Image.open(path) as image:
-            return convert(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"{path}: cannot read this file as an image ({error})") from error
-
-
-def read_grey(path: str, normalization=None) -> np.ndarray:
-    """Read an image file of any depth as one grey uint8 channel (see `sar_image.Normalization`)."""
-    from .sar_image import Normalization, read_sar_grey
-
-    return read_sar_grey(path, normalization or Normalization())
-
-
-def read_class_ids(path: str) -> np.ndarray:
-    """Read a mask whose pixel values are class ids, as int64 (palette indices are class ids; 16-bit masks keep their values)."""
-    from .sar_image import read_mask_ids
-
-    return read_mask_ids(path)
-
-
 def check_class_ids(mask: np.ndarray, num_classes: int, path: str, class_names=None) -> None:
     """Every mask value must be a class id: an error naming the file and the values otherwise."""
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
         bad = sorted(int(v) for v in np.unique(mask) if v < 0 or v >= num_classes)
         names = f" ({list(class_names)})" if class_names else ""
         raise DataError(f"{path}: mask holds class id value(s) {bad[:10]} outside the class table; expected class ids 0..{num_classes - 1}{names}")
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """Read an image file as uint8 (H, W, 3)."""
-    return read_image(path, lambda image: np.asarray(image.convert("RGB")))
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:

@@ -15,9 +15,10 @@ from typing import Optional, Sequence
 import datasets
 import numpy as np
 
-from .build import DataError, build_split, check_class_ids, check_pair, file_signature, read_class_ids, read_grey, require_dir
+from dakter_hf.data.build import build_split, check_class_ids, check_pair, file_signature, require_dir
+from dakter_hf.data.raster import IMAGE_EXTENSIONS, Normalization, read_mask_ids, read_sar_grey
+from dakter_hf.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 FOLDER_SPLITS = ("train", "validation", "test")
 
 
@@ -46,7 +47,6 @@ def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = No
     1-99 percentile stretch). Masks keep their values; any value outside the class table
     is an error naming the file.
     """
-    from .sar_image import Normalization
 
     normalization = normalization or Normalization()
     class_names = list(class_names)
@@ -68,8 +68,8 @@ def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = No
 
         def records(pairs=pairs, source=source):
             for sample_id, image_path, mask_path in pairs:
-                image = read_grey(image_path, normalization)
-                mask = read_class_ids(mask_path)
+                image = read_sar_grey(image_path, normalization)
+                mask = read_mask_ids(mask_path)
                 check_pair(image, mask, image_path, mask_path)
                 check_class_ids(mask, len(class_names), mask_path, class_names)
                 yield {"image": image, "mask": mask.astype(np.uint8), "id": sample_id, "source": source}

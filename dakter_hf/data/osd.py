@@ -39,8 +39,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import datasets
 import numpy as np
 
-from .build import DataError, build_split, check_sizes, file_signature, read_grey, read_image, read_rgb, require_dir
-from .features import OSD_CLASSES
+from dakter_hf.data.build import build_split, check_sizes, file_signature, require_dir
+from dakter_hf.data.features import OSD_CLASSES
+from dakter_hf.data.raster import read_image, read_rgb, read_sar_grey
+from dakter_hf.errors import DataError
 
 OSD_SPLITS = ("train", "test")
 OSD_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -218,7 +220,7 @@ def load_osd(
                 rows, cols = grids[stem]
                 if all((stem, r, c) in dropped for r in range(len(rows)) for c in range(len(cols))):
                     continue
-                image = read_grey(image_path)
+                image = read_sar_grey(image_path)
                 ids = _read_mask_ids(mask_path)
                 for r, y in enumerate(rows):
                     for c, x in enumerate(cols):

@@ -40,8 +40,8 @@ import datasets
 import numpy as np
 from scipy import ndimage
 
-from .build import build_split
-from .features import OSD_CLASSES, SOS_CLASSES
+from dakter_hf.data.build import build_split
+from dakter_hf.data.features import OSD_CLASSES, SOS_CLASSES
 
 SEA, OIL, LOOK_ALIKE, SHIP, LAND = 0, 1, 2, 3, 4
 

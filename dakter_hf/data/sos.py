@@ -15,8 +15,10 @@ from typing import Optional, Sequence
 import datasets
 import numpy as np
 
-from .build import DataError, build_split, check_pair, file_signature, read_grey, require_dir
-from .features import SOS_CLASSES
+from dakter_hf.data.build import build_split, check_pair, file_signature, require_dir
+from dakter_hf.data.features import SOS_CLASSES
+from dakter_hf.data.raster import read_sar_grey
+from dakter_hf.errors import DataError
 
 SOS_SENSORS = ("palsar", "sentinel")
 SOS_SPLITS = ("train", "test")
@@ -68,8 +70,8 @@ def load_sos(root: str, sensor: str = "palsar", split: Optional[str] = None) -> 
 
         def records(pairs=pairs, source=source):
             for sample_id, image_path, mask_path in pairs:
-                image = read_grey(image_path)
-                mask = read_grey(mask_path)
+                image = read_sar_grey(image_path)
+                mask = read_sar_grey(mask_path)
                 check_pair(image, mask, image_path, mask_path)
                 yield {"image": image, "mask": (mask > 127).astype(np.uint8), "id": sample_id, "source": source}
 

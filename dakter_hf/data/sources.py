@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 
 import datasets
 
-from .build import DataError
-from .features import class_names_of
+from dakter_hf.data.features import class_names_of
+from dakter_hf.errors import DataError
 
 SOURCE_KINDS = ("sos", "osd", "folder", "simulate")
 
@@ -38,20 +38,20 @@ def load_source(
     kind, _, rest = spec.partition(":")
     if kind in SOURCE_KINDS and rest:
         if kind == "sos":
-            from .sos import load_sos
+            from dakter_hf.data.sos import load_sos
 
             return load_sos(rest, sensor=sensor, split=split)
         if kind == "osd":
-            from .osd import load_osd
+            from dakter_hf.data.osd import load_osd
 
             return load_osd(rest, split=split, seed=seed)
         if kind == "folder":
-            from .folder import load_folder
+            from dakter_hf.data.folder import load_folder
 
             if not class_names:
                 raise ValueError("folder:ROOT needs the class names (e.g. --classes background,oil)")
             return load_folder(rest, class_names, split=split, normalization=normalization)
-        from .simulate import simulate_sar
+        from dakter_hf.data.simulate import simulate_sar
 
         counts = rest.split(",")
         try:

@@ -14,9 +14,9 @@ def _register_experiment(sub) -> None:
 
 
 def _cmd_experiment(args) -> int:
-    from .config import load_experiment_config
-    from .runner import ExperimentRunner
-    from .steps import read_done
+    from dakter_hf.experiment.config import load_experiment_config  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.experiment.runner import ExperimentRunner
+    from dakter_hf.experiment.steps import read_done
 
     config = load_experiment_config(args.config, output_dir=args.out, report_dir=args.report_dir)
     runner = ExperimentRunner(config)

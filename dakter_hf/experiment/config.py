@@ -25,7 +25,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..arguments import ArgumentParser, convert_config_values, read_config_file
+from dakter_hf.generation.dataset import check_generation_options
+from dakter_hf.generation.schedulers import make_scheduler
+from dakter_hf.joint.training import JointTrainingArguments
+from dakter_hf.students.train import StudentArguments, StudentTrainingArguments
+from dakter_hf.utils.arguments import ArgumentParser, convert_config_values, read_config_file
 
 
 @dataclass(frozen=True)
@@ -111,14 +115,10 @@ def _checked(values: dict, dataclass_types: tuple, reserved: set, where: str) ->
 
 
 def _student_types() -> tuple:
-    from ..students.train import StudentArguments, StudentTrainingArguments
-
     return (StudentArguments, StudentTrainingArguments)
 
 
 def _arm(entry, path: str, index: int) -> Arm:
-    from ..train_joint import JointTrainingArguments
-
     if isinstance(entry, str):
         if entry not in ARMS:
             raise ValueError(f"{path}: unknown arm {entry!r}; choose from {', '.join(ARMS)} or give a mapping {{name, mode, joint}}")
@@ -140,7 +140,6 @@ def _arm(entry, path: str, index: int) -> Arm:
 
 def load_experiment_config(path: str, output_dir: Optional[str] = None, report_dir: Optional[str] = None) -> ExperimentConfig:
     """Read and check an experiment file; `output_dir`/`report_dir` override the file's."""
-    from ..train_joint import JointTrainingArguments
 
     raw = read_config_file(path)
     with open(path, encoding="utf-8") as handle:
@@ -213,9 +212,6 @@ def load_experiment_config(path: str, output_dir: Optional[str] = None, report_d
 
 
 def _check_generation(path: str, generation: dict) -> None:
-    from ..generate import check_generation_options
-    from ..sampling import make_scheduler
-
     try:
         check_generation_options(1, generation["batch_size"], 1, generation["steps"], generation["eta"], "consistent")
     except (TypeError, ValueError) as error:
@@ -233,7 +229,6 @@ def _check_generation(path: str, generation: dict) -> None:
 
 def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict], teacher: dict) -> None:
     """Build each section's argument objects once, so their own checks run before anything is written."""
-    from ..train_joint import JointTrainingArguments
 
     student_type, training_type = _student_types()
     checks = [(f"joint (arm {arm.name})", JointTrainingArguments, joint_settings(joint, arm)) for arm in arms if arm.uses_generated]
@@ -249,7 +244,6 @@ def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict
 
 def effective_joint_setting(joint: Dict[str, Any], key: str) -> Any:
     """A joint setting as training will use it (the field's default where the file is silent)."""
-    from ..train_joint import JointTrainingArguments
 
     value = joint.get(key, next(f.default for f in dataclasses.fields(JointTrainingArguments) if f.name == key))
     if key == "balancing_factor" and str(value).lower() == "default" and not joint.get("init_from"):

@@ -2,7 +2,7 @@
 metric vs augmentation scale (Fig. 5) and training curves, plus readers for the loss logs.
 
 Every figure comes back as a PIL image, so callers never touch matplotlib state; image grids
-are drawn with PIL (reusing :mod:`dakter_hf.visualize`), plots with an Agg canvas of their own.
+are drawn with PIL (reusing :mod:`dakter_hf.data.visualize`), plots with an Agg canvas of their own.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from ..data.features import class_names_of, oil_class_index
-from ..visualize import PALETTE, _heat, softmax_probability, triplet_grid
+from dakter_hf.data.features import class_names_of, oil_class_index
+from dakter_hf.data.visualize import PALETTE, _heat, softmax_probability, triplet_grid
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,6 @@ def _with_titles_and_colour_bar(grid: Image.Image, size: int) -> Image.Image:
 
 def _render(figure) -> Image.Image:
     """Draw a matplotlib Figure on its own Agg canvas (no pyplot, no global backend switch)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
@@ -124,7 +125,6 @@ def _render(figure) -> Image.Image:
 
 def scale_curve_figure(points: Mapping[str, Sequence[tuple]], metric_name: str = "mIoU", baseline: Optional[tuple] = None) -> Image.Image:
     """Metric mean ± std per arm against augmentation scale (shown as %), real-only baseline as a band."""
-    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5, 3.5), dpi=100)
     axes = figure.add_subplot()
@@ -166,7 +166,6 @@ def training_curves_figure(curves: Mapping[str, Sequence[tuple]], title: str, yl
     `smoothing` in [0, 1) is an exponential moving average weight (0 = raw); when smoothing,
     the raw curve is drawn faintly behind so spikes stay visible.
     """
-    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 3.5), dpi=100)
     axes = figure.add_subplot()

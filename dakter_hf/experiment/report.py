@@ -10,11 +10,14 @@ import hashlib
 import os
 from typing import Any, Dict, List
 
-from ..data.io import atomic_write_json, atomic_write_text
-from ..ownership import FolderLock, claim_folder
-from . import figures
-from .steps import code_description, read_done
-from .tables import scale_points, summarize, table1_markdown, table4_markdown
+from dakter_hf.data.features import class_names_of
+from dakter_hf.data.sources import load_saved
+from dakter_hf.evaluation.quality import format_quality_comparison
+from dakter_hf.experiment import figures
+from dakter_hf.experiment.steps import code_description, read_done
+from dakter_hf.experiment.tables import scale_points, summarize, table1_markdown, table4_markdown
+from dakter_hf.utils.files import atomic_write_json, atomic_write_text
+from dakter_hf.utils.ownership import FolderLock, claim_folder
 
 
 def _arm_titles(config) -> Dict[str, str]:
@@ -54,9 +57,6 @@ def write_report(runner) -> Dict[str, Any]:
 
 
 def _write_report(runner, out: str) -> Dict[str, Any]:
-    from ..data.features import class_names_of
-    from ..data.sources import load_saved
-
     config, plan = runner.config, runner.plan
     runs = [{"arm": r["arm"], "student": r["student"], "scale": r["scale"], "seed": r["seed"], "metrics": runner.result(r["step"])["metrics"], "steps": runner.result(r["step"]).get("steps"), "step": os.path.relpath(r["step"].folder(runner.root), runner.root)} for r in plan.runs]
     data = runner.result(plan.data)
@@ -100,8 +100,6 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
 
 
 def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]], summary) -> Dict[str, str]:
-    from ..data.sources import load_saved
-
     config, paths = runner.config, {}
     generated = {name: load_saved(runner.work(entry["generate"]), split="train")["train"] for name, entry in sets.items()}
     if generated:
@@ -150,7 +148,6 @@ def _steps_line(runs: List[Dict[str, Any]]) -> str:
 
 def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
     """The Markdown report, every number taken from `report` (the JSON)."""
-    from ..quality import format_quality_comparison
 
     version = _version_text(report["code"])
     step_code = report.get("step_code") or {}

@@ -10,6 +10,8 @@ process, each through the same code as its own command (`dakter data`, `train_jo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -17,19 +19,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..data.io import atomic_write_json
-from ..ownership import FolderLock, check_not_an_input, claim_folder
-from .config import Arm, ExperimentConfig, effective_joint_setting, joint_settings, split_student_settings, student_name
-from .steps import Progress, Step, read_done, run_step
+from dakter_hf.data.balance import compute_balance_stats
+from dakter_hf.data.export import ExportSettings, export_dataset
+from dakter_hf.data.options import normalization_from_options
+from dakter_hf.data.sources import load_saved, source_path
+from dakter_hf.errors import FolderError
+from dakter_hf.evaluation.fid import InceptionWeightsMissing, find_inception_weights, frechet_distances
+from dakter_hf.evaluation.quality import quality_report
+from dakter_hf.experiment.config import Arm, ExperimentConfig, effective_joint_setting, joint_settings, split_student_settings, student_name
+from dakter_hf.experiment.report import write_report
+from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
+from dakter_hf.generation.dataset import generate_dataset
+from dakter_hf.joint.training import JointTrainingArguments, balance_resolution_of, sorted_checkpoints, train
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+from dakter_hf.students.train import StudentArguments, StudentTrainingArguments, train_student
+from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.ownership import FolderLock, check_not_an_input, claim_folder, dataset_fingerprint, is_within, read_marker
 
 logger = logging.getLogger(__name__)
 
 
 def source_fingerprint(spec: str) -> str:
     """Names, sizes and times of the source's files (a changed file changes every key below the data step)."""
-    import hashlib
-
-    from ..data.sources import source_path
 
     path = source_path(spec)
     if path is None:
@@ -47,7 +58,6 @@ def source_fingerprint(spec: str) -> str:
 
 def _inception_weights(path: Optional[str]) -> Optional[Dict[str, Any]]:
     """Name and size of the Inception weights FID would use, or None when there are none."""
-    from ..fid import InceptionWeightsMissing, find_inception_weights
 
     try:
         found = find_inception_weights(path)
@@ -149,13 +159,11 @@ class ExperimentRunner:
                 else:
                     progress.record(step, time.time() - start)
                     print(f"[{index}/{total}] {step.kind} {step.label}: done in {(time.time() - start) / 60:.1f} min", flush=True)
-        from .report import write_report
 
         return write_report(self)
 
     def _input_paths(self) -> List[str]:
         """Everything the experiment reads: no output folder may hold, be or lie inside one of them."""
-        from ..data.sources import source_path
 
         config = self.config
         joints = [config.joint] + [arm.joint for arm in config.arms if arm.joint]
@@ -165,7 +173,6 @@ class ExperimentRunner:
 
     def _check_folders(self, overwrite: bool) -> None:
         """Refuse bad output or report folders before anything is written."""
-        from ..ownership import FolderError, is_within, read_marker
 
         root, report = self.root, self.config.report_dir
         for folder, flag in ((root, "output_dir"), (report, "report_dir")):
@@ -193,17 +200,10 @@ class ExperimentRunner:
 
     # ------------------------------------------------------------------ the steps
     def _run_data(self, work: str) -> Dict[str, Any]:
-        from ..cli import build_parser
-        from ..data.sources import load_saved
-        from ..ownership import dataset_fingerprint
-
         data = self.config.data
-        argv = ["data", "--source", data["source"], "--out", work]
-        for key in ("sensor", "classes", "num_classes", "size", "seed", "intensity", "clip_percentiles"):
-            if data.get(key) is not None:
-                argv += [f"--{key.replace('_', '-')}", str(data[key])]
-        args = build_parser().parse_args(argv)
-        args.func(args)
+        options = {key: data[key] for key in ("sensor", "classes", "num_classes", "size", "seed") if data.get(key) is not None}
+        normalization = normalization_from_options(data["source"], data.get("intensity") or "linear", data.get("clip_percentiles"))
+        export_dataset(ExportSettings(source=data["source"], out=work, normalization=normalization, **options))
         saved = load_saved(work)
         for split in (data["train_split"], data["test_split"]):
             if split not in saved:
@@ -211,16 +211,10 @@ class ExperimentRunner:
         return {"splits": {name: len(split) for name, split in saved.items()}, "fingerprints": {name: dataset_fingerprint(split) for name, split in saved.items()}}
 
     def _train_split(self):
-        from ..data.sources import load_saved
-
         split = self.config.data["train_split"]
         return load_saved(self.work(self.plan.data), split=split)[split]
 
     def _run_balance(self, work: str) -> Dict[str, Any]:
-        from ..balance import compute_balance_stats
-
-        from ..train_joint import balance_resolution_of
-
         step = self.plan.balance.settings
         resolution = balance_resolution_of(step["balance_resolution"], step["resolution"])
         stats = compute_balance_stats(self._train_split(), resolution=resolution, show_progress=True)
@@ -237,12 +231,9 @@ class ExperimentRunner:
         return next(s for s in self.plan.steps if s.key == step.inputs[name])
 
     def _run_joint(self, work: str) -> Dict[str, Any]:
-        from ..train_joint import JointTrainingArguments, sorted_checkpoints, train
-
         settings = self._step_of(work).settings
         args = JointTrainingArguments(**settings, data=self.work(self.plan.data), split=self.config.data["train_split"], output_dir=work, resume_from_checkpoint="latest", report_to="none")
         pipeline = train(args)
-        from ..pipelines.pipeline_dakter import DAKTerPipeline
 
         config = DAKTerPipeline.load_config(pipeline)
         checkpoints = sorted_checkpoints(work)
@@ -250,8 +241,6 @@ class ExperimentRunner:
         return {"b": config["balancing_factor"], "steps": steps}
 
     def _run_generate(self, work: str) -> Dict[str, Any]:
-        from ..generate import generate_dataset
-
         step = self._step_of(work)
         settings, joint = step.settings, self._input_step(step, "joint")
         num_samples = max(1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]]))
@@ -262,10 +251,6 @@ class ExperimentRunner:
         return {"num_samples": num_samples}
 
     def _run_quality(self, work: str) -> Dict[str, Any]:
-        from ..data.sources import load_saved
-        from ..quality import quality_report
-        from ..fid import InceptionWeightsMissing, frechet_distances
-
         step = self._step_of(work)
         generated_step = self._input_step(step, "generated")
         generated = load_saved(self.work(generated_step), split="train")["train"]
@@ -281,10 +266,6 @@ class ExperimentRunner:
         return report
 
     def _run_student(self, work: str) -> Dict[str, Any]:
-        import json
-
-        from ..students.train import StudentArguments, StudentTrainingArguments, train_student
-
         step = self._step_of(work)
         settings = dict(step.settings)
         mode, seed, scale = settings.pop("mode"), settings.pop("seed"), settings.pop("scale", 1.0)

@@ -15,12 +15,14 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ..data.io import atomic_write_json
-from ..ownership import FolderLock
+from dakter_hf import __version__
+from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.ownership import FolderLock
 
 DONE = "done.json"
 
@@ -29,14 +31,12 @@ def code_version() -> str:
     """The package version: steps are reused across commits of one release (a new release recomputes;
     after changing the code yourself, use a new output folder or --overwrite). Each step also records
     the exact code it ran with (`code_description`), and the report lists them."""
-    from .. import __version__
 
     return __version__
 
 
 def code_description() -> Dict[str, Any]:
     """Package version, plus the git commit (and whether the tree had changes) of a source checkout."""
-    import subprocess
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import SpaceModels, display_spec, training_data_text
+from dakter_hf.space.models import SpaceModels, display_spec, training_data_text
 
 PAPER_TITLE = "Diffusion-based Data Augmentation and Knowledge Distillation with Generated Soft Labels Solving Data Scarcity Problems of SAR Oil Spill Segmentation"
 PAPER_URL = "https://arxiv.org/abs/2412.08116"

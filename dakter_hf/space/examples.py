@@ -19,7 +19,7 @@ def write_example_scene(workdir: str) -> str:
     """Path of a PNG holding one simulated 2-class SAR scene (written atomically on first use)."""
     path = os.path.join(workdir, EXAMPLE_NAME)
     if not os.path.isfile(path):
-        from ..data.simulate import simulate_sar
+        from dakter_hf.data.simulate import simulate_sar
 
         scene = simulate_sar(1, num_classes=2, size=EXAMPLE_SIZE, seed=EXAMPLE_SEED)["train"][0]["image"]
         Image.fromarray(np.asarray(scene.convert("L"))).save(path + ".tmp", format="PNG")

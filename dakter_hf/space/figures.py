@@ -1,6 +1,6 @@
 """Pictures the Space shows: overlays, per-class probability maps with a colour bar.
 
-Pure numpy + PIL (no matplotlib), with the colours of `dakter_hf.visualize`, so the
+Pure numpy + PIL (no matplotlib), with the colours of `dakter_hf.data.visualize`, so the
 Space needs nothing beyond the package. The probability panels follow the paper's
 Fig. 2: one heat map per class, a shared 0..1 colour bar on the right.
 """
@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..visualize import PALETTE, _heat
+from dakter_hf.data.visualize import PALETTE, _heat
 
 NODATA = 255  # mask value of pixels the file marked as no-data
 DISPLAY_MIN, DISPLAY_MAX = 256, 1024

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..visualize import PALETTE
-from .figures import overlay, probability_panel, resize_for_display
+from dakter_hf.data.visualize import PALETTE
+from dakter_hf.generation.schedulers import with_scheduler
+from dakter_hf.space.figures import overlay, probability_panel, resize_for_display
 
-# label -> `dakter_hf.sampling` name; DPM-Solver++ reaches DDIM-200's quality in about 25 steps
+# label -> `dakter_hf.generation.schedulers` name; DPM-Solver++ reaches DDIM-200's quality in about 25 steps
 SAMPLERS = {"DDIM": "ddim", "DPM-Solver++": "dpm++", "UniPC": "unipc", "Euler": "euler"}
 MAX_SAMPLES, MAX_STEPS = 16, 1000
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 10.0
@@ -64,7 +65,6 @@ def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 def sample(pipe, seed: int, num_samples: int, steps: int, progress: Optional[Progress] = None, sampler: str = "DDIM"):
     """(images (B, H, W) in [0, 1], soft labels (B, C, H, W) logits or None, masks (B, H, W))."""
-    from ..sampling import with_scheduler
 
     pipe = with_scheduler(pipe, SAMPLERS.get(sampler, "ddim"))
     pipe.set_progress_bar_config(disable=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from .options import MAX_UPLOAD, add_arguments, max_pixels_from
+from dakter_hf.space.models import load_models, resolve_specs
+from dakter_hf.space.options import MAX_UPLOAD, add_arguments, max_pixels_from
+from dakter_hf.space.ui import build_demo
 
 
 def create_demo(pipeline: Optional[str] = None, students: Optional[str] = None, models_root: Optional[str] = None, max_pixels: Optional[int] = None, workdir: Optional[str] = None):
     """Resolve and load the models, then build the Blocks (not launched)."""
-    from .models import load_models, resolve_specs
-    from .ui import build_demo
 
     limit = max_pixels_from(max_pixels)
     specs = resolve_specs(pipeline, students, default_root=models_root)

@@ -17,9 +17,9 @@ from typing import Dict, List, Mapping, Optional
 
 import yaml
 
-from ..generate import load_pipeline
-from ..students.models import load_student, student_resolution
-from ..students.segment import student_normalization, training_pixel_scale
+from dakter_hf.generation.dataset import load_pipeline
+from dakter_hf.students.models import load_student, student_resolution
+from dakter_hf.students.segment import student_normalization, training_pixel_scale
 
 PIPELINE_ENV, STUDENTS_ENV = "DAKTER_PIPELINE", "DAKTER_STUDENTS"
 SYNTHETIC_NOTE = "synthetic SAR scenes (`dakter_hf.data.simulate`), made by `spaces/make_default_models.py`: not real data"

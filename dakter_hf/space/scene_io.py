@@ -5,7 +5,7 @@ checks the pixel count from the file header *before* decoding anything, and turn
 any decoder failure into a `SceneError` with a one-line message for the page.
 
 Grey levels: the pixels are read in their own dtype and mapped to the 8-bit grey the
-students see by `dakter_hf.data.sar_image.normalize_to_uint8`, with the normalisation
+students see by `dakter_hf.data.raster.normalize_to_uint8`, with the normalisation
 the student recorded at training time (`students.segment.student_normalization`;
 default: 8-bit files as stored, RGB to grey by ITU-R 601 luma, 16-bit and float files
 stretched from their 1st..99th percentile to 0..255). No-data pixels (non-finite, or
@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
+import tifffile
 from PIL import Image
+
+from dakter_hf.data.raster import Normalization, normalize_to_uint8
+from dakter_hf.errors import SceneError
 
 # tags that place the pixel grid on the Earth; copied from input to output
 MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION = 33550, 33922, 34264
@@ -43,9 +47,6 @@ class Tag(NamedTuple):
     count: int
     value: object
 
-
-class SceneError(ValueError):
-    """An upload the Space cannot use; the message is shown in the page as is."""
 
 
 @dataclass
@@ -93,7 +94,6 @@ def read_scene(path: str, max_pixels: Optional[int], normalization=None) -> Scen
 
     `normalization` is a `sar_image.Normalization` (default: its defaults).
     """
-    from ..data.sar_image import Normalization
 
     normalization = normalization or Normalization()
     kind = sniff_format(path)
@@ -117,7 +117,6 @@ def read_scene(path: str, max_pixels: Optional[int], normalization=None) -> Scen
 
 def to_grey(raw: np.ndarray, nodata: Optional[float], normalization) -> Tuple[np.ndarray, np.ndarray]:
     """(uint8 grey, valid mask) from raw pixels (H, W) or (H, W, bands), no-data kept out of the stretch."""
-    from ..data.sar_image import normalize_to_uint8
 
     first = raw[..., 0] if raw.ndim == 3 else raw
     valid = np.isfinite(first) if first.dtype.kind == "f" else np.ones(first.shape, dtype=bool)
@@ -172,7 +171,6 @@ def _read_pil(path: str, kind: str, max_pixels: Optional[int]) -> Tuple[np.ndarr
 # --------------------------------------------------------------------------- TIFF
 def _read_tiff(path: str, max_pixels: Optional[int]) -> Tuple[np.ndarray, dict, str]:
     """(raw pixels (H, W) or (H, W, bands), geo tags by code, "TIFF") after a header size check."""
-    import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
@@ -288,7 +286,6 @@ def write_mask_png(path: str, mask: np.ndarray, palette: np.ndarray, nodata_colo
 
 def write_probability_geotiff(path: str, probability: np.ndarray, scene: Scene) -> str:
     """float32 (H, W) probability as a (Geo)TIFF: the input's georeferencing tags, NaN at no-data."""
-    import tifffile
 
     data = probability.astype(np.float32)
     tags = list(scene.geotags)

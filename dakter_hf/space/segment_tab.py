@@ -3,7 +3,7 @@
 Pure functions (no Gradio objects). The scene is read by `scene_io` (size refused
 from the header above the pixel limit; grey levels mapped as the student's training
 data were), segmented by `students.segment.segment_array`
-(overlapping windows at the student's resolution, Hann-blended by `dakter_hf.tiling`,
+(overlapping windows at the student's resolution, Hann-blended by `dakter_hf.students.tiling`,
 the same code as `dakter segment`), and summarised: oil-covered fraction of the valid
 pixels, and the oil area when the pixel spacing is known.
 """
@@ -16,12 +16,12 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from ..data.features import oil_class_index
-from ..students.segment import segment_array
-from ..tiling import plan_tiles
-from ..visualize import PALETTE
-from .figures import NODATA, display_overlay, probability_panel
-from .scene_io import Scene, read_scene, write_mask_png, write_probability_geotiff
+from dakter_hf.data.features import oil_class_index
+from dakter_hf.data.visualize import PALETTE
+from dakter_hf.space.figures import NODATA, display_overlay, probability_panel
+from dakter_hf.space.scene_io import Scene, read_scene, write_mask_png, write_probability_geotiff
+from dakter_hf.students.segment import segment_array
+from dakter_hf.students.tiling import plan_tiles
 
 OVERLAP = 0.25
 Progress = Callable[..., None]

@@ -17,13 +17,13 @@ from typing import Optional
 
 import gradio as gr
 
-from ..data.build import DataError
-from . import generate_tab, segment_tab
-from .about import about_markdown, header_markdown
-from .examples import write_example_scene
-from .figures import legend_html
-from .models import SpaceModels, display_spec
-from .options import DEFAULT_MAX_PIXELS, MAX_UPLOAD
+from dakter_hf.errors import DataError
+from dakter_hf.space import generate_tab, segment_tab
+from dakter_hf.space.about import about_markdown, header_markdown
+from dakter_hf.space.examples import write_example_scene
+from dakter_hf.space.figures import legend_html
+from dakter_hf.space.models import SpaceModels, display_spec
+from dakter_hf.space.options import DEFAULT_MAX_PIXELS, MAX_UPLOAD
 
 logger = logging.getLogger(__name__)
 KEEP_OUTPUTS_S = 3600  # request folders older than this are deleted at the next request

@@ -3,6 +3,8 @@
 Imports are lazy so `import dakter_hf.students` stays cheap.
 """
 
+from dakter_hf.utils.lazy import lazy_exports
+
 _EXPORTS = {
     "StudentLossConfig": "losses",
     "student_loss": "losses",
@@ -27,11 +29,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        from importlib import import_module
-
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})

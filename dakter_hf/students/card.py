@@ -8,7 +8,9 @@ import os
 
 import yaml
 
-from ..data.io import atomic_write_text
+from dakter_hf.students.metrics import format_table4_row
+from dakter_hf.students.models import input_channels, model_class, student_family
+from dakter_hf.utils.files import atomic_write_text
 
 ARM_TEXT = {
     "real": "real data only",
@@ -60,8 +62,6 @@ or `dakter segment --model {repo} scene.tif --out masks/` for scenes of any size
 
 def write_student_card(directory: str, model, args, training, class_names, samples, state, test_result) -> str:
     """Write README.md next to the saved student."""
-    from .metrics import format_table4_row
-    from .models import input_channels, model_class, student_family
 
     family = student_family(args.student)
     architecture = model_class(family).__name__

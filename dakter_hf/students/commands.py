@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ..sources_cli import SOURCE_HELP, add_source_options, load_from_args
-
-from ..data.folder import IMAGE_EXTENSIONS as IMAGE_SUFFIXES  # the formats the loaders read
+from dakter_hf.data.options import SOURCE_HELP, add_source_options, load_from_args
+from dakter_hf.data.raster import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
+from dakter_hf.utils.files import atomic_write_json
 
 
 # ------------------------------------------------------------------------- evaluate
@@ -26,11 +26,10 @@ def _register_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from ..data.features import class_names_of
-    from ..data.io import atomic_write_json
-    from .inference import evaluate_constant, evaluate_student
-    from .metrics import format_table4_row, to_json
-    from .models import load_student, student_resolution
+    from dakter_hf.data.features import class_names_of  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.students.inference import evaluate_constant, evaluate_student
+    from dakter_hf.students.metrics import format_table4_row, to_json
+    from dakter_hf.students.models import load_student, student_resolution
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
@@ -54,7 +53,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _default_device() -> str:
-    import torch
+    import torch  # loaded when the command runs: `dakter --help` stays fast
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -92,9 +91,9 @@ def _image_files(inputs):
 
 
 def _cmd_segment(args) -> int:
-    from ..data.features import oil_class_index
-    from .models import load_student
-    from .segment import segment_file
+    from dakter_hf.data.features import oil_class_index  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.students.models import load_student
+    from dakter_hf.students.segment import segment_file
 
     if not 0 <= args.overlap < 1:
         raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")

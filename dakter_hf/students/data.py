@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.arrays import mask_to_ids, resize_pair, to_grey_array
-from ..data.build import DataError
-from ..data.features import class_names_of
-from ..fast_data import unit_range_table
-from ..hub import is_hub_id
-from ..transforms import dihedral, draw_dihedral
+from dakter_hf.data.arrays import mask_to_ids, resize_pair, to_grey_array
+from dakter_hf.data.decoded import unit_range_table
+from dakter_hf.data.features import class_names_of
+from dakter_hf.data.sources import load_saved
+from dakter_hf.data.transforms import dihedral, draw_dihedral
+from dakter_hf.errors import DataError
+from dakter_hf.utils.hub import is_hub_id
 
 UNIT_RANGE = unit_range_table()  # uint8 grey -> [-1, 1] by lookup
 AUGMENTATION_SCALES = (0.5, 1.0, 1.5, 2.0)  # the paper's Fig. 5 (any positive value is accepted)
@@ -36,7 +37,6 @@ AUGMENTATION_SCALES = (0.5, 1.0, 1.5, 2.0)  # the paper's Fig. 5 (any positive v
 
 def load_generated(spec: str) -> datasets.Dataset:
     """A generated dataset (train split) from a `dakter generate` folder or a Hub dataset id."""
-    from ..data.sources import load_saved
 
     if os.path.isdir(spec):
         return load_saved(spec, split="train")["train"]

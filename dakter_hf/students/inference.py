@@ -10,9 +10,14 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .losses import resize_logits
-from .models import input_channels, student_logits, to_model_input
+from dakter_hf.data.arrays import image_to_unit_range, mask_to_ids
+from dakter_hf.data.features import class_names_of
+from dakter_hf.students.data import build_eval_samples, student_collate
+from dakter_hf.students.losses import resize_logits
+from dakter_hf.students.metrics import SegmentationMetricAccumulator
+from dakter_hf.students.models import input_channels, student_logits, to_model_input
 
 
 def student_predictor(model, device: Optional[str] = None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -38,16 +43,12 @@ def probability_predictor(model, device: Optional[str] = None) -> Callable[[torc
 
 def grey_to_unit_tensor(image) -> torch.Tensor:
     """A grey uint8 image (PIL or array) -> (1, H, W) float tensor in [-1, 1]."""
-    from ..data.arrays import image_to_unit_range
 
     return torch.from_numpy(image_to_unit_range(image).astype(np.float32))[None]
 
 
 def predict_split(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, desc: Optional[str] = None):
     """(logits at the input size, labels) per batch of a real split, images resized to `resolution`."""
-    from tqdm.auto import tqdm
-
-    from .data import build_eval_samples, student_collate
 
     predict = student_predictor(model, device)
     loader = torch.utils.data.DataLoader(build_eval_samples(split, resolution), batch_size=batch_size, collate_fn=student_collate)
@@ -58,8 +59,6 @@ def predict_split(model, split, resolution: int, batch_size: int = 16, device: O
 
 def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, show_progress: bool = True) -> dict:
     """Table-4 metrics of `model` on a real split (predictions upsampled to the masks' size)."""
-    from ..data.features import class_names_of
-    from .metrics import SegmentationMetricAccumulator
 
     names = class_names_of(split)
     if model.config.num_labels != len(names):
@@ -74,9 +73,6 @@ def evaluate_student(model, split, resolution: int, batch_size: int = 16, device
 
 def evaluate_constant(split, class_id: int) -> dict:
     """Table-4 metrics of the predictor that says `class_id` everywhere (e.g. the all-background baseline)."""
-    from ..data.arrays import mask_to_ids
-    from ..data.features import class_names_of
-    from .metrics import SegmentationMetricAccumulator
 
     names = class_names_of(split)
     if not 0 <= class_id < len(names):

@@ -30,6 +30,10 @@ import os
 from typing import Dict, Optional
 
 import torch
+from transformers import AutoConfig, AutoImageProcessor, Mask2FormerImageProcessor, SegformerImageProcessor
+
+from dakter_hf.students.deeplabv3plus import DeepLabV3PlusForSemanticSegmentation, deeplabv3plus_config
+from dakter_hf.utils.hub import is_hub_id
 
 SEGFORMER_SIZES = {
     # hidden sizes, depths, decoder size (Xie et al. 2021, Table 6)
@@ -74,7 +78,6 @@ def student_config(name: str, id2label: Dict[int, str], num_channels: int = 1, *
         swin = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, num_channels=num_channels, out_features=["stage1", "stage2", "stage3", "stage4"])
         swin.update(overrides.pop("backbone", {}))
         return Mask2FormerConfig(backbone_config=SwinConfig(**swin), use_pretrained_backbone=False, **overrides, **labels)
-    from .deeplabv3plus import deeplabv3plus_config
 
     config = deeplabv3plus_config(len(id2label), id2label=labels["id2label"], num_channels=num_channels, backbone=name.split("-")[1])
     for key, value in overrides.items():
@@ -91,7 +94,6 @@ def model_class(family: str):
         from transformers import Mask2FormerForUniversalSegmentation
 
         return Mask2FormerForUniversalSegmentation
-    from .deeplabv3plus import DeepLabV3PlusForSemanticSegmentation
 
     return DeepLabV3PlusForSemanticSegmentation
 
@@ -162,7 +164,6 @@ def student_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 def make_image_processor(model, resolution: int):
     """The image processor saved with a student: resize, pixel / 127.5 - 1, one or three channels."""
-    from transformers import Mask2FormerImageProcessor, SegformerImageProcessor
 
     channels = input_channels(model)
     common = dict(do_resize=True, do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5] * channels, image_std=[0.5] * channels)
@@ -173,11 +174,6 @@ def make_image_processor(model, resolution: int):
 
 def load_student(path: str):
     """A saved student (any family) and its image processor, with plain transformers classes."""
-    from transformers import AutoConfig, AutoImageProcessor
-
-    from . import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ auto classes
-
-    from ..hub import is_hub_id
 
     if not os.path.isdir(path) and not is_hub_id(path):
         raise FileNotFoundError(f"--model {path}: no such folder (expected a student saved by train_student.py, or a Hub id)")

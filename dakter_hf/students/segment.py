@@ -1,4 +1,4 @@
-"""Segment whole SAR scenes with a student: read, rescale, tile (`dakter_hf.tiling`), write.
+"""Segment whole SAR scenes with a student: read, rescale, tile (`dakter_hf.students.tiling`), write.
 
 Shared by `dakter segment` and the Space, so both give the same masks.
 """
@@ -12,15 +12,14 @@ import numpy as np
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data.build import read_grey
-from ..tiling import predict_tiled
-from .inference import grey_to_unit_tensor, probability_predictor
-from .models import student_resolution
+from dakter_hf.data.raster import Normalization, read_sar_grey
+from dakter_hf.students.inference import grey_to_unit_tensor, probability_predictor
+from dakter_hf.students.models import student_resolution
+from dakter_hf.students.tiling import predict_tiled
 
 
 def student_normalization(model):
     """The pixel normalisation the student's training data had (recorded in its config), for new scenes."""
-    from ..data.sar_image import Normalization
 
     recorded = (getattr(model.config, "sar_input", None) or {}).get("normalization")
     return Normalization.from_dict(recorded) if recorded else Normalization()
@@ -55,7 +54,7 @@ def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional
 
 def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kwargs) -> Dict[str, str]:
     """Write NAME_mask.png (class ids), NAME_probabilities.npy (float16 C x H x W), NAME_oil.png (oil probability x 255)."""
-    grey = read_grey(path, student_normalization(model))
+    grey = read_sar_grey(path, student_normalization(model))
     probabilities = segment_array(grey, model, processor, **kwargs)
     stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
     mask = probabilities.argmax(0).astype(np.uint8)

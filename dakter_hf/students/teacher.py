@@ -15,8 +15,11 @@ import shutil
 import datasets
 import numpy as np
 
-from ..data.features import class_names_of
-from ..data.io import atomic_write_json, replace_folder
+from dakter_hf.data.features import class_names_of
+from dakter_hf.students.inference import predict_split
+from dakter_hf.students.models import load_student, student_resolution
+from dakter_hf.utils.files import atomic_write_json, replace_folder
+from dakter_hf.utils.ownership import dataset_fingerprint, folder_fingerprint
 
 RECORD = "teacher.json"
 
@@ -26,9 +29,6 @@ def teacher_soft_labels(teacher_dir: str, split, cache_dir: str, batch_size: int
 
     `write=False` (processes other than the main one) reads the cache and never writes it.
     """
-    from .inference import predict_split
-    from .models import load_student, student_resolution
-    from ..ownership import dataset_fingerprint, folder_fingerprint
 
     model, processor = load_student(teacher_dir)
     resolution = student_resolution(model, processor)

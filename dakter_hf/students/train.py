@@ -26,13 +26,21 @@ from typing import List, Optional
 
 from transformers import TrainerCallback, TrainingArguments
 
-from ..arguments import RepeatableList
-from ..data.build import DataError
-from ..data.features import class_names_of
-from ..data.io import atomic_write_json
-from ..ownership import dataset_fingerprint, folder_fingerprint
-from .losses import KD_TEMPERATURE, StudentLossConfig
-from .models import STUDENT_NAMES
+from dakter_hf.data.features import class_names_of
+from dakter_hf.data.raster import Normalization, normalization_for
+from dakter_hf.data.sources import load_source, source_path
+from dakter_hf.errors import DataError
+from dakter_hf.students.card import write_student_card
+from dakter_hf.students.data import build_eval_samples, build_training_samples, generated_rows, load_generated, student_collate
+from dakter_hf.students.inference import evaluate_student
+from dakter_hf.students.losses import KD_TEMPERATURE, StudentLossConfig
+from dakter_hf.students.metrics import make_batch_compute_metrics, to_json
+from dakter_hf.students.models import STUDENT_NAMES, build_student, make_image_processor
+from dakter_hf.students.teacher import teacher_soft_labels
+from dakter_hf.students.trainer import DAKTerTrainer
+from dakter_hf.utils.arguments import RepeatableList, parse_arguments
+from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.ownership import FolderLock, claim_folder, dataset_fingerprint, folder_fingerprint
 
 logger = logging.getLogger(__name__)
 MODES = ("real", "hard", "dakter")
@@ -96,7 +104,6 @@ class StudentArguments:
             if self.student_weights:
                 raise ValueError("--student_config applies to random-init students; it cannot change --student_weights")
         self.loss_config()  # validates temperature, weights and the Dice target
-        from ..data.sar_image import Normalization
 
         Normalization.from_options(self.intensity, self.clip_percentiles)  # validates --intensity / --clip_percentiles
 
@@ -136,8 +143,6 @@ def _settings(args: StudentArguments, training: TrainingArguments) -> dict:
 
 def _claim_output_dir(args: StudentArguments, training: TrainingArguments, inputs: dict, hold):
     """Claim --output_dir (see `ownership.py`); called once every argument and input has been checked."""
-    from ..data.sources import source_path
-    from ..ownership import FolderLock, claim_folder
 
     lock = FolderLock(training.output_dir, flag="--output_dir")
     if training.process_index == 0:
@@ -183,15 +188,12 @@ def atrous_rates_for(resolution: int) -> tuple:
 
 
 def load_real(args: StudentArguments, seed: int):
-    from ..data.sources import load_source
-
     class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
     return load_source(args.real, sensor=args.sensor, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=seed, normalization=input_normalization(args))
 
 
 def input_normalization(args: StudentArguments):
     """The pixel normalisation of the real data: the `dakter data` folder's record, else the flags."""
-    from ..data.sar_image import normalization_for
 
     return normalization_for(args.real, args.intensity, args.clip_percentiles)
 
@@ -201,8 +203,6 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
 
     Rerunning a finished run with the same settings and inputs changes nothing.
     """
-    from .data import generated_rows, load_generated
-    from .models import build_student
 
     # ---- every check before the first write
     if training.remove_unused_columns:
@@ -230,7 +230,7 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
             raise FileNotFoundError(f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)")
         from transformers import AutoConfig
 
-        from . import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ config
+        from dakter_hf.students import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ config
 
         teacher_labels = AutoConfig.from_pretrained(args.teacher).num_labels  # the weights load later, once
         if teacher_labels != len(class_names):
@@ -248,14 +248,6 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
 
 
 def _train_claimed(args, training, inputs, hold, real, generated, train_split, validation_split, class_names, id2label, model, checkpoint) -> str:
-    from .card import write_student_card
-    from .data import build_eval_samples, build_training_samples, student_collate
-    from .inference import evaluate_student
-    from .metrics import make_batch_compute_metrics, to_json
-    from .models import make_image_processor
-    from .teacher import teacher_soft_labels
-    from .trainer import DAKTerTrainer
-
     with training.main_process_first(desc="claiming the output folder"):
         claim = _claim_output_dir(args, training, inputs, hold)
     if claim.record.get("finished"):
@@ -307,8 +299,6 @@ def _train_claimed(args, training, inputs, hold, real, generated, train_split, v
 
 
 def parse_student_args(argv=None):
-    from ..arguments import parse_arguments
-
     return parse_arguments((StudentArguments, StudentTrainingArguments), argv, description="Train a DAKTer segmentation student on real + generated SAR data.")
 
 

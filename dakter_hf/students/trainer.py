@@ -23,8 +23,8 @@ from typing import Dict, Optional
 import torch
 from transformers import Trainer
 
-from .losses import StudentLossConfig, resize_logits, student_loss
-from .models import input_channels, student_logits, to_model_input
+from dakter_hf.students.losses import StudentLossConfig, resize_logits, student_loss
+from dakter_hf.students.models import input_channels, student_logits, to_model_input
 
 
 class DAKTerTrainer(Trainer):

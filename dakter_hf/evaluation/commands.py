@@ -1,0 +1,35 @@
+"""`dakter quality`: SAR-aware statistics of a generated set against real data."""
+
+from __future__ import annotations
+
+import os
+
+from dakter_hf.data.options import add_source_options, load_from_args
+from dakter_hf.utils.files import atomic_write_json
+
+
+def _register_quality(sub) -> None:
+    parser = sub.add_parser("quality", help="SAR-aware quality statistics: real vs generated (no Inception network)")
+    parser.add_argument("--real", required=True, help="real data: sos:ROOT, saved dataset dir, ...")
+    parser.add_argument("--generated", required=True, help="generated dataset dir (from `dakter generate`)")
+    add_source_options(parser)
+    parser.add_argument("--split", default="train", help="split of --real")
+    parser.add_argument("--max-images", type=int, default=None, help="use the first N images of each")
+    parser.add_argument("--json", default=None, help="write the report here (default: GENERATED/quality.json)")
+    parser.set_defaults(func=_cmd_quality)
+
+
+def _cmd_quality(args) -> int:
+    from dakter_hf.data.sources import load_saved  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.evaluation.quality import format_quality_table, quality_report
+
+    real = load_from_args(args, args.real, args.split)[args.split]
+    generated = load_saved(args.generated, split="train")["train"]
+    report = quality_report(real, generated, max_images=args.max_images, show_progress=True)
+    print(format_quality_table(report))
+    path = atomic_write_json(args.json or os.path.join(args.generated, "quality.json"), report)
+    print(f"wrote {path}")
+    return 0
+
+
+REGISTRARS = [_register_quality]
