@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from dakter_hf.data.arrays import is_dataset, iter_image_mask_pairs, mask_to_ids, to_grey_array
 from dakter_hf.data.features import class_names_of, oil_class_candidates, oil_class_index
+from dakter_hf.utils.markdown import markdown_table
 
 __all__ = [
     "speckle_stats",
@@ -766,15 +767,8 @@ def _format_value(value) -> str:
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(len(header))]
-
-    def line(cells):
-        return "| " + " | ".join(
-            cell.ljust(widths[c]) if c == 0 else cell.rjust(widths[c]) for c, cell in enumerate(cells)
-        ) + " |"
-
-    rule = "|" + "|".join("-" * (widths[0] + 2) if c == 0 else "-" * (widths[c] + 1) + ":" for c in range(len(header))) + "|"
-    return [line(header), rule] + [line(r) for r in rows]
+    """Fixed width: the label column first, then right-aligned numbers."""
+    return markdown_table(header, rows, align=[None] + ["right"] * (len(header) - 1), pad=True)
 
 
 def format_quality_table(report: Dict[str, object]) -> str:
