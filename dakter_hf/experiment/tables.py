@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
-from dakter_hf.students.metrics import _percent
+from dakter_hf.utils.markdown import markdown_table, percent
 
 __all__ = ["summarize", "table1_markdown", "table4_markdown", "parse_markdown_table", "scale_points"]
 
@@ -134,8 +134,8 @@ def _signed(value: Optional[float]) -> str:
 def _mean_std(s: Mapping) -> str:
     """"mean ± std" in percent; just the mean when there is no std (one seed)."""
     if s["mean"] is None or s["std"] is None:
-        return _percent(s["mean"])
-    return f"{_percent(s['mean'])} ± {_percent(s['std'])}"
+        return percent(s["mean"])
+    return f"{percent(s['mean'])} ± {percent(s['std'])}"
 
 
 def _delta(c: Mapping) -> str:
@@ -153,9 +153,7 @@ def _scale(row: Mapping, baseline_arm: str) -> str:
 
 
 def _render(header: List[str], rows: List[List[str]], legend: str) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines + ["", legend]) + "\n"
+    return "\n".join(markdown_table(header, rows) + ["", legend]) + "\n"
 
 
 def table1_markdown(summary: Mapping) -> str:

@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import numpy as np
 import torch
 
+from dakter_hf.utils.markdown import markdown_table, percent
+
 __all__ = [
     "confusion_matrix",
     "metrics_from_confusion",
@@ -246,10 +248,6 @@ def make_batch_compute_metrics(
     return compute_metrics
 
 
-def _percent(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
-
-
 def format_table4_row(result: Mapping[str, Any], id2label: Mapping) -> str:
     """Markdown header + one row like the paper's Table 4: percentages, 2 decimals, NaN as "n/a"."""
     flat = flatten_metrics(result, id2label)
@@ -264,10 +262,8 @@ def format_table4_row(result: Mapping[str, Any], id2label: Mapping) -> str:
         name = _label_name(id2label, c)
         for short, metric in (("IoU", "iou"), ("F1", "f1"), ("P", "precision"), ("R", "recall")):
             columns.append((f"{short} {name}", f"{metric}_{name}"))
-    header = "| " + " | ".join(title for title, _ in columns) + " |"
-    rule = "|" + "|".join("---:" for _ in columns) + "|"
-    row = "| " + " | ".join(_percent(flat[key]) for _, key in columns) + " |"
-    return "\n".join([header, rule, row])
+    row = [percent(flat[key]) for _, key in columns]
+    return "\n".join(markdown_table([title for title, _ in columns], [row], align="right"))
 
 
 def load_metric_module(**load_kwargs):
