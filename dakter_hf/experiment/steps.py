@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from dakter_hf import __version__
-from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.files import atomic_write_json, read_json
 from dakter_hf.utils.ownership import FolderLock
 
 DONE = "done.json"
@@ -74,11 +74,8 @@ class Step:
 
 
 def read_done(folder: str) -> Optional[Dict[str, Any]]:
-    path = os.path.join(folder, DONE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The step's record (`done.json`), or None while the step is not done."""
+    return read_json(os.path.join(folder, DONE))
 
 
 def run_step(step: Step, root: str) -> Dict[str, Any]:

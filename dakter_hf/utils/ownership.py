@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
 from dakter_hf.errors import FolderError
-from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.files import atomic_write_json, read_json
 
 MARKER = ".dakter.json"
 LOCK = ".dakter.lock"
@@ -65,11 +65,8 @@ def dataset_fingerprint(dataset) -> str:
 
 
 def read_marker(folder: str) -> Optional[dict]:
-    path = os.path.join(folder, MARKER)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The folder's ownership marker, or None when it has none."""
+    return read_json(os.path.join(folder, MARKER))
 
 
 def is_within(path: str, folder: str) -> bool:
