@@ -1,6 +1,7 @@
 """A real browser on the Space: Debian's chromium, driven by Playwright, clicks Generate.
 
-No browser is downloaded: `.ci/run` installs chromium with apt and playwright with pip.
+No browser is downloaded: `scripts/test.sh` (the README test command, which `.ci/run` runs)
+installs chromium with apt and playwright with pip.
 A missing chromium or playwright FAILS this test (it does not skip): the Space's page
 must be checked in a browser on every CI run.
 """
