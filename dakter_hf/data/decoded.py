@@ -7,7 +7,7 @@ large sets) in a memory-mapped `.npy` file, reused when a run resumes. A batch i
 an index into those arrays, a 256-entry lookup to [-1, 1] floats and one gather that
 applies each sample's flip / rot90, on the training device.
 
-The batches are exactly those of `ResizedPairs` + `train_joint._augmented` for the same
+The batches are exactly those of `ResizedPairs` + `joint.batching._augmented` for the same
 seed and step: the same uint8 pixels (the same PIL resize), the same float conversion
 (`x / 127.5 - 1` in float64, then float32: a lookup table holds the 256 values), and the
 same per-sample dihedral draws from the micro-batch's generator, in the same order,
@@ -30,9 +30,11 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from dakter_hf.data.arrays import resize_pair, to_grey_array
 from dakter_hf.data.transforms import dihedral, draw_dihedral
+from dakter_hf.utils.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -92,32 +94,31 @@ class DecodedPairs:
                 logger.info("reusing the decoded training set %s-*.npy", stem)
                 return cls(*(np.load(p, mmap_mode="r") for p in paths))
             os.makedirs(cache_dir, exist_ok=True)
-            temporary = [p + ".tmp.npy" for p in paths]
-            images = np.lib.format.open_memmap(temporary[0], mode="w+", dtype=np.uint8, shape=shape)
-            masks = np.lib.format.open_memmap(temporary[1], mode="w+", dtype=np.uint8, shape=shape)
-        else:
-            images, masks = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-        rows = split.select_columns(["image", "mask"])
-        iterator = range(count)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, desc=f"decoding {count} pairs at {resolution} px once")
-        for index in iterator:
-            row = rows[index]
-            images[index], masks[index] = decode_pair(row["image"], row["mask"], resolution)
-        if mode == "mmap":
-            images.flush(), masks.flush()
-            del images, masks
-            for source, target in zip(temporary, paths):
-                os.replace(source, target)
+            with atomic_path(paths[0]) as image_file, atomic_path(paths[1]) as mask_file:  # both, or neither
+                images = np.lib.format.open_memmap(image_file, mode="w+", dtype=np.uint8, shape=shape)
+                masks = np.lib.format.open_memmap(mask_file, mode="w+", dtype=np.uint8, shape=shape)
+                _decode_into(split, images, masks, resolution, show_progress)
+                images.flush(), masks.flush()
+                del images, masks
             return cls(*(np.load(p, mmap_mode="r") for p in paths))
+        images, masks = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+        _decode_into(split, images, masks, resolution, show_progress)
         return cls(images, masks)
 
     def rows(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, R, R) images and masks of these rows (a copy; CPU)."""
         order = np.asarray(indices, dtype=np.int64)
         return torch.from_numpy(np.ascontiguousarray(self.images[order])), torch.from_numpy(np.ascontiguousarray(self.masks[order]))
+
+
+def _decode_into(split, images: np.ndarray, masks: np.ndarray, resolution: int, show_progress: bool) -> None:
+    rows = split.select_columns(["image", "mask"])
+    iterator = range(len(split))
+    if show_progress:
+        iterator = tqdm(iterator, desc=f"decoding {len(split)} pairs at {resolution} px once")
+    for index in iterator:
+        row = rows[index]
+        images[index], masks[index] = decode_pair(row["image"], row["mask"], resolution)
 
 
 def split_cache_key(split, *parts) -> str:
@@ -180,7 +181,7 @@ class MicroBatch:
 class BatchStream:
     """Micro-batches k = start, start + 1, ... prepared one step ahead in a background thread.
 
-    `plan` yields the row indices of each micro-batch (`train_joint.BatchPlan`);
+    `plan` yields the row indices of each micro-batch (`joint.batching.BatchPlan`);
     `make_generator(k)` the micro-batch's generator, from which the dihedral draws, then
     the timesteps, then the noise are drawn, as in the DataLoader path.
     """

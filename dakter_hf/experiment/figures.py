@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from dakter_hf.data.features import class_names_of, oil_class_index
 from dakter_hf.data.visualize import PALETTE, _heat, softmax_probability, triplet_grid
+from dakter_hf.utils.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +33,11 @@ LABEL_HEIGHT = 14  # room for one line of PIL's default font above a block
 def save_png(image_or_figure, path: str) -> str:
     """Write a PIL image or matplotlib figure as PNG through a temporary name: no half-written figure."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}.png"
-    try:
+    with atomic_path(path) as temporary:
         if isinstance(image_or_figure, Image.Image):
             image_or_figure.save(temporary, format="PNG")
         else:
             image_or_figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 
