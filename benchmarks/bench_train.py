@@ -276,12 +276,14 @@ def loop_vs_bare(args) -> None:
 
 CHILD = """
 import json, resource, sys, torch
+from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.joint.unet import make_joint_unet
 out, n, pipe_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-generate_dataset(pipe_dir, out, num_samples=n, num_inference_steps=2, batch_size=4, shard_size=8, device="cpu", save_to_disk=False, show_progress=False)
+settings = GenerationSettings(num_samples=n, num_inference_steps=2, batch_size=4, shard_size=8, save_to_disk=False)
+generate_dataset(pipe_dir, out, settings, device="cpu", show_progress=False)
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from dakter_hf.data.sources import load_source
+from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.evaluation.quality import format_quality_table, quality_report
 from dakter_hf.data.visualize import generated_samples_figure
@@ -64,7 +65,11 @@ def main():
     for name, run in runs.items():
         tag = f"{name}_{args.label_noise}"
         generated_dir = os.path.join(args.generated_root, tag)
-        generate_dataset(os.path.join(run, "pipeline"), generated_dir, num_samples=args.samples, num_inference_steps=args.steps, label_noise=args.label_noise, device="cpu", batch_size=16, shard_size=64)
+        settings = GenerationSettings(
+            num_samples=args.samples, num_inference_steps=args.steps, label_noise=args.label_noise,
+            batch_size=16, shard_size=64,
+        )
+        generate_dataset(os.path.join(run, "pipeline"), generated_dir, settings, device="cpu")
         generated = load_source(generated_dir, split="train")["train"]
         generated_samples_figure(generated, columns=8).save(os.path.join(args.out, f"samples_{tag}.png"))
         report = quality_report(real, generated)

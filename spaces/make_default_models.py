@@ -64,10 +64,13 @@ def train_pipeline(final_name: str) -> str:
 
 
 def generate_pairs(pipeline_dir: str) -> str:
+    from dakter_hf.generation.config import GenerationSettings
     from dakter_hf.generation.dataset import generate_dataset
 
     out = "generated-by-default-pipeline"
-    generate_dataset(pipeline_dir, out, num_samples=GENERATED, base_seed=SEED, num_inference_steps=50, device="cpu", process_index=0, num_processes=1, overwrite=True, show_progress=False)
+    settings = GenerationSettings(num_samples=GENERATED, base_seed=SEED, num_inference_steps=50)
+    run = dict(device="cpu", process_index=0, num_processes=1, overwrite=True, show_progress=False)
+    generate_dataset(pipeline_dir, out, settings, **run)
     return out
 
 

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from dakter_hf.generation.dataset import check_generation_options
+from dakter_hf.generation.config import check_generation_options
 from dakter_hf.generation.schedulers import make_scheduler
 from dakter_hf.joint.training import JointTrainingArguments
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments

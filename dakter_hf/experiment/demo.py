@@ -39,6 +39,7 @@ def _cmd_demo(args) -> int:
     from dakter_hf.data.sources import load_saved, load_source
     from dakter_hf.data.visualize import generated_samples_figure
     from dakter_hf.evaluation.quality import format_quality_table, quality_report
+    from dakter_hf.generation.config import GenerationSettings
     from dakter_hf.generation.dataset import generate_dataset
     from dakter_hf.joint.training import JointTrainingArguments, load_config_file, train
     from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
@@ -67,7 +68,8 @@ def _cmd_demo(args) -> int:
     print(f"pipeline + model card: {pipeline_dir}")
     generated = os.path.join(args.out, "generated")
     print(f"== 3. generating {args.samples} image/soft-label pairs")
-    generate_dataset(pipeline_dir, generated, num_samples=args.samples, num_inference_steps=args.inference_steps, overwrite=True)
+    settings = GenerationSettings(num_samples=args.samples, num_inference_steps=args.inference_steps)
+    generate_dataset(pipeline_dir, generated, settings, overwrite=True)
     print(f"dataset: {generated} (parquet in data/, card README.md)")
     print("== 4. quality, real (synthetic) vs generated")
     rows = load_saved(generated, split="train")["train"]

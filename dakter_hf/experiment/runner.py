@@ -29,6 +29,7 @@ from dakter_hf.evaluation.quality import quality_report
 from dakter_hf.experiment.config import Arm, ExperimentConfig, effective_joint_setting, joint_settings, split_student_settings, student_name
 from dakter_hf.experiment.report import write_report
 from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
+from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.joint.training import JointTrainingArguments, balance_resolution_of, sorted_checkpoints, train
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
@@ -244,10 +245,11 @@ class ExperimentRunner:
         step = self._step_of(work)
         settings, joint = step.settings, self._input_step(step, "joint")
         num_samples = max(1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]]))
-        generate_dataset(
-            os.path.join(self.work(joint), "pipeline"), work, num_samples=num_samples, base_seed=settings["seed"], batch_size=settings["batch_size"],
+        generation = GenerationSettings(
+            num_samples=num_samples, base_seed=settings["seed"], batch_size=settings["batch_size"],
             num_inference_steps=settings["steps"], eta=settings["eta"], scheduler=settings["scheduler"], dtype=settings["dtype"],
         )
+        generate_dataset(os.path.join(self.work(joint), "pipeline"), work, generation)
         return {"num_samples": num_samples}
 
     def _run_quality(self, work: str) -> Dict[str, Any]:

@@ -34,7 +34,10 @@ def _register_generate(sub) -> None:
 
 
 def _cmd_generate(args) -> int:
-    from dakter_hf.generation.dataset import generate_dataset, push_generated_dataset  # loaded when the command runs: `dakter --help` stays fast
+    # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.generation.config import GenerationSettings
+    from dakter_hf.generation.dataset import generate_dataset
+    from dakter_hf.generation.hub import push_generated_dataset
 
     num_samples = args.num_samples
     if args.scale is not None:
@@ -45,9 +48,7 @@ def _cmd_generate(args) -> int:
         real = load_from_args(args, args.real, "train")["train"]
         num_samples = max(1, round(args.scale * len(real)))
         print(f"--scale {args.scale} of {len(real)} real training images: N = {num_samples}")
-    done = generate_dataset(
-        args.pipeline,
-        args.out,
+    settings = GenerationSettings(
         num_samples=num_samples,
         base_seed=args.seed,
         batch_size=args.batch_size,
@@ -56,12 +57,11 @@ def _cmd_generate(args) -> int:
         eta=args.eta,
         label_noise=args.label_noise,
         license=args.license,
-        save_to_disk=not args.no_save_to_disk,
-        overwrite=args.overwrite,
-        device=args.device,
         scheduler=args.scheduler,
         dtype=args.dtype,
+        save_to_disk=not args.no_save_to_disk,
     )
+    done = generate_dataset(args.pipeline, args.out, settings, device=args.device, overwrite=args.overwrite)
     if done:
         print(f"wrote {num_samples} samples to {done} (parquet: {os.path.join(done, 'data')})")
         if args.push_to_hub:

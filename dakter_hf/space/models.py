@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional
 
 import yaml
 
-from dakter_hf.generation.dataset import load_pipeline
+from dakter_hf.generation.loading import load_pipeline
 from dakter_hf.students.models import load_student, student_resolution
 from dakter_hf.students.segment import student_normalization, training_pixel_scale
 

@@ -16,6 +16,7 @@ from dakter_hf.data.raster import Normalization, read_sar_grey
 from dakter_hf.students.inference import grey_to_unit_tensor, probability_predictor
 from dakter_hf.students.models import student_resolution
 from dakter_hf.students.tiling import predict_tiled
+from dakter_hf.utils.files import atomic_path, atomic_write
 
 
 def student_normalization(model):
@@ -61,13 +62,12 @@ def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kw
     paths = {"mask": stem + "_mask.png", "probabilities": stem + "_probabilities.npy", "oil": stem + "_oil.png"}
     _save_png(Image.fromarray(mask, mode="L"), paths["mask"])
     _save_png(Image.fromarray((probabilities[oil_class] * 255).round().astype(np.uint8), mode="L"), paths["oil"])
-    with open(paths["probabilities"] + ".tmp", "wb") as handle:
+    with atomic_write(paths["probabilities"], "wb") as handle:
         np.save(handle, probabilities.astype(np.float16))
-    os.replace(paths["probabilities"] + ".tmp", paths["probabilities"])
     paths["summary"] = f"{grey.shape[1]}x{grey.shape[0]}, oil {100 * float((mask == oil_class).mean()):.2f} % of pixels"
     return paths
 
 
 def _save_png(image: Image.Image, path: str) -> None:
-    image.save(path + ".tmp", format="PNG")
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dakter_hf.data.features import segmentation_features
 from dakter_hf.experiment import figures
-from dakter_hf.generation.dataset import generated_features
+from dakter_hf.generation.card import generated_features
 
 CLASSES = ["background", "oil"]
 

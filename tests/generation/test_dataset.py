@@ -19,12 +19,10 @@ import yaml
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 
 from dakter_hf.cli import main
-from dakter_hf.generation.dataset import (
-    GenerationConfig,
-    generate_dataset,
-    parquet_files,
-    push_generated_dataset,
-)
+from dakter_hf.generation.config import GenerationConfig, GenerationSettings
+from dakter_hf.generation.dataset import generate_dataset
+from dakter_hf.generation.hub import push_generated_dataset
+from dakter_hf.generation.shards import parquet_files
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.unet import make_joint_unet
 
@@ -54,10 +52,16 @@ def pipeline_dir(tmp_path_factory):
     return path
 
 
+RUN_OPTIONS = {"device", "overwrite", "show_progress", "pipe", "process_index", "num_processes"}
+
+
 def gen(pipeline_dir, out, **kwargs):
-    options = dict(num_samples=N, batch_size=2, shard_size=SHARD, num_inference_steps=STEPS, device="cpu", show_progress=False)
-    options.update(kwargs)
-    return generate_dataset(pipeline_dir, str(out), **options)
+    """generate_dataset with the module's defaults; `kwargs` are GenerationSettings fields or run options."""
+    options = dict(num_samples=N, batch_size=2, shard_size=SHARD, num_inference_steps=STEPS)
+    run = dict(device="cpu", show_progress=False)
+    for key, value in kwargs.items():
+        (run if key in RUN_OPTIONS else options)[key] = value
+    return generate_dataset(pipeline_dir, str(out), GenerationSettings(**options), **run)
 
 
 @pytest.fixture(scope="module")
@@ -303,14 +307,14 @@ def test_pipeline_without_model_index_raises(tmp_path):
     empty = tmp_path / "not_a_pipeline"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="not_a_pipeline"):
-        generate_dataset(str(empty), str(tmp_path / "x"), num_samples=2, device="cpu", show_progress=False)
+        generate_dataset(str(empty), str(tmp_path / "x"), GenerationSettings(num_samples=2), device="cpu", show_progress=False)
 
 
 def test_relative_pipeline_folder_without_model_index(tmp_path, monkeypatch):
     (tmp_path / "mymodel").mkdir()
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="mymodel"):
-        generate_dataset("mymodel", "out", num_samples=2, device="cpu", show_progress=False)
+        generate_dataset("mymodel", "out", GenerationSettings(num_samples=2), device="cpu", show_progress=False)
 
 
 def test_class_count_mismatch_rejected_at_construction():
@@ -446,3 +450,98 @@ def test_rerun_of_a_finished_generation_changes_nothing(pipeline_dir, tmp_path):
     assert not (out / ".soft_label_kl").exists()
     assert gen(pipeline_dir, out) == str(out)
     assert ((out / "generation_config.json").read_text(), (out / "README.md").read_text()) == before
+
+
+# ---------------------------------------------------------------- settings object
+def test_kl_temperature_is_the_students_distillation_temperature(reference):
+    """generation does not import students (siblings); its default T must stay the students' T."""
+    from dakter_hf.students.losses import KD_TEMPERATURE
+
+    from dakter_hf.generation.config import KL_TEMPERATURE
+
+    assert KL_TEMPERATURE == KD_TEMPERATURE
+    assert GenerationSettings(num_samples=1).kl_temperature == KD_TEMPERATURE
+    assert json.loads((reference / "generation_config.json").read_text())["soft_label_kl"]["temperature"] == KD_TEMPERATURE
+
+
+def test_generation_config_records_the_same_fields_as_before(reference):
+    """Run-only settings (batch size, save_to_disk, the check's T) stay out: folders made before still resume."""
+    recorded = set(json.loads((reference / "generation_config.json").read_text()))
+    assert recorded == {
+        "generator", "num_samples", "base_seed", "num_inference_steps", "eta", "label_noise", "shard_size",
+        "balancing_factor", "class_names", "resolution", "label_loss", "label_encoding", "image_prediction_type",
+        "license", "scheduler", "dtype", "soft_label_kl",
+    }
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"num_samples": 0}, "> 0"), ({"num_samples": 2, "batch_size": 0}, "--batch-size"), ({"num_samples": 2, "eta": 2.0}, "--eta"),
+     ({"num_samples": 2, "label_noise": "x"}, "--label-noise"), ({"num_samples": 2, "kl_temperature": 0}, "kl_temperature")],
+)
+def test_settings_are_checked_on_construction(options, message):
+    with pytest.raises(ValueError, match=message):
+        GenerationSettings(**options)
+
+
+def test_old_keyword_call_warns_and_makes_the_same_dataset(pipeline_dir, reference, tmp_path):
+    out = tmp_path / "old"
+    with pytest.warns(FutureWarning, match="GenerationSettings"):
+        done = generate_dataset(
+            pipeline_dir, str(out), num_samples=N, batch_size=2, shard_size=SHARD, num_inference_steps=STEPS,
+            license="cc-by-4.0", device="cpu", show_progress=False,
+        )
+    assert done == str(out)
+    assert_same_rows(rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0)
+    assert (out / "generation_config.json").read_text() == (reference / "generation_config.json").read_text()
+
+
+def test_old_positional_sample_count_warns(pipeline_dir, tmp_path):
+    out = tmp_path / "positional"
+    with pytest.warns(FutureWarning):
+        assert generate_dataset(pipeline_dir, str(out), 2, num_inference_steps=STEPS, device="cpu", show_progress=False) == str(out)
+    assert len(load_parquet(out, tmp_path / "c")) == 2
+
+
+def test_bad_calls_raise_type_errors(pipeline_dir, tmp_path):
+    with pytest.raises(TypeError, match="not both"):
+        generate_dataset(pipeline_dir, str(tmp_path / "a"), GenerationSettings(num_samples=2), batch_size=2)
+    with pytest.raises(TypeError, match="sample_count"):
+        generate_dataset(pipeline_dir, str(tmp_path / "b"), sample_count=2)
+    with pytest.raises(TypeError, match="needs settings"):
+        generate_dataset(pipeline_dir, str(tmp_path / "c"))
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+# ------------------------------------------------------------------------- layout
+OLD_PUBLIC_NAMES = [
+    "CONFIG_NAME", "DAKTER_CLASS_NAMES", "DATASET_CARD", "GenerationConfig", "check_generation_options",
+    "check_pipeline_kind", "finalize_generated_dataset", "generate_dataset", "generated_features", "load_pipeline",
+    "model_fingerprint", "parquet_files", "push_generated_dataset", "soft_label_kl", "write_dataset_card",
+]
+
+
+def test_old_module_path_forwards_every_public_name():
+    import importlib
+    import sys
+
+    sys.modules.pop("dakter_hf.generate", None)
+    with pytest.warns(FutureWarning, match="dakter_hf.generation"):
+        old = importlib.import_module("dakter_hf.generate")
+    for name in OLD_PUBLIC_NAMES + ["GenerationSettings"]:
+        assert getattr(old, name) is not None, name
+
+
+def test_generation_imports_no_sibling_layer():
+    """generation sits beside students, joint and evaluation: it imports none of them (nor anything above)."""
+    import ast
+
+    import dakter_hf.generation as package
+
+    forbidden = ("students", "joint", "evaluation", "experiment", "space", "cli")
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])]
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for name in names:
+                    assert not name.startswith(tuple(f"dakter_hf.{f}" for f in forbidden)), f"{path.name} imports {name}"

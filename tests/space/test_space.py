@@ -361,7 +361,7 @@ def test_models_come_from_arguments_then_environment_then_defaults(tmp_path):
 
 def test_other_samplers_leave_the_shared_pipeline_alone():
     """A request with DPM-Solver++ samples through a clone: the loaded pipeline keeps its scheduler."""
-    from dakter_hf.generation.dataset import load_pipeline
+    from dakter_hf.generation.loading import load_pipeline
     from dakter_hf.space import generate_tab
 
     pipeline = load_pipeline(str(MODELS / "pipeline"))

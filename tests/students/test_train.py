@@ -13,6 +13,7 @@ from student_helpers import TINY_OVERRIDES
 
 from dakter_hf.data.save import save_dataset
 from dakter_hf.data.simulate import simulate_sar
+from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.unet import make_joint_unet
@@ -30,7 +31,8 @@ def data(tmp_path_factory):
     torch.manual_seed(0)
     pipe = DAKTerPipeline(unet=make_joint_unet(2, "tiny", sample_size=16), scheduler=DAKTerObjective(2, 0.4).sampling_scheduler(), balancing_factor=0.4, class_names=["background", "oil"])
     pipe.save_pretrained(str(root / "pipeline"))
-    generate_dataset(str(root / "pipeline"), str(root / "generated"), num_samples=8, batch_size=4, num_inference_steps=2, device="cpu", show_progress=False)
+    settings = GenerationSettings(num_samples=8, batch_size=4, num_inference_steps=2)
+    generate_dataset(str(root / "pipeline"), str(root / "generated"), settings, device="cpu", show_progress=False)
     return {"real": str(root / "real"), "generated": str(root / "generated")}
 
 
