@@ -28,9 +28,11 @@ def save_small(png_bytes: bytes, path: str) -> int:
 
     from PIL import Image
 
+    from dakter_hf.utils.files import atomic_path
+
     image = Image.open(io.BytesIO(png_bytes)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    image.save(path + ".tmp", format="PNG", optimize=True)
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG", optimize=True)
     return os.path.getsize(path)
 
 

@@ -11,6 +11,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from dakter_hf.utils.files import atomic_path
+
 EXAMPLE_SIZE, EXAMPLE_SEED = 256, 7
 EXAMPLE_NAME = "synthetic_example_scene.png"
 
@@ -22,6 +24,6 @@ def write_example_scene(workdir: str) -> str:
         from dakter_hf.data.simulate import simulate_sar
 
         scene = simulate_sar(1, num_classes=2, size=EXAMPLE_SIZE, seed=EXAMPLE_SEED)["train"][0]["image"]
-        Image.fromarray(np.asarray(scene.convert("L"))).save(path + ".tmp", format="PNG")
-        os.replace(path + ".tmp", path)
+        with atomic_path(path) as temporary:
+            Image.fromarray(np.asarray(scene.convert("L"))).save(temporary, format="PNG")
     return path

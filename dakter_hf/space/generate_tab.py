@@ -22,6 +22,7 @@ from PIL import Image
 from dakter_hf.data.visualize import PALETTE
 from dakter_hf.generation.schedulers import with_scheduler
 from dakter_hf.space.figures import overlay, probability_panel, resize_for_display
+from dakter_hf.utils.files import atomic_write
 
 # label -> `dakter_hf.generation.schedulers` name; DPM-Solver++ reaches DDIM-200's quality in about 25 steps
 SAMPLERS = {"DDIM": "ddim", "DPM-Solver++": "dpm++", "UniPC": "unipc", "Euler": "euler"}
@@ -120,7 +121,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 def write_samples_zip(path: str, greys: np.ndarray, masks: np.ndarray, soft: Optional[np.ndarray], seeds: List[int], info: dict) -> str:
     """The download: sample_XX_image.png, sample_XX_mask.png, sample_XX_soft_label.npy, generation.json."""
-    with zipfile.ZipFile(path + ".tmp", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for i, seed in enumerate(seeds):
             stem = f"sample_{i:02d}_seed{seed}"
             archive.writestr(f"{stem}_image.png", _png_bytes(Image.fromarray(greys[i], mode="L")))
@@ -132,5 +133,4 @@ def write_samples_zip(path: str, greys: np.ndarray, masks: np.ndarray, soft: Opt
                 np.save(buffer, soft[i].astype(np.float32))
                 archive.writestr(f"{stem}_soft_label.npy", buffer.getvalue())
         archive.writestr("generation.json", json.dumps({**info, "seeds": seeds}, indent=2) + "\n")
-    os.replace(path + ".tmp", path)
     return path

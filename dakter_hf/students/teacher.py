@@ -8,7 +8,6 @@ weights, data and size made them; a cache from anything else is recomputed.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -18,7 +17,7 @@ import numpy as np
 from dakter_hf.data.features import class_names_of
 from dakter_hf.students.inference import predict_split
 from dakter_hf.students.models import load_student, student_resolution
-from dakter_hf.utils.files import atomic_write_json, replace_folder
+from dakter_hf.utils.files import atomic_write_json, read_json, replace_folder
 from dakter_hf.utils.ownership import dataset_fingerprint, folder_fingerprint
 
 RECORD = "teacher.json"
@@ -34,11 +33,9 @@ def teacher_soft_labels(teacher_dir: str, split, cache_dir: str, batch_size: int
     resolution = student_resolution(model, processor)
     record = {"teacher": os.path.abspath(teacher_dir), "weights": folder_fingerprint(teacher_dir), "data": dataset_fingerprint(split), "resolution": resolution}
     record_path = os.path.join(cache_dir, RECORD)
-    if os.path.isfile(record_path):
-        with open(record_path, encoding="utf-8") as handle:
-            if json.load(handle) == record:
-                cached = datasets.load_from_disk(os.path.join(cache_dir, "hf")).with_format("numpy")
-                return np.stack(cached["soft_label"]).astype(np.float16)
+    if read_json(record_path) == record:
+        cached = datasets.load_from_disk(os.path.join(cache_dir, "hf")).with_format("numpy")
+        return np.stack(cached["soft_label"]).astype(np.float16)
     names = class_names_of(split)
     if model.config.num_labels != len(names):
         raise ValueError(f"--teacher {teacher_dir} predicts {model.config.num_labels} classes; the real data has {len(names)} ({names})")
