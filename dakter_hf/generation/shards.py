@@ -31,7 +31,7 @@ from dakter_hf.generation.card import generated_features, write_dataset_card
 from dakter_hf.generation.config import CONFIG_NAME, KL_TEMPERATURE, GenerationConfig
 from dakter_hf.generation.loading import sample_shape
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
-from dakter_hf.utils.files import atomic_write_json, replace_folder
+from dakter_hf.utils.files import atomic_path, atomic_write, atomic_write_json, replace_folder
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,10 @@ def generate_shards(
         if kl is not None:  # the shard's float16 cost first: a finished shard always has it
             kl_path = _kl_path(out, shard)
             os.makedirs(os.path.dirname(kl_path), exist_ok=True)
-            with open(kl_path + ".tmp", "wb") as handle:
+            with atomic_write(kl_path, "wb") as handle:
                 np.save(handle, kl)
-            os.replace(kl_path + ".tmp", kl_path)
-        path = shard_path(out, config, shard)
-        datasets.Dataset.from_dict(rows, features=features).to_parquet(path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_path(shard_path(out, config, shard)) as temporary:  # a leftover matches "*.tmp"
+            datasets.Dataset.from_dict(rows, features=features).to_parquet(temporary)
     progress.close()
 
     workers.wait()

@@ -25,6 +25,7 @@ from dakter_hf.generation.hub import push_generated_dataset
 from dakter_hf.generation.shards import parquet_files
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.unet import make_joint_unet
+from dakter_hf.utils import files
 
 torch.set_num_threads(1)
 
@@ -255,6 +256,8 @@ def test_kill_and_resume(pipeline_dir, reference, tmp_path):
 def test_kill_while_writing_a_shard(pipeline_dir, reference, tmp_path, monkeypatch):
     """A shard whose parquet was written to .tmp but not renamed is not counted as done."""
     out = tmp_path / "killed_write"
+    original_remove = files._remove
+    monkeypatch.setattr(files, "_remove", lambda path: None)  # a hard kill runs no cleanup: the temporary stays
     original = datasets.Dataset.to_parquet
     written = []
 
@@ -269,7 +272,9 @@ def test_kill_while_writing_a_shard(pipeline_dir, reference, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         gen(pipeline_dir, out)
     monkeypatch.setattr(datasets.Dataset, "to_parquet", original)
-    assert written[-1].endswith(".parquet.tmp") and os.path.isfile(written[-1])
+    assert os.path.basename(written[-1]).startswith(".train-00001-of-00003.parquet.") and written[-1].endswith(".tmp")
+    assert os.path.isfile(written[-1])
+    monkeypatch.setattr(files, "_remove", original_remove)
     assert shard_files(out) == ["train-00000-of-00003.parquet"]
 
     counting = CountingPipe(DAKTerPipeline.from_pretrained(pipeline_dir))
@@ -277,6 +282,21 @@ def test_kill_while_writing_a_shard(pipeline_dir, reference, tmp_path, monkeypat
     assert counting.calls == 2  # shards 1 and 2, one batch of 2 each
     assert_same_rows(rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0)  # same batch size: bit-identical
     assert not list(out.rglob("*.tmp"))
+
+
+def test_interrupted_shard_write_leaves_no_temporary(pipeline_dir, tmp_path, monkeypatch):
+    """Ctrl-C (not a hard kill) while a shard is written: its temporary is removed at once."""
+    out = tmp_path / "interrupted"
+    original = datasets.Dataset.to_parquet
+
+    def interrupted_to_parquet(self, path, *args, **kwargs):
+        original(self, path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", interrupted_to_parquet)
+    with pytest.raises(KeyboardInterrupt):
+        gen(pipeline_dir, out)
+    assert os.listdir(out / "data") == [] and not list(out.rglob("*.tmp"))
 
 
 def test_resume_with_other_settings_raises_and_overwrite_starts_fresh(pipeline_dir, reference, tmp_path):
