@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import find_sos_root, sos_root_candidates
+from helpers import find_sos_root, sos_root_candidates, tiny_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -12,6 +12,19 @@ def sos_root():
     if root is None:
         pytest.skip(f"SOS subset not found at {sos_root_candidates()} (set DAKTER_SOS_ROOT)")
     return root
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(request, tmp_path_factory):
+    """A saved `helpers.tiny_pipeline()` (background/oil, x0); read it, never write into it.
+
+    `@pytest.mark.parametrize("pipeline_dir", ["v"], indirect=True)`: the v-prediction one instead.
+    """
+    kind = getattr(request, "param", "x0")
+    assert kind in ("x0", "v"), kind
+    path = str(tmp_path_factory.mktemp(f"pipe-{kind}") / "pipeline")
+    tiny_pipeline(v_prediction=kind == "v").save_pretrained(path)
+    return path
 
 
 @pytest.fixture

@@ -1,22 +1,63 @@
-"""Plain-numpy references and shared locations for the tests."""
+"""Plain-numpy references, shared locations and small builders for the tests."""
 
 import os
 from pathlib import Path
 
 import numpy as np
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def sos_root_candidates():
-    """Where the SOS subset may be: $DAKTER_SOS_ROOT, next to the checkout, or the workspace copy."""
+    """Where the SOS subset may be: $DAKTER_SOS_ROOT, else shared/data/sos next to the checkout."""
     if os.environ.get("DAKTER_SOS_ROOT"):
         return [os.environ["DAKTER_SOS_ROOT"]]
-    return [str(REPO_ROOT / ".." / "shared" / "data" / "sos"), "/work/shared/data/sos"]
+    return [str(REPO_ROOT.parent / "shared" / "data" / "sos")]
 
 
 def find_sos_root():
     return next((root for root in sos_root_candidates() if os.path.isdir(os.path.join(root, "train", "palsar"))), None)
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under `folder` (what "nothing lost or mixed" compares)."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, folder)] = handle.read()
+    return found
+
+
+def tiny_pipeline(v_prediction=False):
+    """An untrained `tiny` DAKTerPipeline at 16 px with b = 0.4 (seeded: the same weights every time).
+
+    x0 on linear betas with classes background/oil; `v_prediction`: v on zero-terminal-SNR betas, no class names.
+    """
+    import torch  # here, not at the top: helpers.py is imported by every test module, most need no model
+
+    from dakter_hf.joint.objective import DAKTerObjective
+    from dakter_hf.joint.unet import make_joint_unet
+    from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+
+    torch.manual_seed(0)
+    if v_prediction:
+        sampler = DAKTerObjective(2, 0.4, image_prediction_type="v", zero_terminal_snr=True).sampling_scheduler()
+        unet = make_joint_unet(2, "tiny", sample_size=16)
+        return DAKTerPipeline(unet=unet, scheduler=sampler, balancing_factor=0.4, image_prediction_type="v_prediction")
+    unet = make_joint_unet(2, "tiny", sample_size=16)
+    sampler = DAKTerObjective(2, 0.4).sampling_scheduler()
+    return DAKTerPipeline(unet=unet, scheduler=sampler, balancing_factor=0.4, class_names=["background", "oil"])
+
+
+def run_generate(pipeline, out, *extra):
+    """`dakter generate` of 2 samples, 2 steps, one shard of 2 on the CPU; its exit code."""
+    from dakter_hf.cli import main  # here, not at the top: most test modules never run the CLI
+
+    args = ["--pipeline", pipeline, "--out", str(out), "-n", "2", "--steps", "2", "--batch-size", "2"]
+    return main(["generate", *args, "--shard-size", "2", "--device", "cpu", *extra])
 
 
 def reference_power(array):

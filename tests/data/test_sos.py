@@ -1,4 +1,6 @@
-"""SOS loader: the real subset in /work/shared/data/sos (skipped when absent) and bad inputs.
+"""SOS loader: the real subset (skipped when absent) and bad inputs.
+
+The real subset is shared/data/sos next to the checkout, or $DAKTER_SOS_ROOT (tests/helpers.py).
 
 The bad-input tests build a few synthetic files in the SOS layout with PIL
 (never copies of SOS).
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dakter_hf.cli import main
 from dakter_hf.data import SOS_CLASSES, class_names_of, load_sos
 from dakter_hf.errors import DataError
 
@@ -180,7 +183,21 @@ def test_missing_root(tmp_path):
     missing = tmp_path / "no_such_root"
     with pytest.raises(DataError, match=re.escape(str(missing))):
         load_sos(str(missing))
-    assert issubclass(DataError, ValueError)
+
+
+def test_a_broken_sos_folder_is_one_line_naming_the_file_through_dakter_data(tmp_path, private_cache, capsys):
+    root = tmp_path / "sos"
+    _write_pair(_train_dir(root), _train_dir(root), "1")
+    _, bad_mask = _write_pair(_train_dir(root), _train_dir(root), "2", seed=1)
+    with open(bad_mask, "wb") as handle:
+        handle.write(b"\x89PNG garbage")
+    out = tmp_path / "out"
+    assert main(["data", "--source", f"sos:{root}", "--sensor", "palsar", "--split", "train", "--out", str(out)]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    error = stderr.strip().splitlines()[-1]  # the lines before it: datasets' progress bars
+    assert error.startswith("dakter data: error: ") and bad_mask in error
+    assert not out.exists()
 
 
 def test_missing_sensor_folder(tmp_path, private_cache):

@@ -36,21 +36,7 @@ N = 6
 SHARD = 2
 
 
-def build_pipeline(num_classes=2, class_names=CLASSES):
-    torch.manual_seed(0)
-    return DAKTerPipeline(
-        unet=make_joint_unet(num_classes, "tiny", sample_size=16),
-        scheduler=DAKTerObjective(2, B).sampling_scheduler(),
-        balancing_factor=B,
-        class_names=class_names,
-    )
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("pipe") / "pipeline")
-    build_pipeline().save_pretrained(path)
-    return path
+# pipeline_dir (tests/conftest.py): an untrained tiny pipeline with b = B and class names CLASSES
 
 
 RUN_OPTIONS = {"device", "overwrite", "show_progress", "pipe", "process_index", "num_processes"}

@@ -11,6 +11,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
 )
+from helpers import tiny_pipeline
 
 from dakter_hf.cli import main
 from dakter_hf.generation.schedulers import (
@@ -18,23 +19,17 @@ from dakter_hf.generation.schedulers import (
     configure_sampling,
     make_scheduler,
 )
-from dakter_hf.joint.objective import DAKTerObjective
-from dakter_hf.joint.unet import make_joint_unet
 
 torch.set_num_threads(1)
 
 
 def build_pipeline():
-    torch.manual_seed(0)
-    sampler = DAKTerObjective(2, 0.4, image_prediction_type="v", zero_terminal_snr=True).sampling_scheduler()
-    return DAKTerPipeline(unet=make_joint_unet(2, "tiny", sample_size=16), scheduler=sampler, balancing_factor=0.4, image_prediction_type="v_prediction")
+    """v-prediction on zero-terminal-SNR betas: what every scheduler here must sample from."""
+    return tiny_pipeline(v_prediction=True)
 
 
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("pipe") / "pipeline")
-    build_pipeline().save_pretrained(path)
-    return path
+# the saved one (tests/conftest.py), the same v-prediction pipeline
+V_PIPELINE = pytest.mark.parametrize("pipeline_dir", ["v"], indirect=True)
 
 
 def _supports_zero_snr(name):
@@ -73,6 +68,7 @@ def test_scheduler_names_and_class_names():
         make_scheduler("plms-fast", config)
 
 
+@V_PIPELINE
 def test_cli_generate_records_scheduler_and_dtype(pipeline_dir, tmp_path, capsys):
     out = tmp_path / "gen"
     code = main(["generate", "--pipeline", pipeline_dir, "--out", str(out), "-n", "2", "--batch-size", "2", "--steps", "3",
@@ -84,6 +80,7 @@ def test_cli_generate_records_scheduler_and_dtype(pipeline_dir, tmp_path, capsys
     assert "DPMSolverMultistepScheduler, 3 steps" in card and "bf16 weights" in card
 
 
+@V_PIPELINE
 def test_default_generation_records_ddim_fp32(pipeline_dir, tmp_path):
     out = tmp_path / "gen"
     assert main(["generate", "--pipeline", pipeline_dir, "--out", str(out), "-n", "1", "--steps", "2", "--device", "cpu", "--no-save-to-disk"]) == 0
@@ -91,6 +88,7 @@ def test_default_generation_records_ddim_fp32(pipeline_dir, tmp_path):
     assert config["scheduler"] == "DDIMScheduler" and config["dtype"] == "fp32"
 
 
+@V_PIPELINE
 def test_fp16_on_cpu_works_or_fails_in_one_line(pipeline_dir, tmp_path):
     pipe = DAKTerPipeline.from_pretrained(pipeline_dir, torch_dtype=torch.float16)
     pipe.set_progress_bar_config(disable=True)
