@@ -30,6 +30,7 @@ from PIL import Image
 
 from dakter_hf.data.raster import Normalization, normalize_to_uint8
 from dakter_hf.errors import SceneError
+from dakter_hf.utils.files import atomic_path
 
 # tags that place the pixel grid on the Earth; copied from input to output
 MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION = 33550, 33922, 34264
@@ -268,11 +269,6 @@ def _scene_latitude(tags, sy: float, height: int) -> Optional[float]:
 
 
 # ------------------------------------------------------------------------ writing
-def _replace(tmp: str, path: str) -> str:
-    os.replace(tmp, path)
-    return path
-
-
 def write_mask_png(path: str, mask: np.ndarray, palette: np.ndarray, nodata_colour=(96, 96, 96)) -> str:
     """Palette PNG whose pixel values are class ids (viewers show the class colours); 255 = no data."""
     full = np.zeros((256, 3), dtype=np.uint8)  # a full palette: PIL keeps every index as written
@@ -280,8 +276,9 @@ def write_mask_png(path: str, mask: np.ndarray, palette: np.ndarray, nodata_colo
     full[255] = nodata_colour
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(full.reshape(-1).tolist())
-    image.save(path + ".tmp", format="PNG")
-    return _replace(path + ".tmp", path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")
+    return path
 
 
 def write_probability_geotiff(path: str, probability: np.ndarray, scene: Scene) -> str:
@@ -292,5 +289,6 @@ def write_probability_geotiff(path: str, probability: np.ndarray, scene: Scene) 
     if scene.valid is not None:
         data = np.where(scene.valid, data, np.float32("nan"))
         tags.append((GDAL_NODATA, 2, 0, "nan", True))
-    tifffile.imwrite(path + ".tmp", data, photometric="minisblack", metadata=None, extratags=tags, compression="zlib")
-    return _replace(path + ".tmp", path)
+    with atomic_path(path) as temporary:
+        tifffile.imwrite(temporary, data, photometric="minisblack", metadata=None, extratags=tags, compression="zlib")
+    return path
