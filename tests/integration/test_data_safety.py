@@ -99,9 +99,11 @@ def test_leftover_staging_is_removed_on_the_next_run(pipeline_dir, tmp_path):
     out = tmp_path / "gen"
     assert run_generate(pipeline_dir, out) == 0
     (out / "data" / "train-00000-of-00001.parquet.tmp").write_bytes(b"half")
+    (out / "data" / ".train-00000-of-00001.parquet.0123456789ab.tmp").write_bytes(b"half")  # atomic_path's name
     (out / "hf.tmp-abc").mkdir()
     assert run_generate(pipeline_dir, out) == 0
     assert not (out / "data" / "train-00000-of-00001.parquet.tmp").exists() and not (out / "hf.tmp-abc").exists()
+    assert not list((out / "data").glob("*.tmp"))
     data = tmp_path / "ds"
     (tmp_path / "ds.tmp-old").mkdir()
     assert main(["data", "--source", "simulate:2", "--size", "16", "--out", str(data)]) == 0

@@ -99,7 +99,7 @@ def test_run_writes_pipeline_card_and_history(stage1):
     assert [h["step"] for h in history] == [1, 2, 3]
     assert all(np.isfinite(h["loss"]) for h in history)
     assert os.path.isfile(os.path.join(out, "training_args.json"))
-    assert not glob.glob(os.path.join(out, "*.tmp"))
+    assert not list(Path(out).glob("*.tmp"))  # pathlib also sees hidden names (.NAME.<random>.tmp)
 
     images = pipe(batch_size=2, num_inference_steps=2, generator=[torch.Generator().manual_seed(i) for i in range(2)], output_type="np")
     assert images.images.shape == (2, 16, 16, 1)
@@ -154,7 +154,7 @@ def test_checkpoints_total_limit(tmp_path):
     train(make_args(out, max_train_steps=5, checkpointing_steps=1, checkpoints_total_limit=2))
     names = sorted(os.path.basename(p) for p in glob.glob(str(out / "checkpoint-*")))
     assert names == ["checkpoint-4", "checkpoint-5"]
-    assert not glob.glob(str(out / "*.tmp")) and not glob.glob(str(out / "**" / "*.tmp"), recursive=True)
+    assert not list(Path(out).rglob("*.tmp"))  # hidden temporaries too, at any depth
 
 
 # ---------------------------------------------------------------------- two-stage
