@@ -38,10 +38,11 @@ def _new_temporary(path: str, suffix: str) -> Tuple[int, str]:
     Like `tempfile.mkstemp`, but with the permissions `open` would give (0o666 less the umask), not 0o600.
     """
     folder, name = os.path.split(os.path.abspath(path))
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}{suffix}")
         try:
-            return os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_BINARY", 0), 0o666), temporary
+            return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")

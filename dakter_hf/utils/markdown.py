@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import List, Optional, Sequence, Union
 
+
 __all__ = ["markdown_table", "percent"]
 
 Align = Optional[str]  # None (Markdown's default: left), "left" or "right"
