@@ -191,7 +191,8 @@ def data_path(args) -> None:
     from types import SimpleNamespace
 
     from dakter_hf.data.sources import load_source
-    from dakter_hf.joint.training import BatchPlan, JointTrainingArguments, micro_batches
+    from dakter_hf.joint.arguments import JointTrainingArguments
+    from dakter_hf.joint.batching import BatchPlan, micro_batches
 
     device = torch.device(args.device)
     split = load_source(args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0)["train"]
@@ -215,7 +216,8 @@ def data_path(args) -> None:
 def loop_vs_bare(args) -> None:
     """`train_joint.train` against a bare objective + AdamW loop on the same model and batch size."""
     from dakter_hf.data.sources import load_source
-    from dakter_hf.joint.training import JointTrainingArguments, train
+    from dakter_hf.joint.arguments import JointTrainingArguments
+    from dakter_hf.joint.training import train
 
     device = args.device
     objective = DAKTerObjective(2, balancing_factor=0.44, image_prediction_type="v", zero_terminal_snr=True)

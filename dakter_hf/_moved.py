@@ -31,7 +31,14 @@ MOVED: Dict[str, Tuple[str, ...]] = {
     "dakter_hf.unet": ("dakter_hf.joint.unet",),
     "dakter_hf.speed": ("dakter_hf.joint.speed",),
     "dakter_hf.model_card": ("dakter_hf.joint.card",),
-    "dakter_hf.train_joint": ("dakter_hf.joint.training",),
+    "dakter_hf.train_joint": (
+        "dakter_hf.joint.training",
+        "dakter_hf.joint.arguments",
+        "dakter_hf.joint.batching",
+        "dakter_hf.joint.balance",
+        "dakter_hf.joint.checkpoints",
+        "dakter_hf.joint.samples",
+    ),
     "dakter_hf.generate": (
         "dakter_hf.generation.dataset",
         "dakter_hf.generation.config",

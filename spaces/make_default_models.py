@@ -48,7 +48,8 @@ STUDENT_FILES = ["config.json", "model.safetensors", "preprocessor_config.json",
 
 def train_pipeline(final_name: str) -> str:
     """The tiny config of `dakter demo`, longer and on more scenes; returns the saved pipeline folder."""
-    from dakter_hf.joint.training import JointTrainingArguments, load_config_file, train
+    from dakter_hf.joint.arguments import JointTrainingArguments, load_config_file
+    from dakter_hf.joint.training import train
 
     config = load_config_file(str(resources.files("dakter_hf.configs") / "tiny.yaml"))
     config.update(

@@ -10,8 +10,9 @@
 Run with `--help` for every argument; all of them can also come from `--config FILE`.
 """
 
+from dakter_hf.joint.arguments import parse_args
+from dakter_hf.joint.training import train
 from dakter_hf.utils.arguments import run_launcher
-from dakter_hf.joint.training import parse_args, train
 
 
 def main(argv=None):

@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional
 
 from dakter_hf.generation.config import check_generation_options
 from dakter_hf.generation.schedulers import make_scheduler
-from dakter_hf.joint.training import JointTrainingArguments
+from dakter_hf.joint.arguments import JointTrainingArguments
+from dakter_hf.joint.balance import balancing_choice
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments
 from dakter_hf.utils.arguments import ArgumentParser, convert_config_values, read_config_file
 
@@ -243,18 +244,24 @@ def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict
 
 
 def effective_joint_setting(joint: Dict[str, Any], key: str) -> Any:
-    """A joint setting as training will use it (the field's default where the file is silent)."""
+    """A joint setting as training will use it (the field's default where the file is silent;
+    `balancing_factor` as `balancing_choice` reads it, the rule training applies)."""
 
     value = joint.get(key, next(f.default for f in dataclasses.fields(JointTrainingArguments) if f.name == key))
-    if key == "balancing_factor" and str(value).lower() == "default" and not joint.get("init_from"):
-        return "auto"
+    if key == "balancing_factor":
+        return balancing_choice(value, joint.get("init_from"))
     return value
 
 
 def joint_settings(joint: Dict[str, Any], arm: Arm) -> Dict[str, Any]:
     """The arm's joint-model settings; an override that changes nothing is left out, so arms
     that train the same model (e.g. `dakter-kd` and `b-snr`) share one step."""
-    return {**joint, **{k: v for k, v in arm.joint.items() if str(effective_joint_setting(joint, k)).lower() != str(v).lower()}}
+    merged = {**joint, **arm.joint}
+
+    def effective(settings: Dict[str, Any], key: str) -> str:
+        return str(effective_joint_setting(settings, key)).lower()
+
+    return {**joint, **{k: v for k, v in arm.joint.items() if effective(joint, k) != effective(merged, k)}}
 
 
 def student_name(settings: Dict[str, Any]) -> str:

@@ -41,7 +41,8 @@ def _cmd_demo(args) -> int:
     from dakter_hf.evaluation.quality import format_quality_table, quality_report
     from dakter_hf.generation.config import GenerationSettings
     from dakter_hf.generation.dataset import generate_dataset
-    from dakter_hf.joint.training import JointTrainingArguments, load_config_file, train
+    from dakter_hf.joint.arguments import JointTrainingArguments, load_config_file
+    from dakter_hf.joint.training import train
     from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
     from dakter_hf.utils.files import atomic_write_json
     from dakter_hf.utils.ownership import claim_folder

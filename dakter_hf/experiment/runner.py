@@ -31,7 +31,10 @@ from dakter_hf.experiment.report import write_report
 from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
 from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
-from dakter_hf.joint.training import JointTrainingArguments, balance_resolution_of, sorted_checkpoints, train
+from dakter_hf.joint.arguments import JointTrainingArguments
+from dakter_hf.joint.balance import balance_resolution_of
+from dakter_hf.joint.checkpoints import sorted_checkpoints
+from dakter_hf.joint.training import train
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments, train_student
 from dakter_hf.utils.files import atomic_write_json

@@ -53,9 +53,9 @@ out.masks        # argmax masks
 def write_model_card(directory: str, args, class_names, balance, objective, unet, run, display_path: str = None) -> str:
     """Write README.md (with Hub metadata) next to model_index.json.
 
-    `run` holds what actually happened: {"steps", "batch" (global, with
-    accumulation), "num_train_images"}. `display_path`: the folder's final path, shown in
-    the card when it is written into a temporary folder first.
+    `balance` is the run's `joint.balance.Balance`. `run` holds what actually happened:
+    {"steps", "batch" (global, with accumulation), "num_train_images"}. `display_path`: the folder's
+    final path, shown in the card when it is written into a temporary folder first.
     """
     metadata = {
         "library_name": "diffusers",
@@ -67,8 +67,8 @@ def write_model_card(directory: str, args, class_names, balance, objective, unet
             "num_train_images": run["num_train_images"],
             "num_classes": len(class_names),
             "class_names": list(class_names),
-            "balancing_factor": round(balance["b"], 6),
-            "balance_resolution": balance["resolution"],
+            "balancing_factor": round(balance.b, 6),
+            "balance_resolution": balance.resolution,
             "unet_preset": args.unet_preset,
             "resolution": args.resolution,
         },
@@ -81,8 +81,8 @@ def write_model_card(directory: str, args, class_names, balance, objective, unet
         data=args.data,
         split=args.split,
         num_images=run["num_train_images"],
-        b=balance["b"],
-        b_how=balance["how"],
+        b=balance.b,
+        b_how=balance.how,
         label_loss=objective.label_loss,
         label_encoding=objective.label_encoding,
         image_prediction=objective.image_prediction_type,

@@ -19,12 +19,9 @@ from dakter_hf.data.sources import load_source
 from dakter_hf.data.transforms import random_dihedral
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.speed import resolve_mixed_precision
-from dakter_hf.joint.training import (
-    BatchPlan,
-    JointTrainingArguments,
-    micro_batches,
-    train,
-)
+from dakter_hf.joint.arguments import JointTrainingArguments
+from dakter_hf.joint.batching import BatchPlan, micro_batches
+from dakter_hf.joint.training import train
 
 torch.set_num_threads(1)
 
@@ -136,7 +133,7 @@ def test_mixed_precision_default():
 def test_defaults_are_v_on_zero_terminal_snr_and_paper_configs_are_x0():
     from pathlib import Path
 
-    from dakter_hf.joint.training import parse_args
+    from dakter_hf.joint.arguments import parse_args
 
     defaults = JointTrainingArguments()
     assert defaults.image_prediction == "v_prediction" and defaults.zero_terminal_snr is True
@@ -153,7 +150,7 @@ def test_defaults_are_v_on_zero_terminal_snr_and_paper_configs_are_x0():
 
 def test_background_thread_prepares_the_same_micro_batches():
     from dakter_hf.data.decoded import BatchStream
-    from dakter_hf.joint.training import step_generator
+    from dakter_hf.joint.batching import step_generator
 
     split = load_source("simulate:16", num_classes=2, size=16, seed=0)["train"]
     decoded = DecodedPairs.from_split(split, 16, mode="memory")

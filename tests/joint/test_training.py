@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 
 from dakter_hf.data.balance import compute_balance_stats
 from dakter_hf.data.sources import load_source
-from dakter_hf.joint.training import JointTrainingArguments, parse_args, train
+from dakter_hf.joint.arguments import JointTrainingArguments, parse_args
+from dakter_hf.joint.training import train
 
 # A tiny UNet is far faster on one thread than on two oversubscribed ones.
 torch.set_num_threads(1)
