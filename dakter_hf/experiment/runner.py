@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from dakter_hf.data.balance import compute_balance_stats
 from dakter_hf.data.export import ExportSettings, export_dataset
 from dakter_hf.data.options import normalization_from_options
 from dakter_hf.data.sources import load_saved, source_path
@@ -32,7 +31,7 @@ from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
 from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.joint.arguments import JointTrainingArguments
-from dakter_hf.joint.balance import balance_resolution_of
+from dakter_hf.joint.balance import balance_arguments, balance_resolution_of, snr_balance
 from dakter_hf.joint.checkpoints import sorted_checkpoints
 from dakter_hf.joint.training import train
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
@@ -81,6 +80,8 @@ class Plan:
     quality_of_arm: Dict[str, Step] = field(default_factory=dict)
     data: Optional[Step] = None
     balance: Optional[Step] = None
+    # joint step key -> the balance step whose b it trains with (only joint steps that use the SNR value)
+    balance_of_joint: Dict[str, Step] = field(default_factory=dict)
     teacher: Optional[Step] = None
 
     def add(self, step: Step) -> Step:
@@ -106,8 +107,7 @@ class ExperimentRunner:
         config, plan = self.config, Plan()
         plan.data = plan.add(Step("data", "real", dict(config.data), {"source": source_fingerprint(config.data["source"])}, self._run_data))
         data_key = plan.data.key
-        joint_resolution = effective_joint_setting(config.joint, "resolution")
-        plan.balance = plan.add(Step("balance", f"b-{joint_resolution}px", {"resolution": joint_resolution, "balance_resolution": effective_joint_setting(config.joint, "balance_resolution")}, {"data": data_key}, self._run_balance))
+        plan.balance = plan.add(self._balance_step(config.joint, data_key))
         # the key knows whether Inception weights were there: adding them later computes FID
         quality_settings = {**config.quality, "inception_found": _inception_weights(config.quality["inception_weights"])}
         for arm in config.arms:
@@ -115,7 +115,14 @@ class ExperimentRunner:
                 continue
             settings = joint_settings(config.joint, arm)
             slug = f"{settings.get('label_loss', 'ce')}-{settings.get('label_encoding', 'onehot')}-b{settings.get('balancing_factor', 'auto')}"
+            # the SNR value is computed once, by a balance step; b depends only on the data and on settings
+            # the joint key already holds, so the key needs no balance input
+            balance = None
+            if effective_joint_setting(settings, "balancing_factor") == "auto":
+                balance = plan.add(self._balance_step(settings, data_key))
             joint = plan.add(Step("joint", slug, settings, {"data": data_key}, self._run_joint, budget_minutes=settings.get("max_train_minutes")))
+            if balance is not None:
+                plan.balance_of_joint[joint.key] = balance
             generation = {**config.generation, "scale": max(config.scales)}
             generated = plan.add(Step("generate", slug, generation, {"joint": joint.key, "data": data_key}, self._run_generate))
             quality = plan.add(Step("quality", slug, quality_settings, {"generated": generated.key, "data": data_key}, self._run_quality))
@@ -129,6 +136,13 @@ class ExperimentRunner:
                     for seed in config.seeds:
                         plan.runs.append({"arm": arm.name, "student": student_name(student), "scale": scale, "seed": seed, "step": plan.add(self._student_step(plan, student, arm, scale, seed))})
         return plan
+
+    def _balance_step(self, joint: Dict[str, Any], data_key: str) -> Step:
+        """The step that computes the SNR value b at the resolution these joint settings train with."""
+        resolution = effective_joint_setting(joint, "resolution")
+        balance_resolution = effective_joint_setting(joint, "balance_resolution")
+        settings = {"resolution": resolution, "balance_resolution": balance_resolution}
+        return Step("balance", f"b-{resolution}px", settings, {"data": data_key}, self._run_balance)
 
     def _student_step(self, plan: Plan, student: Dict[str, Any], arm: Arm, scale: Optional[float], seed: int) -> Step:
         settings = {**student, "mode": arm.mode, "seed": seed}
@@ -203,7 +217,7 @@ class ExperimentRunner:
         return self.results[step.key]
 
     # ------------------------------------------------------------------ the steps
-    def _run_data(self, work: str) -> Dict[str, Any]:
+    def _run_data(self, step: Step, work: str) -> Dict[str, Any]:
         data = self.config.data
         options = {key: data[key] for key in ("sensor", "classes", "num_classes", "size", "seed") if data.get(key) is not None}
         normalization = normalization_from_options(data["source"], data.get("intensity") or "linear", data.get("clip_percentiles"))
@@ -218,24 +232,21 @@ class ExperimentRunner:
         split = self.config.data["train_split"]
         return load_saved(self.work(self.plan.data), split=split)[split]
 
-    def _run_balance(self, work: str) -> Dict[str, Any]:
-        step = self.plan.balance.settings
-        resolution = balance_resolution_of(step["balance_resolution"], step["resolution"])
-        stats = compute_balance_stats(self._train_split(), resolution=resolution, show_progress=True)
+    def _run_balance(self, step: Step, work: str) -> Dict[str, Any]:
+        resolution = balance_resolution_of(step.settings["balance_resolution"], step.settings["resolution"])
+        _, stats = snr_balance(self._train_split(), resolution, show_progress=True)
         print(f"balancing factor b = {stats.b:.4f} ({stats.num_images} training images at {resolution or 'native'} px)")
         return {"b": stats.b, "power_image": stats.power_image, "power_label": stats.power_label, "num_images": stats.num_images, "resolution": resolution}
-
-    def _step_of(self, work: str) -> Step:
-        """The step whose `work` folder this is (folders end in the step's key)."""
-        key = os.path.basename(os.path.dirname(work)).rsplit("-", 1)[-1]
-        return next(s for s in self.plan.steps if s.key == key)
 
     def _input_step(self, step: Step, name: str) -> Step:
         """The step that `step` reads as input `name` (e.g. "joint", "generated")."""
         return next(s for s in self.plan.steps if s.key == step.inputs[name])
 
-    def _run_joint(self, work: str) -> Dict[str, Any]:
-        settings = self._step_of(work).settings
+    def _run_joint(self, step: Step, work: str) -> Dict[str, Any]:
+        settings = dict(step.settings)
+        if step.key in self.plan.balance_of_joint:  # the SNR value: the balance step's b, not computed again
+            balance = self.result(self.plan.balance_of_joint[step.key])
+            settings.update(balance_arguments(balance["b"], balance["resolution"]))
         args = JointTrainingArguments(**settings, data=self.work(self.plan.data), split=self.config.data["train_split"], output_dir=work, resume_from_checkpoint="latest", report_to="none")
         pipeline = train(args)
 
@@ -244,8 +255,7 @@ class ExperimentRunner:
         steps = int(checkpoints[-1].rsplit("-", 1)[-1]) if checkpoints else args.max_train_steps
         return {"b": config["balancing_factor"], "steps": steps}
 
-    def _run_generate(self, work: str) -> Dict[str, Any]:
-        step = self._step_of(work)
+    def _run_generate(self, step: Step, work: str) -> Dict[str, Any]:
         settings, joint = step.settings, self._input_step(step, "joint")
         num_samples = max(1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]]))
         generation = GenerationSettings(
@@ -255,8 +265,7 @@ class ExperimentRunner:
         generate_dataset(os.path.join(self.work(joint), "pipeline"), work, generation)
         return {"num_samples": num_samples}
 
-    def _run_quality(self, work: str) -> Dict[str, Any]:
-        step = self._step_of(work)
+    def _run_quality(self, step: Step, work: str) -> Dict[str, Any]:
         generated_step = self._input_step(step, "generated")
         generated = load_saved(self.work(generated_step), split="train")["train"]
         real = self._train_split()
@@ -270,8 +279,7 @@ class ExperimentRunner:
         atomic_write_json(os.path.join(work, "quality.json"), report)
         return report
 
-    def _run_student(self, work: str) -> Dict[str, Any]:
-        step = self._step_of(work)
+    def _run_student(self, step: Step, work: str) -> Dict[str, Any]:
         settings = dict(step.settings)
         mode, seed, scale = settings.pop("mode"), settings.pop("seed"), settings.pop("scale", 1.0)
         student_kwargs, training_kwargs = split_student_settings(settings)

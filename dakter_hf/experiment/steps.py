@@ -54,13 +54,13 @@ def step_key(kind: str, settings: Dict[str, Any], inputs: Dict[str, Any]) -> str
 
 @dataclass
 class Step:
-    """One unit of cached work; `run(work_dir)` returns a JSON-able result."""
+    """One unit of cached work; `run(step, work_dir)` gets the step itself and returns a JSON-able result."""
 
     kind: str
     label: str
     settings: Dict[str, Any]
     inputs: Dict[str, Any]
-    run: Callable[[str], Dict[str, Any]] = field(repr=False, compare=False)
+    run: Callable[["Step", str], Dict[str, Any]] = field(repr=False, compare=False)
     budget_minutes: Optional[float] = None  # for the ETA before a step of this kind has been timed
 
     @property
@@ -88,7 +88,7 @@ def run_step(step: Step, root: str) -> Dict[str, Any]:
     atomic_write_json(os.path.join(folder, "step.json"), {"kind": step.kind, "label": step.label, "settings": step.settings, "inputs": step.inputs, "code": code_version()})
     with FolderLock(folder, flag=f"step {step.kind}/{step.label}"):
         start = time.time()
-        result = step.run(os.path.join(folder, "work"))
+        result = step.run(step, os.path.join(folder, "work"))
         atomic_write_json(os.path.join(folder, DONE), {"result": result, "seconds": time.time() - start, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code": code_description()})
     return result
 

@@ -249,3 +249,70 @@ def test_scales_satsynth_and_teacher_arms_reuse_the_cache_and_plot_against_scale
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert os.path.getsize(tmp_path / "report" / report["figures"]["scale_segformer-b0"]) > 1000
     assert {(r["arm"], r["scale"]) for r in report["summary"]["table1"]} >= {("satsynth", 0.5), ("satsynth", 1.0), ("dakter-kd", 0.5), ("teacher-kd", None)}
+
+
+def test_a_step_callback_receives_its_step_and_work_folder(tmp_path):
+    from dakter_hf.experiment.steps import Step, run_step
+
+    seen = []
+    def callback(step, work):
+        seen.append((step, work))
+        return {"b": 1.0}
+
+    step = Step("balance", "b-32px", {"resolution": 32}, {"data": "abc"}, callback)
+    assert run_step(step, str(tmp_path)) == {"b": 1.0}
+    assert seen == [(step, os.path.join(step.folder(str(tmp_path)), "work"))]
+
+
+def test_b_is_computed_once_and_every_snr_joint_model_trains_with_the_balance_steps_b(tmp_path, monkeypatch):
+    import sys
+
+    import dakter_hf.data.balance as balance_module
+    from dakter_hf.experiment.steps import run_step
+    from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+
+    original, calls = balance_module.compute_balance_stats, []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("resolution"))
+        return original(*args, **kwargs)
+
+    for module in list(sys.modules.values()):  # wherever the package holds Eq. 9 under its name
+        named = getattr(module, "__name__", "").startswith("dakter_hf")
+        if named and getattr(module, "compute_balance_stats", None) is original:
+            monkeypatch.setattr(module, "compute_balance_stats", counted)
+    joint = {"resolution": 32, "unet_preset": "tiny", "train_batch_size": 4, "learning_rate": 1e-3}
+    joint.update(max_train_steps=1, checkpointing_steps=1)
+    config = load_experiment_config(tiny_config(tmp_path, arms=("real", "dakter-kd", "ddpm-l2", "b-1"), joint=joint))
+    runner = ExperimentRunner(config)
+    plan = runner.plan
+    assert [s.kind for s in plan.steps].count("balance") == 1
+    for step in plan.steps:
+        if step.kind in ("data", "balance", "joint"):
+            runner.results[step.key] = run_step(step, runner.root)
+    assert calls == [32]  # the balance step's; neither SNR joint step computed b again
+    b = runner.result(plan.balance)["b"]
+    for arm, expected in (("dakter-kd", b), ("ddpm-l2", b), ("b-1", 1.0)):
+        joint_step = plan.joint_of_arm[arm]
+        assert joint_step.inputs == {"data": plan.data.key}  # keys as before: b adds no input
+        pipeline = DAKTerPipeline.load_config(os.path.join(runner.work(joint_step), "pipeline"))
+        assert pipeline["balancing_factor"] == expected and runner.result(joint_step)["b"] == expected
+        assert pipeline["balance_resolution"] == (32 if arm != "b-1" else None)
+
+
+def test_report_has_a_calibration_column_and_a_reliability_diagram(finished):
+    tmp_path, _ = finished
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    rows = {row["Arm"]: row for row in parse_markdown_table(markdown.split("## Table 1")[1])}
+    for entry in report["summary"]["table1"]:
+        values = []
+        for run in report["runs"]:
+            if run["arm"] == entry["arm"]:
+                with open(tmp_path / "run" / run["step"] / "work" / "test_metrics.json") as handle:
+                    values.append(json.load(handle)["ece"])  # from the student's own test pass
+        assert entry["ece"]["values"] == pytest.approx(values)
+        assert rows[entry["arm"]]["ECE (%)"].split(" ± ")[0] == f"{100 * sum(values) / len(values):.2f}"
+    figure = report["figures"]["reliability_segformer-b0"]
+    assert os.path.getsize(tmp_path / "report" / figure) > 1000 and f"]({figure})" in markdown
+    assert "never on test" in markdown  # the temperature-scaling note
