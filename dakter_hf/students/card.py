@@ -9,7 +9,7 @@ import os
 import yaml
 
 from dakter_hf.students.metrics import format_table4_row
-from dakter_hf.students.models import input_channels, model_class, student_family
+from dakter_hf.students.models import REMOTE_CODE_FAMILIES, input_channels, model_class, student_family
 from dakter_hf.utils.files import atomic_write_text
 
 ARM_TEXT = {
@@ -33,7 +33,7 @@ trained with dakter-hf's `DAKTerTrainer` on {arm}.
 | teacher | {teacher} |
 | classes | {class_list} |
 | input | {channels} channel(s), {resolution}x{resolution} px, scaled as {scaling} |
-| loss | CE x {ce_weight} + Dice x {dice_weight} on real samples; {generated_loss} |
+| loss | CE x {ce_weight} + Dice x {dice_weight}{boundary} on real samples; {generated_loss} |
 | training | {steps} steps, {epochs:.1f} epochs, lr {lr}, batch {batch} per device, seed {seed} |
 | initial weights | {init} |
 
@@ -77,6 +77,8 @@ def write_student_card(directory: str, model, args, training, class_names, sampl
         if loss.generated_ce:
             terms.append(f"CE x {loss.ce_weight} against the argmax")
         terms.append(f"Dice x {loss.dice_weight} ({loss.generated_dice_target} targets)")
+        if loss.boundary_weight:
+            terms.append(f"boundary x {loss.boundary_weight:g} (argmax edges)")
         generated_loss = "generated samples: " + " + ".join(terms)
     if args.teacher:
         generated_loss += f"; real samples also KD x {loss.kd_weight} against the teacher"
@@ -134,6 +136,7 @@ def write_student_card(directory: str, model, args, training, class_names, sampl
         ce_weight=loss.ce_weight,
         dice_weight=loss.dice_weight,
         generated_loss=generated_loss,
+        boundary=f" + boundary (1 - BF1 of the mask edges) x {loss.boundary_weight:g}" if loss.boundary_weight else "",
         steps=state.global_step,
         epochs=state.epoch or 0.0,
         lr=training.learning_rate,
@@ -144,7 +147,7 @@ def write_student_card(directory: str, model, args, training, class_names, sampl
         metrics=metrics_table,
         auto_class=auto_class,
         repo=training.hub_model_id or directory,
-        remote=", trust_remote_code=True" if family == "deeplabv3plus" else "",
+        remote=", trust_remote_code=True" if family in REMOTE_CODE_FAMILIES else "",
         arguments=json.dumps(dataclasses.asdict(args), indent=2, default=str),
     )
     return atomic_write_text(os.path.join(directory, "README.md"), text)

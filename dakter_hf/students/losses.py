@@ -22,6 +22,18 @@ Dice targets: the one-hot mask for real samples; for generated samples the argma
 "without KD" arm by the KD term and nothing else, or the soft label's class probabilities
 at T = 1 ("soft").
 
+Boundary term (CBD-Net's boundary supervision, optional: ``boundary_weight``, 0 by default;
+train.py gives ``cbdnet-resnet34`` students the reference's 1). The edge definition of the
+reference (``boundary_bce_loss2.py``): the edge of a class map m is maxpool_3(1 - m) - (1 - m),
+the pixels of the class with a pixel of another class in their 3 x 3 neighbourhood (the image
+border is no edge), computed on the one-hot target and, softly, on the predicted probabilities;
+an edge counts as found within the other's edge dilated by a 5 x 5 maxpool. The term is
+1 - boundary F1 (precision of the predicted edge, recall of the true one), averaged over
+classes. The reference multiplies (BCE + Dice) by this term; here it is added with its own
+weight, like every other term, so it routes per sample. For generated samples the targets are
+the argmax labels, so the edges are the argmax edges. A class without edges in a sample
+(e.g. no oil) has BF1 = 0 and adds a constant 1 (no gradient), as in the reference.
+
 Resolution: student logits at another size (SegFormer and DeepLabV3+ give H/4) are
 upsampled bilinearly to the label size before every term, as SegFormer's own loss does,
 so the soft labels are used at full resolution.
@@ -37,6 +49,8 @@ import torch.nn.functional as F
 
 KD_TEMPERATURE = 2.0  # the paper's T (Eq. 3)
 IGNORE_INDEX = 255  # label value excluded from every loss and metric (transformers' segmentation default)
+BOUNDARY_WEIGHT = 1.0  # CBD-Net reference's weight of the boundary term (cbdnet-resnet34 students' default)
+BOUNDARY_KERNEL, BOUNDARY_EXTENSION = 3, 5  # the reference's theta0 (edge) and theta (tolerance) windows
 
 
 @dataclass
@@ -50,11 +64,17 @@ class StudentLossConfig:
     generated_ce: bool = True
     generated_dice_target: str = "hard"
     ignore_index: int = IGNORE_INDEX
+    boundary_weight: float = 0.0
+    boundary_kernel: int = BOUNDARY_KERNEL
+    boundary_extension: int = BOUNDARY_EXTENSION
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        for name in ("ce_weight", "kd_weight", "dice_weight"):
+        for name in ("boundary_kernel", "boundary_extension"):
+            if getattr(self, name) < 1 or getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be an odd number >= 1, got {getattr(self, name)}")
+        for name in ("ce_weight", "kd_weight", "dice_weight", "boundary_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.generated_dice_target not in ("soft", "hard"):
@@ -69,6 +89,7 @@ class StudentLossOutput:
     ce: torch.Tensor
     kd: torch.Tensor
     dice: torch.Tensor
+    boundary: torch.Tensor  # 1 - boundary F1 (zeros when boundary_weight is 0: not computed)
 
 
 def resize_logits(logits: torch.Tensor, size) -> torch.Tensor:
@@ -121,6 +142,45 @@ def dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, valid: Optiona
     intersection = (probabilities * targets).flatten(2).sum(-1)
     total = probabilities.flatten(2).sum(-1) + targets.flatten(2).sum(-1)
     return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean(1)
+
+
+def class_edges(maps: torch.Tensor, kernel: int = BOUNDARY_KERNEL, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Inner edges of (B, C, H, W) class maps, maxpool_k(1 - m) - (1 - m): 1 on a class pixel next to another class.
+
+    On soft maps (probabilities) the edge is soft. Max pooling pads with -inf, so the image border is no edge;
+    likewise ignored pixels (`valid` (B, H, W) = 0) neither are edges nor make their neighbours edges.
+    """
+    outside = 1.0 - maps
+    if valid is not None:
+        outside = outside * valid[:, None]
+    edges = F.max_pool2d(outside, kernel, stride=1, padding=(kernel - 1) // 2) - outside
+    return edges if valid is None else edges * valid[:, None]
+
+
+def boundary_loss(
+    probabilities: torch.Tensor,
+    targets: torch.Tensor,
+    valid: Optional[torch.Tensor] = None,
+    kernel: int = BOUNDARY_KERNEL,
+    extension: int = BOUNDARY_EXTENSION,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """CBD-Net's boundary term per sample: mean over classes of 1 - BF1; (B,).
+
+    P = |E_pred * dilate(E_true)| / |E_pred|, R = |dilate(E_pred) * E_true| / |E_true|, BF1 = 2PR / (P + R),
+    with E the `class_edges` of the probabilities and of the (one-hot) targets and dilate a stride-1
+    maxpool of size `extension`. Ignored pixels (`valid` = 0) count as image border (see `class_edges`), so
+    the term does not depend on the predictions there.
+    """
+    probabilities, targets = probabilities.float(), targets.float()
+    predicted, true = class_edges(probabilities, kernel, valid), class_edges(targets, kernel, valid)
+    pad = (extension - 1) // 2
+    predicted_wide = F.max_pool2d(predicted, extension, stride=1, padding=pad)
+    true_wide = F.max_pool2d(true, extension, stride=1, padding=pad)
+    precision = (predicted * true_wide).flatten(2).sum(-1) / (predicted.flatten(2).sum(-1) + eps)
+    recall = (predicted_wide * true).flatten(2).sum(-1) / (true.flatten(2).sum(-1) + eps)
+    f1 = 2 * precision * recall / (precision + recall + eps)
+    return (1.0 - f1).mean(1)
 
 
 def one_hot(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -178,9 +238,13 @@ def student_loss(
             use_soft = (is_generated & has_soft_label)[:, None, None, None]
             dice_targets = torch.where(use_soft, soft_targets, dice_targets)
     dice = dice_loss(probabilities, dice_targets, valid)
+    boundary = zeros
+    if config.boundary_weight > 0:  # against the labels: the mask, or a generated sample's argmax
+        edges_of = one_hot(labels, num_classes, config.ignore_index)
+        boundary = boundary_loss(probabilities, edges_of, valid, config.boundary_kernel, config.boundary_extension)
 
     ce_weight = torch.full((batch,), config.ce_weight, device=device)
     if not config.generated_ce:
         ce_weight = torch.where(is_generated, zeros, ce_weight)
-    per_sample = ce_weight * ce + config.kd_weight * kd + config.dice_weight * dice
-    return StudentLossOutput(per_sample=per_sample, ce=ce, kd=kd, dice=dice)
+    per_sample = ce_weight * ce + config.kd_weight * kd + config.dice_weight * dice + config.boundary_weight * boundary
+    return StudentLossOutput(per_sample=per_sample, ce=ce, kd=kd, dice=dice, boundary=boundary)

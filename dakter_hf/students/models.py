@@ -5,7 +5,8 @@
     student_logits(model, pixel_values)                 (B, C, h, w) scores for the losses
 
 Names: segformer-b0 .. segformer-b5 (b3 is the paper's), mask2former-swin-tiny,
-deeplabv3plus-resnet18 / deeplabv3plus-resnet50.
+deeplabv3plus-resnet18 / deeplabv3plus-resnet50, cbdnet-resnet34 (`cbdnet.py`; its
+`--student_weights` may also be a transformers ResNet checkpoint, which then becomes the encoder).
 
 Input: a grey SAR image x in [-1, 1] (x = pixel / 127.5 - 1, as for the diffusion model).
 Students built here take one channel; pretrained weights usually expect three, and then
@@ -32,6 +33,7 @@ from typing import Dict, Optional
 import torch
 from transformers import AutoConfig, AutoImageProcessor, Mask2FormerImageProcessor, SegformerImageProcessor
 
+from dakter_hf.students.cbdnet import CBDNetForSemanticSegmentation, cbdnet_config, load_resnet_encoder
 from dakter_hf.students.deeplabv3plus import DeepLabV3PlusForSemanticSegmentation, deeplabv3plus_config
 from dakter_hf.utils.hub import is_hub_id
 
@@ -44,16 +46,18 @@ SEGFORMER_SIZES = {
     "b4": ([64, 128, 320, 512], [3, 8, 27, 3], 768),
     "b5": ([64, 128, 320, 512], [3, 6, 40, 3], 768),
 }
-STUDENT_NAMES = tuple(f"segformer-{size}" for size in SEGFORMER_SIZES) + ("mask2former-swin-tiny", "deeplabv3plus-resnet18", "deeplabv3plus-resnet50")
+STUDENT_NAMES = tuple(f"segformer-{size}" for size in SEGFORMER_SIZES) + ("mask2former-swin-tiny", "deeplabv3plus-resnet18", "deeplabv3plus-resnet50", "cbdnet-resnet34")
+FAMILY_OF_MODEL_TYPE = {"segformer": "segformer", "mask2former": "mask2former", "dakter_deeplabv3plus": "deeplabv3plus", "dakter_cbdnet": "cbdnet"}
+REMOTE_CODE_FAMILIES = ("deeplabv3plus", "cbdnet")  # saved with their modelling file: trust_remote_code=True
 INPUT_SCALING = "pixel / 127.5 - 1"
 
 
 def student_family(name_or_model) -> str:
-    """'segformer', 'mask2former' or 'deeplabv3plus', from a factory name or a model."""
+    """'segformer', 'mask2former', 'deeplabv3plus' or 'cbdnet', from a factory name or a model."""
     if not isinstance(name_or_model, str):
         model_type = name_or_model.config.model_type
-        return {"segformer": "segformer", "mask2former": "mask2former", "dakter_deeplabv3plus": "deeplabv3plus"}.get(model_type, model_type)
-    for family in ("segformer", "mask2former", "deeplabv3plus"):
+        return FAMILY_OF_MODEL_TYPE.get(model_type, model_type)
+    for family in ("segformer", "mask2former", "deeplabv3plus", "cbdnet"):
         if name_or_model.startswith(family):
             return family
     raise ValueError(f"--student must be one of {', '.join(STUDENT_NAMES)}, got {name_or_model!r}")
@@ -78,6 +82,8 @@ def student_config(name: str, id2label: Dict[int, str], num_channels: int = 1, *
         swin = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, num_channels=num_channels, out_features=["stage1", "stage2", "stage3", "stage4"])
         swin.update(overrides.pop("backbone", {}))
         return Mask2FormerConfig(backbone_config=SwinConfig(**swin), use_pretrained_backbone=False, **overrides, **labels)
+    if family == "cbdnet":  # overrides: CBDNetConfig fields, and `backbone` for ResNetConfig fields
+        return cbdnet_config(len(id2label), id2label=labels["id2label"], num_channels=num_channels, **overrides)
 
     config = deeplabv3plus_config(len(id2label), id2label=labels["id2label"], num_channels=num_channels, backbone=name.split("-")[1])
     for key, value in overrides.items():
@@ -94,6 +100,8 @@ def model_class(family: str):
         from transformers import Mask2FormerForUniversalSegmentation
 
         return Mask2FormerForUniversalSegmentation
+    if family == "cbdnet":
+        return CBDNetForSemanticSegmentation
 
     return DeepLabV3PlusForSemanticSegmentation
 
@@ -111,7 +119,10 @@ def build_student(name: str, id2label: Dict[int, str], weights: Optional[str] = 
     if weights:
         labels = {"id2label": {int(k): v for k, v in id2label.items()}, "label2id": {v: int(k) for k, v in id2label.items()}}
         try:
-            model = cls.from_pretrained(weights, ignore_mismatched_sizes=True, **labels)
+            if family == "cbdnet" and _model_type_of(weights) == "resnet":  # an (ImageNet) ResNet: the encoder only
+                model = load_resnet_encoder(weights, len(id2label), labels["id2label"], **overrides)
+            else:
+                model = cls.from_pretrained(weights, ignore_mismatched_sizes=True, **labels)
         except OSError as error:
             raise FileNotFoundError(f"--student_weights {weights}: could not load {cls.__name__} weights ({error})") from None
         if student_family(model) != family:
@@ -121,6 +132,14 @@ def build_student(name: str, id2label: Dict[int, str], weights: Optional[str] = 
     model.config.sar_input = {"channels": input_channels(model), "scaling": INPUT_SCALING}
     model.config.dakter_student = name
     return model
+
+
+def _model_type_of(weights: str) -> Optional[str]:
+    """The model_type in a checkpoint's config.json (None when it has none we can read)."""
+    try:
+        return AutoConfig.from_pretrained(weights).model_type
+    except (OSError, ValueError):
+        return None
 
 
 def input_channels(model) -> int:
@@ -154,7 +173,7 @@ def student_logits(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """Per-pixel class scores (B, C, h, w) of any student, usable as logits by the losses.
 
     SegFormer and DeepLabV3+ return logits at H/4; Mask2Former's come at H/4 too, as
-    log-probabilities. The caller resizes (see `losses.resize_logits`).
+    log-probabilities; CBD-Net's at the input size. The caller resizes (see `losses.resize_logits`).
     """
     outputs = model(pixel_values=pixel_values)
     if hasattr(outputs, "class_queries_logits"):
@@ -187,10 +206,9 @@ def load_student(path: str):
 
 
 def _family_of_config(config) -> str:
-    mapping = {"segformer": "segformer", "mask2former": "mask2former", "dakter_deeplabv3plus": "deeplabv3plus"}
-    if config.model_type not in mapping:
-        raise ValueError(f"{config.model_type!r} is not a dakter student (expected one of {sorted(mapping)})")
-    return mapping[config.model_type]
+    if config.model_type not in FAMILY_OF_MODEL_TYPE:
+        raise ValueError(f"{config.model_type!r} is not a dakter student (expected one of {sorted(FAMILY_OF_MODEL_TYPE)})")
+    return FAMILY_OF_MODEL_TYPE[config.model_type]
 
 
 def student_resolution(model, processor=None) -> Optional[int]:

@@ -33,7 +33,7 @@ from dakter_hf.errors import DataError
 from dakter_hf.students.card import write_student_card
 from dakter_hf.students.data import build_eval_samples, build_training_samples, generated_rows, load_generated, student_collate
 from dakter_hf.students.inference import evaluate_student
-from dakter_hf.students.losses import KD_TEMPERATURE, StudentLossConfig
+from dakter_hf.students.losses import BOUNDARY_WEIGHT, KD_TEMPERATURE, StudentLossConfig
 from dakter_hf.students.metrics import make_batch_compute_metrics, to_json
 from dakter_hf.students.models import STUDENT_NAMES, build_student, make_image_processor
 from dakter_hf.students.teacher import teacher_soft_labels
@@ -72,6 +72,7 @@ class StudentArguments:
     kd_weight: float = field(default=0.1, metadata={"help": "lambda_kd (paper: 0.1)"})
     dice_weight: float = field(default=0.5, metadata={"help": "lambda_dice (paper: 0.5)"})
     generated_ce: bool = field(default=True, metadata={"help": "also CE against the argmax for generated samples (false: Eq. 5 read literally)"})
+    boundary_weight: Optional[float] = field(default=None, metadata={"help": f"weight of CBD-Net's boundary term (1 - boundary F1 of the mask edges; generated samples: the argmax edges); default {BOUNDARY_WEIGHT:g} (the reference's) for cbdnet-resnet34, 0 for the other students"})
     generated_dice_target: str = field(default="hard", metadata={"help": "Dice target of generated samples: hard (argmax; the KD arm then differs from --mode hard by the KD term only) or soft (probabilities)"})
     augment: bool = field(default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"})
     max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"})
@@ -110,7 +111,8 @@ class StudentArguments:
     def loss_config(self) -> StudentLossConfig:
         kd_weight = self.kd_weight if (self.mode == "dakter" or self.teacher) else 0.0
         dice_target = self.generated_dice_target if self.mode == "dakter" else "hard"
-        return StudentLossConfig(temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=kd_weight, dice_weight=self.dice_weight, generated_ce=self.generated_ce, generated_dice_target=dice_target)
+        boundary = self.boundary_weight if self.boundary_weight is not None else BOUNDARY_WEIGHT if self.student.startswith("cbdnet") else 0.0
+        return StudentLossConfig(temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=kd_weight, dice_weight=self.dice_weight, generated_ce=self.generated_ce, generated_dice_target=dice_target, boundary_weight=boundary)
 
 
 @dataclass

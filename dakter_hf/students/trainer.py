@@ -62,6 +62,8 @@ class DAKTerTrainer(Trainer):
         """Per-term means for the logs: CE, Dice over all samples; KD over those with soft labels."""
         self._terms["loss_ce"].append(out.ce.detach().mean())
         self._terms["loss_dice"].append(out.dice.detach().mean())
+        if self.loss_config.boundary_weight > 0:
+            self._terms["loss_boundary"].append(out.boundary.detach().mean())
         soft = inputs.get("has_soft_label")
         if soft is not None and bool(soft.any()):
             self._terms["loss_kd"].append(out.kd.detach()[soft.bool()].mean())

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from dakter_hf.students.losses import (
     StudentLossConfig,
+    boundary_loss,
+    class_edges,
     dice_loss,
     kd_loss,
     one_hot,
@@ -184,3 +186,104 @@ def test_default_kd_arm_is_the_hard_arm_plus_kd():
     kd_arm = student_loss(logits, labels, soft, flags, flags)
     hard_arm = student_loss(logits, labels, None, None, flags, StudentLossConfig(kd_weight=0.0))
     assert torch.allclose(kd_arm.per_sample, hard_arm.per_sample + 0.1 * kd_loss(logits, soft, 2.0), atol=1e-6)
+
+
+def _hand_edges(m):
+    """Inner edge by the reference's definition, with loops: max of (1 - m) over the in-image 3x3 window minus (1 - m)."""
+    h, w = len(m), len(m[0])
+    return [[max(1 - m[j][i] for j in range(max(0, y - 1), min(h, y + 2)) for i in range(max(0, x - 1), min(w, x + 2))) - (1 - m[y][x])
+             for x in range(w)] for y in range(h)]
+
+
+def _hand_wide(e, size=5):
+    h, w, r = len(e), len(e[0]), size // 2
+    return [[max(e[j][i] for j in range(max(0, y - r), min(h, y + r + 1)) for i in range(max(0, x - r), min(w, x + r + 1)))
+             for x in range(w)] for y in range(h)]
+
+
+def _hand_boundary(probabilities, mask):
+    """1 - BF1 averaged over classes, for one sample, with python loops."""
+    terms = []
+    for c in range(probabilities.shape[0]):
+        p = probabilities[c].tolist()
+        t = [[1.0 if v == c else 0.0 for v in row] for row in mask.tolist()]
+        pe, te = _hand_edges(p), _hand_edges(t)
+        pw, tw = _hand_wide(pe), _hand_wide(te)
+        cells = [(y, x) for y in range(len(p)) for x in range(len(p[0]))]
+        precision = sum(pe[y][x] * tw[y][x] for y, x in cells) / (sum(pe[y][x] for y, x in cells) + 1e-7)
+        recall = sum(pw[y][x] * te[y][x] for y, x in cells) / (sum(te[y][x] for y, x in cells) + 1e-7)
+        terms.append(1 - 2 * precision * recall / (precision + recall + 1e-7))
+    return sum(terms) / len(terms)
+
+
+def test_boundary_edges_of_a_known_mask():
+    mask = torch.zeros(1, 6, 6, dtype=torch.long)
+    mask[0, 1:4, 2:5] = 1  # a 3 x 3 oil square
+    edges = class_edges(one_hot(mask, 2))
+    oil = torch.zeros(6, 6)
+    oil[1:4, 2:5] = 1
+    oil[2, 3] = 0  # the square's ring: its centre has no background neighbour
+    assert torch.equal(edges[0, 1], oil)
+    background = torch.zeros(6, 6)
+    background[0:5, 1:6] = 1
+    background[1:4, 2:5] = 0  # the 16 background pixels around the square
+    assert torch.equal(edges[0, 0], background) and int(edges[0, 0].sum()) == 16
+    # the image border is no edge: an all-oil image has none
+    assert class_edges(torch.ones(1, 1, 4, 4)).abs().sum() == 0
+
+
+def test_boundary_term_matches_a_hand_computation():
+    mask = torch.zeros(2, 6, 6, dtype=torch.long)
+    mask[0, 1:4, 2:5] = 1
+    mask[1, :, 4:] = 1
+    g = torch.Generator().manual_seed(11)
+    logits = torch.randn(2, 2, 6, 6, generator=g) * 2
+    probabilities = logits.softmax(1)
+    ours = boundary_loss(probabilities, one_hot(mask, 2))
+    for i in range(2):
+        assert ours[i].item() == pytest.approx(_hand_boundary(probabilities[i], mask[i]), abs=1e-6)
+    # a perfect prediction has BF1 = 1 per class; a one-pixel shift is forgiven by the 5 x 5 tolerance
+    assert boundary_loss(one_hot(mask, 2), one_hot(mask, 2)).abs().max() < 1e-6
+    shifted = torch.roll(mask, 1, dims=-1)
+    assert boundary_loss(one_hot(shifted, 2), one_hot(mask, 2))[0].item() == pytest.approx(_hand_boundary(one_hot(shifted, 2)[0], mask[0]), abs=1e-6)
+    assert boundary_loss(one_hot(shifted, 2), one_hot(mask, 2))[0].item() < 1e-6
+    # an image without oil: the oil class has no edge, BF1 = 0 (the reference's constant 1 for that class)
+    empty = torch.zeros(1, 6, 6, dtype=torch.long)
+    assert boundary_loss(probabilities[:1], one_hot(empty, 2)).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_boundary_weight_adds_the_term_and_uses_argmax_edges_for_generated_samples():
+    g = torch.Generator().manual_seed(12)
+    logits, soft = torch.randn(2, 2, 8, 8, generator=g), torch.randn(2, 2, 8, 8, generator=g) * 3
+    labels = soft.argmax(1)
+    flags = torch.tensor([False, True])
+    plain = student_loss(logits, labels, soft, flags, flags, StudentLossConfig(generated_dice_target="soft"))
+    with_edges = student_loss(logits, labels, soft, flags, flags, StudentLossConfig(generated_dice_target="soft", boundary_weight=0.7))
+    expected = boundary_loss(logits.softmax(1), one_hot(labels, 2))  # argmax edges, even with soft Dice targets
+    assert torch.allclose(with_edges.boundary, expected, atol=1e-6)
+    assert torch.allclose(with_edges.per_sample, plain.per_sample + 0.7 * expected, atol=1e-6)
+    assert torch.equal(plain.boundary, torch.zeros(2))  # off by default
+    with pytest.raises(ValueError, match="boundary_weight"):
+        StudentLossConfig(boundary_weight=-1)
+    with pytest.raises(ValueError, match="boundary_kernel"):
+        StudentLossConfig(boundary_kernel=4)
+
+
+def test_boundary_term_ignores_predictions_on_ignored_pixels():
+    """Ignored pixels act like the image border: no edges there, none caused next to them."""
+    mask = torch.zeros(1, 6, 6, dtype=torch.long)
+    mask[0, 1:5, 2:5] = 1  # oil touches row 4; row 5 is ignored below
+    ignored = mask.clone()
+    ignored[0, 5] = 255
+    valid = (ignored != 255).float()
+    edges = class_edges(one_hot(ignored, 2), valid=valid)
+    assert edges[0, :, 5].abs().sum() == 0 and edges[0, 1, 4, 3] == 0  # oil above the ignored row is no edge
+    g = torch.Generator().manual_seed(13)
+    probabilities = torch.randn(1, 2, 6, 6, generator=g).softmax(1)
+    changed = probabilities.clone()
+    changed[0, :, 5] = torch.rand(2, 6, generator=g).softmax(0)
+    a = boundary_loss(probabilities, one_hot(ignored, 2), valid)
+    assert torch.allclose(a, boundary_loss(changed, one_hot(ignored, 2), valid), atol=1e-7)
+    assert not torch.allclose(a, boundary_loss(changed, one_hot(mask, 2)))
+    loss = student_loss(torch.log(probabilities), ignored, config=StudentLossConfig(boundary_weight=1.0))
+    assert torch.allclose(loss.boundary, a, atol=1e-6)
