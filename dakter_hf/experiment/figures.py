@@ -141,6 +141,56 @@ def scale_curve_figure(points: Mapping[str, Sequence[tuple]], metric_name: str =
     return _render(figure)
 
 
+def pooled_reliability(reliabilities: Sequence[Mapping]) -> Optional[Dict[str, np.ndarray]]:
+    """Sum the reliability bins of several runs (e.g. seeds): counts add, means are count-weighted.
+
+    Each entry is a metrics ``reliability`` dict ({bins, count, confidence, accuracy}; None or NaN
+    for an empty bin, as JSON has it). None when no entry has a pixel.
+    """
+    entries = [r for r in reliabilities if r and sum(r.get("count") or []) > 0]
+    if not entries:
+        return None
+    count = np.zeros(len(entries[0]["count"]), dtype=np.float64)
+    confidence, accuracy = np.zeros_like(count), np.zeros_like(count)
+    for entry in entries:
+        n = np.asarray(entry["count"], dtype=np.float64)
+        count += n
+        for total, key in ((confidence, "confidence"), (accuracy, "accuracy")):
+            values = np.array([np.nan if v is None else v for v in entry[key]], dtype=np.float64)
+            total += np.where(n > 0, np.nan_to_num(values) * n, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"count": count, "confidence": confidence / count, "accuracy": accuracy / count}
+
+
+def reliability_figure(curves: Mapping[str, Mapping], title: str = "reliability (test pixels)") -> Image.Image:
+    """Reliability diagram: accuracy against mean top-class confidence per bin, one line per name.
+
+    `curves` maps a name to a `pooled_reliability` dict. The diagonal is perfect calibration (below it:
+    over-confident); the lower panel shows the share of pixels per bin (log scale).
+    """
+    figure = Figure(figsize=(5, 5), dpi=100)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for index, (name, bins) in enumerate(curves.items()):
+        filled = np.asarray(bins["count"]) > 0
+        colour = f"C{index % 10}"
+        conf, acc, count = (np.asarray(bins[k], dtype=np.float64)[filled] for k in ("confidence", "accuracy", "count"))
+        top.plot(conf, acc, marker="o", markersize=4, color=colour, label=str(name))
+        bottom.plot(conf, count / count.sum(), marker=".", color=colour)
+    top.set_ylabel("accuracy")
+    top.set_title(title)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("confidence (top-class probability)")
+    bottom.set_ylabel("pixels")
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    return _render(figure)
+
+
 def _smooth(values: np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard-style exponential moving average; weight 0 leaves values unchanged."""
     out, running = np.empty_like(values), values[0]

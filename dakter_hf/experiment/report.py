@@ -123,6 +123,7 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
             student_curves[label] = figures.student_loss_curve(runner.work(run["step"]))
     if any(student_curves.values()):
         paths["student_loss"] = figures.save_png(figures.training_curves_figure(student_curves, f"students: training loss (seed {config.seeds[0]})", smoothing=0.6), os.path.join(out, "student_loss.png"))
+    _reliability_figures(runner, out, paths)
     if len(config.scales) > 1:
         for student in sorted({r["student"] for r in runner.plan.runs}):
             points = scale_points(summary, student=student)
@@ -132,6 +133,26 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
             points = {arm: [(scale, mean, float("nan") if std is None else std) for scale, mean, std in p if mean is not None] for arm, p in points.items() if all(point[0] is not None for point in p)}
             paths[f"scale_{student}"] = figures.save_png(figures.scale_curve_figure(points, baseline=baseline), os.path.join(out, f"scale_{student}.png"))
     return paths
+
+
+RELIABILITY_ARMS = ("real", "dakter-no-kd", "dakter-kd")  # real only vs without KD vs KD
+
+
+def _reliability_figures(runner, out: str, paths: Dict[str, str]) -> None:
+    """One reliability diagram per student: its runs' test-pixel bins pooled over seeds (and scales) per arm."""
+    runs, titles = runner.plan.runs, _arm_titles(runner.config)
+    arms = [a for a in RELIABILITY_ARMS if a in {r["arm"] for r in runs}]
+    if len(arms) < 2:  # none of the paper's trio beside real only: every arm
+        arms = [a.name for a in runner.config.arms]
+    for student in sorted({r["student"] for r in runs}):
+        curves = {}
+        for arm in arms:
+            bins = [runner.result(r["step"])["metrics"].get("reliability") for r in runs if r["student"] == student and r["arm"] == arm]
+            pooled = figures.pooled_reliability(bins)
+            if pooled is not None:
+                curves[titles.get(arm, arm)] = pooled
+        if curves:
+            paths[f"reliability_{student}"] = figures.save_png(figures.reliability_figure(curves, f"{student}: reliability on the test pixels"), os.path.join(out, f"reliability_{student}.png"))
 
 
 def _steps_line(runs: List[Dict[str, Any]]) -> str:
@@ -174,6 +195,8 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         lines.append(f"| `{name}` ({titles.get(name, name)}) | {source} | {loss} |")
     lines += ["", "## Table 1: test mIoU and F1, mean ± std over seeds", "", table1_markdown(report["summary"]), ""]
     lines += [_steps_line(report["runs"]), ""]
+    lines += ["Temperature scaling is not applied: a temperature would be fitted on a held-out part of train "
+              "(`--validation_fraction`), never on test, with the ECE reported before and after.", ""]
     lines += ["## Table 4: per-class IoU, precision and recall", "", table4_markdown(report["summary"]), ""]
     if report["generated_sets"]:
         lines += ["## Joint models and generated sets", "", "| generated set (arms) | joint steps | b | samples | generation |", "|---|---:|---:|---:|---|"]
@@ -204,6 +227,8 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         lines += ["## Figures", ""]
         for name, file in report["figures"].items():
             caption = captions.get(name, f"mIoU against augmentation scale, {name[len('scale_'):]} (like Fig. 5)" if name.startswith("scale_") else name)
+            if name.startswith("reliability_"):
+                caption = f"Reliability diagram, {name[len('reliability_'):]}: test-pixel accuracy against confidence, pooled over seeds"
             lines += [f"**{caption}**", "", f"![{caption}]({file})", ""]
     seconds: Dict[str, float] = {}
     for timing in report["timings"]:

@@ -27,6 +27,8 @@ __all__ = ["summarize", "table1_markdown", "table4_markdown", "parse_markdown_ta
 
 # Table 1 metric -> key of a run's metrics dict (test_metrics.json).
 TABLE1_METRICS = {"miou": "mean_iou", "f1": "mean_f1"}
+# Table 1's calibration column (lower is better; shown without a paired test), n/a for runs without it.
+TABLE1_CALIBRATION = {"ece": "ece"}
 # Table 4 means -> key of a run's metrics dict.
 TABLE4_MEANS = {"miou": "mean_iou", "mf1": "mean_f1", "mp": "mean_precision", "mr": "mean_recall"}
 CLASS_METRICS = ("iou", "precision", "recall")
@@ -111,6 +113,9 @@ def summarize(runs: Sequence[Mapping], baseline_arm: str = "real", confidence: f
         for m, k in TABLE1_METRICS.items():
             values = [_value(r["metrics"].get(k)) for r in group]
             row1[m] = {**_stats(values), "values": values}
+        for m, k in TABLE1_CALIBRATION.items():
+            values = [_value(r["metrics"].get(k)) for r in group]
+            row1[m] = {**_stats(values), "values": values}
         base = by_seed.get((student, baseline_arm, None), {m: {} for m in TABLE1_METRICS})
         row1["vs_baseline"] = None if arm == baseline_arm else {
             m: _paired(m, by_seed[(student, arm, scale)][m], base[m], confidence) for m in TABLE1_METRICS}
@@ -159,12 +164,13 @@ def _render(header: List[str], rows: List[List[str]], legend: str) -> str:
 def table1_markdown(summary: Mapping) -> str:
     """Table 1: mIoU and F1 per (student, arm, scale), with the paired difference to the baseline."""
     base, conf = summary["baseline_arm"], f"{100 * summary['confidence']:g} %"
-    header = ["Student", "Arm", "Scale", "n", "mIoU (%)", "F1 (%)",
+    header = ["Student", "Arm", "Scale", "n", "mIoU (%)", "F1 (%)", "ECE (%)",
               f"Δ mIoU vs {base} ({conf} CI)", "p (mIoU)", "Verdict (mIoU)",
               f"Δ F1 vs {base} ({conf} CI)", "p (F1)", "Verdict (F1)"]
     rows, pairs = [], set()
     for r in summary["table1"]:
-        cells = [r["student"], r["arm"], _scale(r, base), str(r["n"]), _mean_std(r["miou"]), _mean_std(r["f1"])]
+        cells = [r["student"], r["arm"], _scale(r, base), str(r["n"]), _mean_std(r["miou"]), _mean_std(r["f1"]),
+                 _mean_std(r.get("ece") or {"mean": None, "std": None})]
         for m in TABLE1_METRICS:
             c = (r["vs_baseline"] or {}).get(m)
             cells += [_delta(c), _p(c["p_value"]), c["verdict"]] if c else ["-", "-", "-"]
@@ -174,7 +180,9 @@ def table1_markdown(summary: Mapping) -> str:
     width = "" if fewest is None else f"With n = {fewest} pairs the interval is t = {stats.t.ppf((1 + summary['confidence']) / 2, fewest - 1):.2f} standard errors wide on each side: "
     legend = (f"Percent, mean ± sample std over seeds. Δ: arm − {base} in points, paired over shared seeds "
               f"(n pairs = {', '.join(map(str, sorted(pairs))) or 'n/a'}), {conf} Student-t interval on the "
-              f"per-seed differences; p: two-sided paired t-test. {width}'no clear difference' does not mean equal.")
+              f"per-seed differences; p: two-sided paired t-test. {width}'no clear difference' does not mean equal. "
+              "ECE: expected calibration error of the top-class probability per test pixel (15 bins; lower is "
+              "better; not temperature-scaled).")
     return _render(header, rows, legend)
 
 

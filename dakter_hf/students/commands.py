@@ -28,7 +28,7 @@ def _register_evaluate(sub) -> None:
 def _cmd_evaluate(args) -> int:
     from dakter_hf.data.features import class_names_of  # loaded when the command runs: `dakter --help` stays fast
     from dakter_hf.students.inference import evaluate_constant, evaluate_student
-    from dakter_hf.students.metrics import format_table4_row, to_json
+    from dakter_hf.students.metrics import format_calibration_row, format_table4_row, to_json
     from dakter_hf.students.models import load_student, student_resolution
 
     if args.batch_size <= 0:
@@ -46,6 +46,8 @@ def _cmd_evaluate(args) -> int:
         result = evaluate_student(model, split, resolution, batch_size=args.batch_size, device=args.device or _default_device())
         print(f"{args.model} on {args.data} [{args.split}], {result['num_images']} images at {resolution} px (masks at their own size):")
     print(format_table4_row(result, dict(enumerate(class_names_of(split)))))
+    if "ece" in result:
+        print(format_calibration_row(result, dict(enumerate(class_names_of(split)))))
     if args.json:
         record = {"model": args.model, "constant": args.constant, "data": args.data, "split": args.split, "resolution": resolution, **to_json(result)}
         print(f"wrote {atomic_write_json(args.json, record)}")

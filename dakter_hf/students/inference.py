@@ -58,14 +58,19 @@ def predict_split(model, split, resolution: int, batch_size: int = 16, device: O
 
 
 def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, show_progress: bool = True) -> dict:
-    """Table-4 metrics of `model` on a real split (predictions upsampled to the masks' size)."""
+    """Table-4 and calibration metrics of `model` on a real split (predictions upsampled to the masks' size).
+
+    The probabilities of each batch go to the accumulator's bin counts and are dropped: memory does
+    not grow with the split.
+    """
 
     names = class_names_of(split)
     if model.config.num_labels != len(names):
         raise ValueError(f"the student predicts {model.config.num_labels} classes, the data has {len(names)} ({names})")
     accumulator = SegmentationMetricAccumulator(len(names), id2label=dict(enumerate(names)))
     for logits, labels in predict_split(model, split, resolution, batch_size, device, desc="evaluating" if show_progress else None):
-        accumulator.update(resize_logits(logits, labels.shape[-2:]).argmax(1), labels)
+        probabilities = resize_logits(logits, labels.shape[-2:]).softmax(1)
+        accumulator.update(probabilities.argmax(1), labels, probabilities=probabilities)
     result = accumulator.compute()
     result["num_images"] = len(split)
     return result

@@ -16,6 +16,20 @@ Conventions (also those of the shipped `evaluate` module, which calls this code)
   silently dropped. ``per_category_accuracy`` is the recall (``mean_iou``'s
   definition), so it follows the same rule; ``mean_iou`` gives NaN there for a
   class that is only predicted, so its ``mean_accuracy`` can differ from ours.
+
+Calibration (when probabilities are given, from the same pass), likewise from
+fixed-size counts (`CalibrationAccumulator`: 15 bins per class, a few sums), over
+the pixels whose reference is not ignored:
+
+* ``ece``: expected calibration error of the top-class probability, 15 equal-width
+  bins (k/15, (k+1)/15], sum over bins of (pixels in bin / pixels) x |accuracy -
+  mean confidence| (Guo et al. 2017);
+* ``per_category_ece``: the same for each class c on p_c against [reference == c]
+  (class-wise ECE, Kull et al. 2019); ``ece_<oil name>`` in the flat metrics;
+* ``brier``: mean over pixels of sum_c (p_c - [reference == c])^2 (Brier 1950; 0..2);
+* ``nll``: mean over pixels of -log p_reference (p clamped at 1e-12);
+* ``reliability``: per top-class bin the pixel count, mean confidence and accuracy
+  (NaN for an empty bin), for reliability diagrams.
 """
 
 from __future__ import annotations
@@ -33,6 +47,8 @@ __all__ = [
     "confusion_matrix",
     "metrics_from_confusion",
     "SegmentationMetricAccumulator",
+    "CalibrationAccumulator",
+    "CALIBRATION_BINS",
     "make_batch_compute_metrics",
     "flatten_metrics",
     "format_table4_row",
@@ -40,6 +56,9 @@ __all__ = [
     "METRIC_MODULE_PATH",
 ]
 
+CALIBRATION_BINS = 15  # equal-width confidence bins of the ECE (Guo et al. 2017)
+CALIBRATION_KEYS = ("ece", "brier", "nll")
+NLL_FLOOR = 1e-12  # probabilities are clamped here before the log (a saturated softmax gives 0)
 # The `evaluate` module shipped with the package (see `load_metric_module`).
 METRIC_MODULE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric", "dakter_segmentation")
 
@@ -170,10 +189,86 @@ def metrics_from_confusion(confusion: np.ndarray, id2label: Optional[Mapping] = 
     return result
 
 
+def _bin_index(values: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Equal-width bins (k/n, (k+1)/n]; 0 falls in the first bin."""
+    return (torch.ceil(values * num_bins).long() - 1).clamp_(0, num_bins - 1)
+
+
+class CalibrationAccumulator:
+    """ECE, class-wise ECE, Brier and NLL over batches of per-pixel probabilities (see the module docstring).
+
+    Holds (C + 1) x 3 x bins sums and three scalars, whatever the number of images.
+    """
+
+    def __init__(self, num_labels: int, num_bins: int = CALIBRATION_BINS, ignore_index: Optional[int] = 255):
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+        self.num_labels, self.num_bins, self.ignore_index = int(num_labels), int(num_bins), ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        # [count, sum of probability, sum of hits] per bin: row 0 the top class, row 1 + c class c
+        self._bins = np.zeros((self.num_labels + 1, 3, self.num_bins), dtype=np.float64)
+        self._brier = self._nll = 0.0
+        self._pixels = 0
+
+    def update(self, probabilities, references) -> None:
+        """Add (B, C, H, W) class probabilities (torch or numpy) and their (B, H, W) reference ids."""
+        probs = probabilities if isinstance(probabilities, torch.Tensor) else torch.from_numpy(np.asarray(probabilities))
+        if probs.ndim != 4 or probs.shape[1] != self.num_labels:
+            raise ValueError(f"probabilities must be (B, {self.num_labels}, H, W), got {tuple(probs.shape)}")
+        ref = _as_long_tensor(references, probs.device)
+        if ref.shape != probs.shape[:1] + probs.shape[2:]:
+            raise ValueError(f"references {tuple(ref.shape)} do not match probabilities {tuple(probs.shape)}")
+        probs = probs.double().permute(0, 2, 3, 1).reshape(-1, self.num_labels)
+        ref = ref.reshape(-1)
+        if self.ignore_index is not None:
+            keep = ref != self.ignore_index
+            probs, ref = probs[keep], ref[keep]
+        bad = _bad_values(ref, self.num_labels)
+        if bad:
+            raise ValueError(f"reference class ids outside [0, {self.num_labels}) and not ignore_index={self.ignore_index}: {bad}")
+        if ref.numel() == 0:
+            return
+        n, bins = self.num_labels, self.num_bins
+        truth = torch.nn.functional.one_hot(ref, n).double()
+        confidence, predicted = probs.max(1)
+        rows = [(_bin_index(confidence, bins), confidence, (predicted == ref).double())]
+        rows += [(_bin_index(probs[:, c], bins), probs[:, c], truth[:, c]) for c in range(n)]
+        for row, (index, probability, hit) in enumerate(rows):
+            for k, weight in enumerate((None, probability, hit)):
+                self._bins[row, k] += torch.bincount(index, weights=weight, minlength=bins).double().cpu().numpy()
+        self._brier += float(((probs - truth) ** 2).sum())
+        self._nll += float(-probs.gather(1, ref[:, None]).clamp_min(NLL_FLOOR).log().sum())
+        self._pixels += int(ref.numel())
+
+    @property
+    def pixels(self) -> int:
+        return self._pixels
+
+    def compute(self) -> Dict[str, Any]:
+        """{ece, brier, nll, per_category_ece, reliability} (module docstring); ValueError before any pixel."""
+        if self._pixels == 0:
+            raise ValueError("no pixel was counted for calibration")
+        total = float(self._pixels)
+        count, probability, hits = self._bins[:, 0], self._bins[:, 1], self._bins[:, 2]
+        ece = np.abs(hits - probability).sum(1) / total  # sum_b n_b / N * |hits_b / n_b - p_b / n_b|
+        with np.errstate(invalid="ignore", divide="ignore"):
+            confidence, accuracy = probability[0] / count[0], hits[0] / count[0]
+        return {
+            "ece": float(ece[0]),
+            "brier": self._brier / total,
+            "nll": self._nll / total,
+            "per_category_ece": ece[1:].copy(),
+            "reliability": {"bins": self.num_bins, "count": count[0].astype(np.int64), "confidence": confidence, "accuracy": accuracy},
+        }
+
+
 class SegmentationMetricAccumulator:
     """Running confusion matrix over batches: what a Trainer with `batch_eval_metrics=True` needs.
 
-    Holds only C*C integers, so the evaluation set's logits never pile up in memory.
+    Holds only C*C integers, so the evaluation set's logits never pile up in memory. Batches given
+    with their `probabilities` also feed a `CalibrationAccumulator`, whose metrics `compute` adds.
     """
 
     def __init__(self, num_labels: int, ignore_index: Optional[int] = 255, id2label: Optional[Mapping] = None):
@@ -182,15 +277,23 @@ class SegmentationMetricAccumulator:
         self.id2label = id2label
         self.reset()
 
-    def update(self, predictions, references) -> None:
-        """Add a batch of class-id maps (torch or numpy, same shape)."""
+    def update(self, predictions, references, probabilities=None) -> None:
+        """Add a batch of class-id maps (torch or numpy, same shape), optionally their (B, C, H, W) probabilities."""
         self._confusion += confusion_matrix(predictions, references, self.num_labels, self.ignore_index)
+        if probabilities is not None:
+            self._calibration.update(probabilities, references)
 
     def compute(self) -> Dict[str, Any]:
-        return metrics_from_confusion(self._confusion, self.id2label)
+        result = metrics_from_confusion(self._confusion, self.id2label)
+        if self._calibration.pixels:
+            result.update(self._calibration.compute())
+            for c, name in enumerate(result.get("per_category", {})):
+                result["per_category"][name]["ece"] = float(result["per_category_ece"][c])
+        return result
 
     def reset(self) -> None:
         self._confusion = np.zeros((self.num_labels, self.num_labels), dtype=np.int64)
+        self._calibration = CalibrationAccumulator(self.num_labels, ignore_index=self.ignore_index)
 
     @property
     def confusion(self) -> np.ndarray:
@@ -215,6 +318,9 @@ def flatten_metrics(result: Mapping[str, Any], id2label: Optional[Mapping] = Non
         "precision": result["per_category_precision"],
         "recall": result["per_category_recall"],
     }
+    if "ece" in result:  # calibration, when probabilities were given
+        flat.update({key: float(result[key]) for key in CALIBRATION_KEYS})
+        per_class["ece"] = result["per_category_ece"]
     for c in range(len(result["per_category_iou"])):
         name = _label_name(id2label, c)
         for metric, values in per_class.items():
@@ -264,6 +370,13 @@ def format_table4_row(result: Mapping[str, Any], id2label: Mapping) -> str:
             columns.append((f"{short} {name}", f"{metric}_{name}"))
     row = [percent(flat[key]) for _, key in columns]
     return "\n".join(markdown_table([title for title, _ in columns], [row], align="right"))
+
+
+def format_calibration_row(result: Mapping[str, Any], id2label: Mapping) -> str:
+    """Markdown header + one row: ECE (%), Brier, NLL and the class-wise ECE (%) of every class."""
+    columns = [("ECE (%)", percent(result["ece"])), ("Brier", f"{result['brier']:.4f}"), ("NLL", f"{result['nll']:.4f}")]
+    columns += [(f"ECE {_label_name(id2label, c)} (%)", percent(v)) for c, v in enumerate(result["per_category_ece"])]
+    return "\n".join(markdown_table([title for title, _ in columns], [[value for _, value in columns]], align="right"))
 
 
 def load_metric_module(**load_kwargs):

@@ -122,3 +122,16 @@ def test_student_loss_curve_falls_back_to_newest_checkpoint(tmp_path):
     (tmp_path / "trainer_state.json").write_text('{"log_history": [')
     with pytest.raises(ValueError, match="trainer_state.json"):
         figures.student_loss_curve(str(tmp_path))
+
+
+def test_reliability_bins_pool_over_seeds_and_the_diagram_draws_each_arm():
+    a = {"bins": 3, "count": [2, 0, 6], "confidence": [0.2, None, 0.9], "accuracy": [0.5, None, 0.5]}
+    b = {"bins": 3, "count": [2, 4, 2], "confidence": [0.3, 0.5, 0.7], "accuracy": [0.0, 0.25, 1.0]}
+    pooled = figures.pooled_reliability([a, b, None])
+    np.testing.assert_allclose(pooled["count"], [4, 4, 8])
+    np.testing.assert_allclose(pooled["confidence"], [0.25, 0.5, (6 * 0.9 + 2 * 0.7) / 8])
+    np.testing.assert_allclose(pooled["accuracy"], [0.25, 0.25, (6 * 0.5 + 2 * 1.0) / 8])
+    assert figures.pooled_reliability([None, {"count": [0, 0]}]) is None
+    one = figures.reliability_figure({"real only": pooled})
+    two = figures.reliability_figure({"real only": pooled, "KD": figures.pooled_reliability([b])})
+    assert one.size == (500, 500) and np.abs(np.asarray(one, int) - np.asarray(two, int)).sum() > 0

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from dakter_hf.students.metrics import (
+    CalibrationAccumulator,
     SegmentationMetricAccumulator,
     confusion_matrix,
     flatten_metrics,
+    format_calibration_row,
     format_table4_row,
     load_metric_module,
     make_batch_compute_metrics,
@@ -215,3 +217,135 @@ def test_evaluate_module_matches_metrics_from_confusion():
             assert result[key] == value  # same code on the same counts: exact, and no NaN here
         else:
             np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def numpy_calibration(probs: np.ndarray, ref: np.ndarray, bins: int = 15, ignore_index: int = 255) -> dict:
+    """ECE, class-wise ECE, Brier, NLL from flat numpy arrays, with an explicit loop over (lo, hi] bins."""
+    probs = np.moveaxis(probs, 1, -1).reshape(-1, probs.shape[1]).astype(np.float64)
+    ref = ref.reshape(-1)
+    keep = ref != ignore_index
+    probs, ref = probs[keep], ref[keep]
+    n, num_classes = len(ref), probs.shape[1]
+
+    def ece(score, hit):
+        total = 0.0
+        for k in range(bins):
+            lo, hi = k / bins, (k + 1) / bins
+            inside = (score > lo) & (score <= hi) if k else (score <= hi)
+            if inside.any():
+                total += inside.sum() / n * abs(hit[inside].mean() - score[inside].mean())
+        return total
+
+    truth = np.eye(num_classes)[ref]
+    return {
+        "ece": ece(probs.max(1), (probs.argmax(1) == ref).astype(float)),
+        "per_category_ece": np.array([ece(probs[:, c], truth[:, c]) for c in range(num_classes)]),
+        "brier": float(((probs - truth) ** 2).sum(1).mean()),
+        "nll": float(-np.log(np.maximum(probs[np.arange(n), ref], 1e-12)).mean()),
+    }
+
+
+def random_probabilities(seed, num_labels, shape=(3, 12, 12), sharpness=3.0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(shape[0], num_labels, *shape[1:])) * sharpness
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ref = rng.integers(0, num_labels, size=shape)
+    ref[rng.random(shape) < 0.05] = 255
+    return probs.astype(np.float32), ref
+
+
+@pytest.mark.parametrize("num_labels", [2, 4])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_matches_an_independent_numpy_computation(seed, num_labels):
+    probs, ref = random_probabilities(seed, num_labels)
+    accumulator = CalibrationAccumulator(num_labels)
+    for i in range(len(ref)):  # image by image: the counts add up
+        accumulator.update(torch.from_numpy(probs[i : i + 1]), torch.from_numpy(ref[i : i + 1]))
+    result = accumulator.compute()
+    expected = numpy_calibration(probs, ref)
+    for key in ("ece", "brier", "nll", "per_category_ece"):
+        np.testing.assert_allclose(result[key], expected[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    reliability = result["reliability"]
+    assert reliability["bins"] == 15 and int(reliability["count"].sum()) == int((ref != 255).sum())
+    filled = reliability["count"] > 0
+    assert np.isnan(reliability["confidence"][~filled]).all()
+    ece = (reliability["count"][filled] * np.abs(reliability["accuracy"] - reliability["confidence"])[filled]).sum() / reliability["count"].sum()
+    assert ece == pytest.approx(result["ece"], rel=1e-9)
+
+
+def test_perfectly_calibrated_predictions_have_zero_ece():
+    # exactly: in each bin the hit rate equals the confidence (0.8 on 10 pixels, 8 right; 0.6 on 5, 3 right)
+    ref = np.zeros((1, 3, 5), dtype=np.int64)
+    oil = np.array([0.8] * 10 + [0.4] * 5).reshape(3, 5)  # p(oil); top class: oil at 0.8, background at 0.6
+    ref[0].flat[:8] = 1
+    ref[0].flat[10:12] = 1  # 3 of the 5 background-at-0.6 pixels are background
+    probs = np.stack([1 - oil, oil])[None]
+    accumulator = CalibrationAccumulator(2)
+    accumulator.update(probs, ref)
+    result = accumulator.compute()
+    assert result["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert result["brier"] == pytest.approx(numpy_calibration(probs, ref)["brier"], rel=1e-12)
+    # statistically: labels drawn from the predicted probabilities
+    rng = np.random.default_rng(0)
+    p_oil = rng.random((4, 128, 128))
+    drawn = (rng.random(p_oil.shape) < p_oil).astype(np.int64)
+    accumulator = CalibrationAccumulator(2)
+    accumulator.update(np.stack([1 - p_oil, p_oil], 1), drawn)
+    result = accumulator.compute()
+    assert result["ece"] < 0.01 and result["per_category_ece"][1] < 0.01
+    assert result["ece"] == pytest.approx(numpy_calibration(np.stack([1 - p_oil, p_oil], 1), drawn)["ece"], rel=1e-9)
+
+
+def test_over_confident_predictions():
+    """99 % sure everywhere, right on 60 % of the pixels: ECE = 0.39, and NLL/Brier as by hand."""
+    ref = np.zeros((1, 10, 10), dtype=np.int64)
+    ref[0, 6:] = 1  # the prediction says background everywhere
+    probs = np.zeros((1, 2, 10, 10))
+    probs[0, 0], probs[0, 1] = 0.99, 0.01
+    accumulator = CalibrationAccumulator(2)
+    accumulator.update(probs, ref)
+    result = accumulator.compute()
+    assert result["ece"] == pytest.approx(0.39, abs=1e-12)
+    assert result["nll"] == pytest.approx(-(0.6 * math.log(0.99) + 0.4 * math.log(0.01)), rel=1e-12)
+    assert result["brier"] == pytest.approx(0.6 * 2 * 0.01**2 + 0.4 * 2 * 0.99**2, rel=1e-12)
+    # class-wise for oil: p_oil = 0.01 in one bin where 40 % are oil
+    assert result["per_category_ece"][1] == pytest.approx(0.39, abs=1e-12)
+    # a saturated wrong prediction: NLL is finite (clamped at 1e-12)
+    accumulator.reset()
+    accumulator.update(np.stack([np.ones((1, 2, 2)), np.zeros((1, 2, 2))], 1), np.ones((1, 2, 2), dtype=np.int64))
+    assert accumulator.compute()["nll"] == pytest.approx(-math.log(1e-12))
+
+
+def test_segmentation_accumulator_adds_calibration_and_flat_keys():
+    probs, ref = random_probabilities(3, 2)
+    id2label = {0: "sea", 1: "oil"}
+    accumulator = SegmentationMetricAccumulator(2, id2label=id2label)
+    accumulator.update(probs.argmax(1), ref, probabilities=probs)
+    result = accumulator.compute()
+    expected = numpy_calibration(probs, ref)
+    assert result["ece"] == pytest.approx(expected["ece"], rel=1e-9)
+    assert result["per_category"]["oil"]["ece"] == pytest.approx(expected["per_category_ece"][1], rel=1e-9)
+    flat = flatten_metrics(result, id2label)
+    assert {"ece", "brier", "nll", "ece_oil", "ece_sea"} <= set(flat)
+    row = format_calibration_row(result, id2label).splitlines()
+    assert row[0].split("|")[1].strip() == "ECE (%)" and "ECE oil (%)" in row[0]
+    # without probabilities nothing changes
+    plain = SegmentationMetricAccumulator(2, id2label=id2label)
+    plain.update(probs.argmax(1), ref)
+    assert "ece" not in plain.compute() and "ece" not in flatten_metrics(plain.compute(), id2label)
+    with pytest.raises(ValueError, match="probabilities must be"):
+        CalibrationAccumulator(3).update(probs, ref)
+
+
+def test_evaluate_module_takes_probabilities_and_returns_calibration():
+    probs, ref = random_probabilities(4, 2, shape=(2, 8, 8))
+    metric = load_metric_module(keep_in_memory=True)
+    result = metric.compute(predictions=list(probs), references=list(ref), num_labels=2, ignore_index=255)
+    expected = numpy_calibration(probs, ref)
+    for key in ("ece", "brier", "nll", "per_category_ece"):
+        np.testing.assert_allclose(result[key], expected[key], rtol=1e-6, err_msg=key)  # stored as float32
+    from_maps = metrics_from_confusion(confusion_matrix(probs.argmax(1), ref, 2))
+    np.testing.assert_allclose(result["mean_iou"], from_maps["mean_iou"], rtol=1e-12)

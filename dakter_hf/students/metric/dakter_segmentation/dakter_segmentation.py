@@ -24,12 +24,22 @@ predicted) or recall (never in the references) counts as 0, penalizing a missed
 or hallucinated class (like sklearn's zero_division=0). Keys follow the
 `mean_iou` metric (mean_iou, mean_accuracy, overall_accuracy, per_category_iou,
 per_category_accuracy), with per_category_accuracy = recall.
+
+Predictions may instead be per-pixel class probabilities, one (C, height, width)
+array per image: the class map is their argmax, and the result adds calibration
+metrics from the same pass (`dakter_hf.students.metrics.CalibrationAccumulator`):
+ece (15 equal-width bins on the top-class probability), per_category_ece
+(class-wise), brier, nll and the reliability bins. Each image is added to fixed-size
+bin counts and dropped, but `evaluate` hands `_compute` every stored input at once:
+for a split larger than memory use `SegmentationMetricAccumulator` batch by batch
+(what `dakter evaluate` does).
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions (`List[ndarray]`):
         Predicted class-id maps, one 2D array (height, width) per image; sizes may differ between images.
+        Or class probabilities, one 3D array (num_labels, height, width) per image: adds calibration.
     references (`List[ndarray]`):
         Ground-truth class-id maps, each the same size as its prediction.
     num_labels (`int`):
@@ -44,6 +54,8 @@ Returns:
         mean_iou, mean_accuracy, overall_accuracy, mean_f1, mean_precision, mean_recall (floats);
         per_category_iou, per_category_accuracy, per_category_f1, per_category_precision,
         per_category_recall (float64 arrays of length C, NaN for a class absent from both inputs).
+        With probabilities also ece, brier, nll (floats), per_category_ece (length C) and
+        reliability ({bins, count, confidence, accuracy} per top-class bin).
 
 Examples:
 
@@ -72,21 +84,31 @@ class DakterSegmentation(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
-                    "references": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
-                }
-            ),
+            features=[
+                datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
+                        "references": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
+                    }
+                ),
+                datasets.Features(  # per-pixel class probabilities (C, H, W): calibration too
+                    {
+                        "predictions": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32")))),
+                        "references": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
+                    }
+                ),
+            ],
             reference_urls=["https://huggingface.co/spaces/evaluate-metric/mean_iou"],
         )
 
     def _compute(self, predictions, references, num_labels, ignore_index=255, id2label=None):
         if len(predictions) != len(references):
             raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
-        confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+        accumulator = dakter_metrics.SegmentationMetricAccumulator(num_labels, ignore_index, id2label)
         for prediction, reference in zip(predictions, references):  # images may differ in size
-            confusion += dakter_metrics.confusion_matrix(
-                np.asarray(prediction), np.asarray(reference), num_labels, ignore_index
-            )
-        return dakter_metrics.metrics_from_confusion(confusion, id2label)
+            prediction, reference = np.asarray(prediction), np.asarray(reference)
+            if prediction.ndim == 3:  # probabilities: argmax, and calibration from the same pass
+                accumulator.update(prediction.argmax(0)[None], reference[None], probabilities=prediction[None])
+            else:
+                accumulator.update(prediction, reference)
+        return accumulator.compute()
