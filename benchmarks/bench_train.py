@@ -220,6 +220,7 @@ def loop_vs_bare(args) -> None:
     from dakter_hf.joint.training import train
 
     device = args.device
+    enable_tf32()  # train() turns TF32 on for the whole process: the first bare run must have it too
     objective = DAKTerObjective(2, balancing_factor=0.44, image_prediction_type="v", zero_terminal_snr=True)
     torch.manual_seed(0)
     split = load_source(args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0)["train"]
@@ -320,6 +321,7 @@ def main():
     parser.add_argument("--data-only", action="store_true", help="only the per-micro-batch cost of the two data paths")
     parser.add_argument("--data-steps", type=int, default=20, help="micro-batches timed per data path")
     parser.add_argument("--no-loop", action="store_true", help="skip the training loop vs bare loop comparison")
+    parser.add_argument("--no-memory", action="store_true", help="skip the generation memory check")
     parser.add_argument("--loop-steps", type=int, default=40, help="optimizer steps of each training-loop run")
     parser.add_argument("--loop-data", default="simulate:256", help="data of the training-loop run (sos:ROOT, simulate:N, ...)")
     parser.add_argument("--sensor", default="palsar")
@@ -339,7 +341,7 @@ def main():
     if not args.no_loop:
         data_path(args)
         loop_vs_bare(args)
-    if not args.loop_only:
+    if not args.loop_only and not args.no_memory:
         memory(args)
 
 
