@@ -11,7 +11,6 @@ OUT/.soft_label_kl/ until the card reports it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from dakter_hf.generation.card import generated_features, write_dataset_card
 from dakter_hf.generation.config import CONFIG_NAME, KL_TEMPERATURE, GenerationConfig
 from dakter_hf.generation.loading import sample_shape
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
-from dakter_hf.utils.files import atomic_path, atomic_write, atomic_write_json, replace_folder
+from dakter_hf.utils.files import atomic_path, atomic_write, atomic_write_json, read_json, replace_folder
 
 
 @dataclass(frozen=True)
@@ -90,9 +89,8 @@ def check_or_write_config(out: str, config: GenerationConfig, write: bool) -> No
     """A folder holds one generation: refuse other settings than those recorded, or record them."""
     path = os.path.join(out, CONFIG_NAME)
     record = config.record()
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            existing = json.load(handle)
+    existing = read_json(path)
+    if existing is not None:
         existing.pop("soft_label_kl", None)
         mismatched = {k: (existing.get(k), v) for k, v in record.items() if existing.get(k) != v}
         if mismatched:
