@@ -195,8 +195,9 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         lines.append(f"| `{name}` ({titles.get(name, name)}) | {source} | {loss} |")
     lines += ["", "## Table 1: test mIoU and F1, mean ± std over seeds", "", table1_markdown(report["summary"]), ""]
     lines += [_steps_line(report["runs"]), ""]
-    lines += ["Temperature scaling is not applied: a temperature would be fitted on a held-out part of train "
-              "(`--validation_fraction`), never on test, with the ECE reported before and after.", ""]
+    lines += ["ECE is before temperature scaling. A student trained with `validation_fraction` (and `eval_strategy: epoch`) "
+              "also records `temperature_scaling` in its test_metrics.json: T fitted by NLL on that held-out part of "
+              "train, never on test, and the test ECE, Brier and NLL after dividing its logits by T.", ""]
     lines += ["## Table 4: per-class IoU, precision and recall", "", table4_markdown(report["summary"]), ""]
     if report["generated_sets"]:
         lines += ["## Joint models and generated sets", "", "| generated set (arms) | joint steps | b | samples | generation |", "|---|---:|---:|---:|---|"]

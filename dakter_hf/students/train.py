@@ -11,6 +11,8 @@ At the end the folder holds the student (`save_pretrained`), its image processor
 test-split metrics (`test_results.json`) and a model card naming its data, arm and metrics.
 Nothing is evaluated on the test split during training (no model selection on test); use
 `--validation_fraction` with `--eval_strategy steps|epoch` to watch a held-out part of train.
+With a held-out part, the test metrics also hold `temperature_scaling`: T fitted by NLL on that
+part (never on test) and the test calibration (ECE, Brier, NLL) after dividing the logits by T.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dakter_hf.data.sources import load_source, source_path
 from dakter_hf.errors import DataError
 from dakter_hf.students.card import write_student_card
 from dakter_hf.students.data import build_eval_samples, build_training_samples, generated_rows, load_generated, student_collate
-from dakter_hf.students.inference import evaluate_student
+from dakter_hf.students.inference import evaluate_student, fit_temperature
 from dakter_hf.students.losses import BOUNDARY_WEIGHT, KD_TEMPERATURE, StudentLossConfig
 from dakter_hf.students.metrics import make_batch_compute_metrics, to_json
 from dakter_hf.students.models import STUDENT_NAMES, build_student, make_image_processor
@@ -294,6 +296,10 @@ def _train_claimed(args, training, inputs, hold, real, generated, train_split, v
         test_result = None
         if args.test_split:
             test_result = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
+            if validation_split is not None:  # temperature scaling: T from the held-out part of train, never from test
+                temperature = fit_temperature(final, validation_split, args.resolution, batch_size=training.per_device_eval_batch_size, seed=training.seed)
+                scaled = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size, temperature=temperature)
+                test_result["temperature_scaling"] = {"temperature": temperature, "fitted_on": f"{len(validation_split)} held-out training images (--validation_fraction)", **{k: scaled[k] for k in ("ece", "brier", "nll", "per_category_ece", "reliability")}}
             atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
         write_student_card(training.output_dir, final, args, training, class_names, samples, trainer.state, test_result)
         claim.update(finished=True)

@@ -349,3 +349,21 @@ def test_evaluate_module_takes_probabilities_and_returns_calibration():
         np.testing.assert_allclose(result[key], expected[key], rtol=1e-6, err_msg=key)  # stored as float32
     from_maps = metrics_from_confusion(confusion_matrix(probs.argmax(1), ref, 2))
     np.testing.assert_allclose(result["mean_iou"], from_maps["mean_iou"], rtol=1e-12)
+
+
+def test_temperature_from_logits_undoes_over_confidence():
+    """Labels drawn from softmax(z); the student says 3 z: the fitted T is ~3 and the ECE drops."""
+    from dakter_hf.students.inference import temperature_from_logits
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(200_000, 2, generator=g)
+    labels = torch.multinomial(z.softmax(1), 1, generator=g).squeeze(1)
+    temperature = temperature_from_logits(3 * z, labels)
+    assert temperature == pytest.approx(3.0, rel=0.03)
+
+    def ece(logits):
+        accumulator = CalibrationAccumulator(2)
+        accumulator.update(logits.softmax(1).T.reshape(1, 2, 1, -1), labels.reshape(1, 1, -1))
+        return accumulator.compute()["ece"]
+
+    assert ece(3 * z / temperature) < 0.01 < ece(3 * z)
