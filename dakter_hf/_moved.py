@@ -48,7 +48,11 @@ MOVED: Dict[str, Tuple[str, ...]] = {
         "dakter_hf.generation.hub",
     ),
     "dakter_hf.sampling": ("dakter_hf.generation.schedulers",),
-    "dakter_hf.quality": ("dakter_hf.evaluation.quality",),
+    "dakter_hf.quality": (
+        "dakter_hf.evaluation.statistics",
+        "dakter_hf.evaluation.report",
+        "dakter_hf.evaluation.formatting",
+    ),
     "dakter_hf.fid": ("dakter_hf.evaluation.fid",),
     "dakter_hf.tiling": ("dakter_hf.students.tiling",),
 }

@@ -18,7 +18,8 @@ import numpy as np
 from dakter_hf.data.sources import load_source
 from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
-from dakter_hf.evaluation.quality import format_quality_table, quality_report
+from dakter_hf.evaluation.formatting import format_quality_table
+from dakter_hf.evaluation.report import quality_report
 from dakter_hf.data.visualize import generated_samples_figure
 
 

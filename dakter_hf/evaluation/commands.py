@@ -21,7 +21,8 @@ def _register_quality(sub) -> None:
 
 def _cmd_quality(args) -> int:
     from dakter_hf.data.sources import load_saved  # loaded when the command runs: `dakter --help` stays fast
-    from dakter_hf.evaluation.quality import format_quality_table, quality_report
+    from dakter_hf.evaluation.formatting import format_quality_table
+    from dakter_hf.evaluation.report import quality_report
 
     real = load_from_args(args, args.real, args.split)[args.split]
     generated = load_saved(args.generated, split="train")["train"]

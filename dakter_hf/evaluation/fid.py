@@ -14,7 +14,7 @@ Inception pass per batch gives both feature sets:
 
 Grey SAR images are repeated to 3 channels. Inception was trained on RGB
 photographs: FID/sFID rank generators but are no SAR realism measure (see
-:mod:`dakter_hf.evaluation.quality`). Nothing is downloaded: the weights are a local file.
+:mod:`dakter_hf.evaluation.statistics`). Nothing is downloaded: the weights are a local file.
 """
 
 from __future__ import annotations

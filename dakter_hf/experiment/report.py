@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from dakter_hf.data.features import class_names_of
 from dakter_hf.data.sources import load_saved
-from dakter_hf.evaluation.quality import format_quality_comparison
+from dakter_hf.evaluation.formatting import format_quality_comparison
 from dakter_hf.experiment import figures
 from dakter_hf.experiment.steps import code_description, read_done
 from dakter_hf.experiment.tables import scale_points, summarize, table1_markdown, table4_markdown

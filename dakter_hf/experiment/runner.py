@@ -24,7 +24,7 @@ from dakter_hf.data.options import normalization_from_options
 from dakter_hf.data.sources import load_saved, source_path
 from dakter_hf.errors import FolderError
 from dakter_hf.evaluation.fid import InceptionWeightsMissing, find_inception_weights, frechet_distances
-from dakter_hf.evaluation.quality import quality_report
+from dakter_hf.evaluation.report import quality_report
 from dakter_hf.experiment.config import Arm, ExperimentConfig, effective_joint_setting, joint_settings, split_student_settings, student_name
 from dakter_hf.experiment.report import write_report
 from dakter_hf.experiment.steps import Progress, Step, read_done, run_step

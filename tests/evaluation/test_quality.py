@@ -1,4 +1,4 @@
-"""Tests of dakter_hf.evaluation.quality on images whose statistics are known in advance."""
+"""Tests of dakter_hf.evaluation (statistics, report, formatting) on images whose statistics are known in advance."""
 
 import json
 import math
@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 from dakter_hf.data.features import segmentation_features
-from dakter_hf.evaluation.quality import (
+from dakter_hf.evaluation.formatting import format_quality_table
+from dakter_hf.evaluation.report import quality_report
+from dakter_hf.evaluation.statistics import (
     alignment_stats,
-    format_quality_table,
     histogram_distance,
     intensity_histogram,
     oil_fraction,
-    quality_report,
     radial_frequencies,
     radial_power_spectrum,
     speckle_stats,
@@ -291,3 +291,47 @@ def test_quality_report_without_class_names_defaults_to_oil_class_one():
     assert report["oil_class"] == 1
     assert report["class_names"] is None
     assert any("class names unknown" in n for n in report["notes"])
+
+
+# ------------------------------------------------------------------------- layout
+OLD_PUBLIC_NAMES = [
+    "GREY_LEVELS", "HIGH_FREQUENCY", "speckle_stats", "intensity_histogram", "histogram_distance",
+    "radial_frequencies", "radial_power_spectrum", "spectrum_distance", "alignment_stats", "oil_fraction",
+    "quality_report",
+    "format_quality_table", "format_quality_comparison",
+]
+
+
+def test_old_module_path_forwards_every_public_name():
+    """`from dakter_hf.quality import X` (before the split) still works for every public X, with a warning."""
+    import importlib
+    import sys
+
+    from dakter_hf.evaluation import formatting, report, statistics
+
+    sys.modules.pop("dakter_hf.quality", None)
+    with pytest.warns(FutureWarning, match="dakter_hf.evaluation"):
+        old = importlib.import_module("dakter_hf.quality")
+    homes = {name: module for module in (statistics, report, formatting) for name in dir(module)}
+    for name in OLD_PUBLIC_NAMES:
+        assert getattr(old, name) is getattr(homes[name], name), name
+
+
+def test_evaluation_imports_no_sibling_layer():
+    """evaluation sits beside students, generation and joint: it imports none of them (nor anything above)."""
+    import ast
+    from pathlib import Path
+
+    import dakter_hf.evaluation as package
+
+    above = ("students", "generation", "joint", "experiment", "space", "cli")
+    forbidden = tuple(f"dakter_hf.{name}" for name in above)
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not [name for name in names if name.startswith(forbidden)], f"{path.name} imports {names}"

@@ -19,12 +19,13 @@ import yaml
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 
 from dakter_hf.cli import main
-from dakter_hf.generation.config import GenerationConfig, GenerationSettings
+from dakter_hf.generation.config import KL_TEMPERATURE, GenerationConfig, GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.generation.hub import push_generated_dataset
 from dakter_hf.generation.shards import parquet_files
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.unet import make_joint_unet
+from dakter_hf.students.losses import KD_TEMPERATURE
 from dakter_hf.utils import files
 
 torch.set_num_threads(1)
@@ -44,8 +45,8 @@ RUN_OPTIONS = {"device", "overwrite", "show_progress", "pipe", "process_index", 
 
 def gen(pipeline_dir, out, **kwargs):
     """generate_dataset with the module's defaults; `kwargs` are GenerationSettings fields or run options."""
-    options = dict(num_samples=N, batch_size=2, shard_size=SHARD, num_inference_steps=STEPS)
-    run = dict(device="cpu", show_progress=False)
+    options = {"num_samples": N, "batch_size": 2, "shard_size": SHARD, "num_inference_steps": STEPS}
+    run = {"device": "cpu", "show_progress": False}
     for key, value in kwargs.items():
         (run if key in RUN_OPTIONS else options)[key] = value
     return generate_dataset(pipeline_dir, str(out), GenerationSettings(**options), **run)
@@ -313,7 +314,7 @@ def test_pipeline_without_model_index_raises(tmp_path):
     empty = tmp_path / "not_a_pipeline"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="not_a_pipeline"):
-        generate_dataset(str(empty), str(tmp_path / "x"), GenerationSettings(num_samples=2), device="cpu", show_progress=False)
+        generate_dataset(str(empty), str(tmp_path / "x"), GenerationSettings(2), device="cpu", show_progress=False)
 
 
 def test_relative_pipeline_folder_without_model_index(tmp_path, monkeypatch):
@@ -461,13 +462,10 @@ def test_rerun_of_a_finished_generation_changes_nothing(pipeline_dir, tmp_path):
 # ---------------------------------------------------------------- settings object
 def test_kl_temperature_is_the_students_distillation_temperature(reference):
     """generation does not import students (siblings); its default T must stay the students' T."""
-    from dakter_hf.students.losses import KD_TEMPERATURE
-
-    from dakter_hf.generation.config import KL_TEMPERATURE
-
     assert KL_TEMPERATURE == KD_TEMPERATURE
     assert GenerationSettings(num_samples=1).kl_temperature == KD_TEMPERATURE
-    assert json.loads((reference / "generation_config.json").read_text())["soft_label_kl"]["temperature"] == KD_TEMPERATURE
+    recorded = json.loads((reference / "generation_config.json").read_text())
+    assert recorded["soft_label_kl"]["temperature"] == KD_TEMPERATURE
 
 
 def test_generation_config_records_the_same_fields_as_before(reference):
@@ -482,8 +480,13 @@ def test_generation_config_records_the_same_fields_as_before(reference):
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"num_samples": 0}, "> 0"), ({"num_samples": 2, "batch_size": 0}, "--batch-size"), ({"num_samples": 2, "eta": 2.0}, "--eta"),
-     ({"num_samples": 2, "label_noise": "x"}, "--label-noise"), ({"num_samples": 2, "kl_temperature": 0}, "kl_temperature")],
+    [
+        ({"num_samples": 0}, "> 0"),
+        ({"num_samples": 2, "batch_size": 0}, "--batch-size"),
+        ({"num_samples": 2, "eta": 2.0}, "--eta"),
+        ({"num_samples": 2, "label_noise": "x"}, "--label-noise"),
+        ({"num_samples": 2, "kl_temperature": 0}, "kl_temperature"),
+    ],
 )
 def test_settings_are_checked_on_construction(options, message):
     with pytest.raises(ValueError, match=message):
@@ -505,7 +508,8 @@ def test_old_keyword_call_warns_and_makes_the_same_dataset(pipeline_dir, referen
 def test_old_positional_sample_count_warns(pipeline_dir, tmp_path):
     out = tmp_path / "positional"
     with pytest.warns(FutureWarning):
-        assert generate_dataset(pipeline_dir, str(out), 2, num_inference_steps=STEPS, device="cpu", show_progress=False) == str(out)
+        done = generate_dataset(pipeline_dir, str(out), 2, num_inference_steps=STEPS, device="cpu")
+    assert done == str(out)
     assert len(load_parquet(out, tmp_path / "c")) == 2
 
 
@@ -534,8 +538,11 @@ def test_old_module_path_forwards_every_public_name():
     sys.modules.pop("dakter_hf.generate", None)
     with pytest.warns(FutureWarning, match="dakter_hf.generation"):
         old = importlib.import_module("dakter_hf.generate")
+    from dakter_hf.generation import card, config, dataset, hub, loading, shards
+
+    homes = {name: module for module in (dataset, config, loading, shards, card, hub) for name in dir(module)}
     for name in OLD_PUBLIC_NAMES + ["GenerationSettings"]:
-        assert getattr(old, name) is not None, name
+        assert getattr(old, name) is getattr(homes[name], name), name
 
 
 def test_generation_imports_no_sibling_layer():
@@ -544,10 +551,14 @@ def test_generation_imports_no_sibling_layer():
 
     import dakter_hf.generation as package
 
-    forbidden = ("students", "joint", "evaluation", "experiment", "space", "cli")
+    above = ("students", "joint", "evaluation", "experiment", "space", "cli")
+    forbidden = tuple(f"dakter_hf.{name}" for name in above)
     for path in Path(package.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])]
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for name in names:
-                    assert not name.startswith(tuple(f"dakter_hf.{f}" for f in forbidden)), f"{path.name} imports {name}"
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not [name for name in names if name.startswith(forbidden)], f"{path.name} imports {names}"
