@@ -12,9 +12,10 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dakter_hf.data.raster import NODATA_ID as NODATA  # mask value of pixels the file marked as no-data
 from dakter_hf.data.visualize import PALETTE, _heat
 
-NODATA = 255  # mask value of pixels the file marked as no-data
+
 DISPLAY_MIN, DISPLAY_MAX = 256, 1024
 
 

@@ -2,7 +2,7 @@
 
 Pure functions (no Gradio objects). The scene is read by `scene_io` (size refused
 from the header above the pixel limit; grey levels mapped as the student's training
-data were), segmented by `students.segment.segment_array`
+data were, by the reader `dakter segment` uses), segmented by `students.segment.segment_array`
 (overlapping windows at the student's resolution, Hann-blended by `dakter_hf.students.tiling`,
 the same code as `dakter segment`), and summarised: oil-covered fraction of the valid
 pixels, and the oil area when the pixel spacing is known.
@@ -17,11 +17,13 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from dakter_hf.data.features import oil_class_index
+from dakter_hf.data.geotiff import write_probability_geotiff
 from dakter_hf.data.visualize import PALETTE
-from dakter_hf.space.figures import NODATA, display_overlay, probability_panel
-from dakter_hf.space.scene_io import Scene, read_scene, write_mask_png, write_probability_geotiff
-from dakter_hf.students.segment import segment_array
+from dakter_hf.space.figures import display_overlay, probability_panel
+from dakter_hf.space.scene_io import Scene, read_scene, write_mask_png
+from dakter_hf.students.segment import class_mask, segment_array
 from dakter_hf.students.tiling import plan_tiles
+
 
 OVERLAP = 0.25
 Progress = Callable[..., None]
@@ -43,7 +45,8 @@ def choose_spacing(scene: Scene, spacing_m) -> Tuple[Optional[Tuple[float, float
     if spacing_m not in (None, "") and float(spacing_m) != 0:
         value = float(spacing_m)
         if not 0 < value <= 100_000:
-            raise ValueError(f"Pixel spacing must be a positive number of metres (up to 100 km); got {spacing_m!r}. Leave it empty to use the file's.")
+            raise ValueError(f"Pixel spacing must be a positive number of metres (up to 100 km); got {spacing_m!r}. "
+                             "Leave it empty to use the file's.")
         return (value, value), "as entered"
     return scene.pixel_spacing, scene.spacing_note or "no pixel spacing in the file"
 
@@ -54,7 +57,8 @@ def window_count(height: int, width: int, scale: float, window: int) -> int:
     return len(plan_tiles(h, w, window, overlap=OVERLAP).origins)
 
 
-def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: str, progress: Optional[Progress] = None) -> SegmentResult:
+def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: str,
+            progress: Optional[Progress] = None) -> SegmentResult:
     """Segment the file at `path` with `student` (a `models.LoadedStudent`) and write the downloads into `workdir`."""
     if progress:
         progress(0.02, desc="reading the scene")
@@ -64,13 +68,12 @@ def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: s
     windows = window_count(height, width, student.pixel_scale, student.resolution)
     if progress:
         progress(0.1, desc=f"segmenting: {windows} windows of {student.resolution} px")
-    probabilities = segment_array(scene.grey, student.model, student.processor, overlap=OVERLAP, batch_size=16, device="cpu")
+    probabilities = segment_array(scene.grey, student.model, student.processor, overlap=OVERLAP, batch_size=16,
+                                  device="cpu")
     if progress:
         progress(0.9, desc="writing the mask and the GeoTIFF")
     oil = oil_class_index(student.class_names)
-    mask = probabilities.argmax(0).astype(np.uint8)
-    if scene.valid is not None:
-        mask[~scene.valid] = NODATA
+    mask = class_mask(probabilities, scene.valid)  # as `dakter segment` writes it: NODATA_ID at no-data pixels
     valid = scene.valid_count
     oil_pixels = int((mask == oil).sum())
     oil_percent = 100.0 * oil_pixels / valid if valid else 0.0
@@ -78,13 +81,18 @@ def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: s
 
     stem = os.path.splitext(os.path.basename(path))[0][:60] or "scene"
     mask_path = write_mask_png(os.path.join(workdir, f"{stem}_mask.png"), mask, PALETTE)
-    geotiff_path = write_probability_geotiff(os.path.join(workdir, f"{stem}_oil_probability.tif"), probabilities[oil], scene)
+    geotiff_path = write_probability_geotiff(
+        os.path.join(workdir, f"{stem}_oil_probability.tif"), probabilities[oil], scene.geotags, scene.valid)
 
     shown_probabilities = probabilities if scene.valid is None else np.where(scene.valid, probabilities, 0)
-    area_text = f"{area:.4g} km² (pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} m, {spacing_note})" if area is not None else f"unknown ({spacing_note}; enter the pixel spacing in metres)"
+    if area is not None:
+        area_text = f"{area:.4g} km² (pixel spacing {spacing[0]:.3g} x {spacing[1]:.3g} m, {spacing_note})"
+    else:
+        area_text = f"unknown ({spacing_note}; enter the pixel spacing in metres)"
     nodata_text = f", {height * width - valid:,} no-data pixels left out" if scene.valid is not None else ""
     status = (
-        f"**{student.name}** on {scene.description}{nodata_text}: {windows} windows of {student.resolution} px, {int(OVERLAP * 100)} % overlap, Hann-blended.  \n"
+        f"**{student.name}** on {scene.description}{nodata_text}: {windows} windows of {student.resolution} px, "
+        f"{int(OVERLAP * 100)} % overlap, Hann-blended.  \n"
         f"Oil (`{student.class_names[oil]}`): **{oil_percent:.2f} %** of the scene; area {area_text}."
     )
     return SegmentResult(

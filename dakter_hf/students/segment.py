@@ -1,6 +1,8 @@
 """Segment whole SAR scenes with a student: read, rescale, tile (`dakter_hf.students.tiling`), write.
 
-Shared by `dakter segment` and the Space, so both give the same masks.
+Shared by `dakter segment` and the Space, so both give the same masks: both read through
+`data.raster.read_grey` (one grey image and one valid-pixel mask per file) and write
+`NODATA_ID` (255) at the file's no-data pixels (`class_mask`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import torch.nn.functional as F
 from PIL import Image
 
-from dakter_hf.data.raster import Normalization, read_sar_grey
+from dakter_hf.data.raster import NODATA_ID, Normalization, read_grey
 from dakter_hf.students.inference import grey_to_unit_tensor, probability_predictor
 from dakter_hf.students.models import student_resolution
 from dakter_hf.students.tiling import predict_tiled
@@ -31,7 +33,9 @@ def training_pixel_scale(model) -> float:
     return float(getattr(model.config, "dakter_pixel_scale", None) or 1.0)
 
 
-def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional[float] = None, overlap: float = 0.25, batch_size: int = 8, device: str = "cpu", max_pixels: Optional[int] = None, progress: bool = False) -> np.ndarray:
+def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional[float] = None, overlap: float = 0.25,
+                  batch_size: int = 8, device: str = "cpu", max_pixels: Optional[int] = None,
+                  progress: bool = False) -> np.ndarray:
     """(C, H, W) float32 class probabilities for a grey uint8 scene of any size.
 
     The scene is resized by `pixel_scale` (default: the student's training scale), cut
@@ -47,24 +51,46 @@ def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional
     if scale != 1.0:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
-    probabilities = predict_tiled(image, probability_predictor(model, device), window=window, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels, progress=progress)
+    probabilities = predict_tiled(image, probability_predictor(model, device), window=window, overlap=overlap,
+                                  batch_size=batch_size, max_pixels=max_pixels, progress=progress)
     if probabilities.shape[-2:] != (height, width):
-        probabilities = F.interpolate(probabilities[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        probabilities = F.interpolate(probabilities[None], size=(height, width), mode="bilinear",
+                                      align_corners=False)[0]
     return probabilities.cpu().numpy()
 
 
-def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kwargs) -> Dict[str, str]:
-    """Write NAME_mask.png (class ids), NAME_probabilities.npy (float16 C x H x W), NAME_oil.png (oil probability x 255)."""
-    grey = read_sar_grey(path, student_normalization(model))
-    probabilities = segment_array(grey, model, processor, **kwargs)
-    stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
+def class_mask(probabilities: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """(H, W) uint8 argmax class ids of (C, H, W) probabilities, NODATA_ID where `valid` is False."""
     mask = probabilities.argmax(0).astype(np.uint8)
+    if valid is not None:
+        mask[~valid] = NODATA_ID
+    return mask
+
+
+def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kwargs) -> Dict[str, str]:
+    """Write NAME_mask.png, NAME_probabilities.npy and NAME_oil.png for one scene; `kwargs` go to `segment_array`.
+
+    mask: class ids, NODATA_ID at the file's no-data pixels; probabilities: float16 (C, H, W),
+    NaN at no-data pixels; oil: oil probability x 255, 0 at no-data pixels.
+    """
+    grey = read_grey(path, student_normalization(model), max_pixels=kwargs.get("max_pixels"))
+    probabilities = segment_array(grey.image, model, processor, **kwargs)
+    valid = None if grey.valid.all() else grey.valid
+    mask = class_mask(probabilities, valid)
+    if valid is not None:
+        probabilities = np.where(valid, probabilities, np.float32("nan"))
+    stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
     paths = {"mask": stem + "_mask.png", "probabilities": stem + "_probabilities.npy", "oil": stem + "_oil.png"}
     _save_png(Image.fromarray(mask, mode="L"), paths["mask"])
-    _save_png(Image.fromarray((probabilities[oil_class] * 255).round().astype(np.uint8), mode="L"), paths["oil"])
+    oil = np.nan_to_num(probabilities[oil_class], nan=0.0)
+    _save_png(Image.fromarray((oil * 255).round().astype(np.uint8), mode="L"), paths["oil"])
     with atomic_write(paths["probabilities"], "wb") as handle:
         np.save(handle, probabilities.astype(np.float16))
-    paths["summary"] = f"{grey.shape[1]}x{grey.shape[0]}, oil {100 * float((mask == oil_class).mean()):.2f} % of pixels"
+    height, width = mask.shape
+    count = int(grey.valid.sum())
+    oil_percent = 100.0 * int((mask == oil_class).sum()) / count if count else 0.0
+    nodata = f", {height * width - count:,} no-data pixels left out" if valid is not None else ""
+    paths["summary"] = f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}"
     return paths
 
 

@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dakter_hf.data.raster import check_pixels
+
+
 Predict = Callable[[torch.Tensor], torch.Tensor]
 Weights = Union[str, torch.Tensor]
 
@@ -152,12 +155,6 @@ def _check_output(out: torch.Tensor, n: int, window: int) -> None:
         raise ValueError(f"predict must return (N={n}, K, {window}, {window}) probabilities, got {tuple(out.shape)}")
 
 
-def check_size(height: int, width: int, max_pixels: Optional[int]) -> None:
-    """Refuse scenes above `max_pixels` before any memory is allocated."""
-    if max_pixels is not None and height * width > max_pixels:
-        raise ValueError(f"image of {height}x{width} = {height * width} pixels exceeds the limit of {max_pixels} pixels")
-
-
 def _as_float(image: torch.Tensor) -> torch.Tensor:
     return image if image.is_floating_point() else image.float()
 
@@ -183,7 +180,7 @@ def predict_tiled(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     height, width = image.shape[-2:]
-    check_size(height, width, max_pixels)
+    check_pixels(height, width, max_pixels)  # refused before any memory is allocated
     plan = plan_tiles(height, width, window, overlap=overlap)
     device = image.device
     w = _weight_tensor(weights, window, device)
