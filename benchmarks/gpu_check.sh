@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check of issue 18, as two parts that each fit one device call of about 8 minutes on an H200.
+# The GPU check of issue 18, in two parts of one device call each (docs/gpu.md: ~5-6 and ~8.5 min on an H200).
 #
 #   bash benchmarks/gpu_check.sh [--tiny] [--profile] [--dry-run] [--sos ROOT] [--out DIR] throughput|chain [DIR]
 #
 #   throughput  bench_sampling.py: DAKTerPipeline vs DDIMPipeline, small preset, 128 px, batch 128
 #               bench_train.py --loop-only: the training loop vs the bare step, small preset, 128 px, batch 64
 #               bench_train.py: paper preset, 256 px, batch 16, every speed option and all together
-#               (images/s and MFU); with --profile, one training step under torch.profiler (top 10)
+#               (images/s and MFU), in two runs: the eager options first, then torch.compile and all
+#               together (minutes of compiling: a call cut short keeps the first); with --profile, one
+#               training step under torch.profiler (top 10) between the two
 #   chain       dakter experiment --config configs/experiments/sos_palsar_gpu_long.yaml on the SOS PALSAR
 #               slice at 128 px (one DAKTer joint model, real vs DAKTer-KD SegFormer-b0 students, 3 seeds)
 #   --tiny      (or GPU_CHECK_TINY=1) every size shrunk, on the CPU, about a minute per part: the rehearsal
@@ -15,11 +17,13 @@
 #   --dry-run   (or GPU_CHECK_DRY_RUN=1) print the versions and the commands with their sizes, run none of them
 #   --sos ROOT  the SOS copy for the chain and the loop (default .offline/sos, where offline-pack puts its
 #               slice; SOS_ROOT=... works too)
-#   DIR         where everything goes (default $OUT, else outputs/gpu_check): PART.log holds what is printed
-#               (the card, driver and versions, each command and its printed lines, the goals); PART/ holds each
-#               command's stdout (NN-NAME.out) and stderr (NN-NAME.err: warnings, progress bars), and for the
-#               chain the experiment file it ran, the report (report.md, report.json, figures), the joint
-#               model's card and loss log.
+#   DIR         where the results go (default $OUT, else outputs/gpu_check), as few files as the device tool
+#               brings back (8 at most): PART.log, what is printed (the card, driver and versions, each command
+#               and its printed lines and time, the goals); PART.err, each command's stderr (warnings, progress
+#               bars) behind a "== NAME" line; for the chain also report.md and chain_report.tar.gz (the whole
+#               report with its figures, the experiment file it ran, the joint model's card and loss log).
+#               Work files (each command's stdout, the tiny chain's runs) go to GPU_CHECK_WORK (default: a
+#               temporary folder, removed at the end in --tiny and --dry-run mode).
 #
 # On the GPU machine, from the project root, after ../shared/tools/offline-pack --sos-pairs 600 --test-pairs 200
 # here: `. .offline/install.sh && bash benchmarks/gpu_check.sh throughput`, then the same with `chain`
@@ -41,7 +45,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1; shift ;;
     --sos) SOS_ROOT=$2; shift 2 ;;
     --out) DIR=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     throughput|chain) PART=$1; shift ;;
     -*) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
     *) [ -n "$PART" ] && [ -z "$DIR" ] || { echo "gpu_check.sh: unexpected $1" >&2; exit 2; }
@@ -54,11 +58,18 @@ USAGE="bash benchmarks/gpu_check.sh [--tiny] [--profile] [--dry-run] [--sos ROOT
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 DIR=${DIR:-${OUT:-outputs/gpu_check}}
-mkdir -p "$DIR/$PART" || exit 2
+mkdir -p "$DIR" || exit 2
 DIR=$(cd "$DIR" && pwd)
-PARTDIR=$DIR/$PART
 LOG=$DIR/$PART.log
+ERR=$DIR/$PART.err
 : > "$LOG"
+: > "$ERR"
+WORK=${GPU_CHECK_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
+mkdir -p "$WORK" || exit 2
+WORK=$(cd "$WORK" && pwd)
+TEMPORARY_WORK=0  # a folder of our own is removed at the end in --tiny and --dry-run mode
+[ -n "${GPU_CHECK_WORK:-}" ] || { [ "$TINY" = 0 ] && [ "$DRY" = 0 ]; } || TEMPORARY_WORK=1
+trap '[ "$TEMPORARY_WORK" = 0 ] || rm -rf "$WORK"' EXIT
 PY=${PYTHON:-python3}
 # the working tree's code, whatever else is on the path (offline-pack's install.sh puts a wheel of it in /tmp/site)
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
@@ -74,6 +85,7 @@ if [ "$TINY" = 1 ]; then
   LOOP_STEPS=${LOOP_STEPS:-8} LOOP_DATA=${LOOP_DATA:-simulate:16} DATA_STEPS=${DATA_STEPS:-2}
   PAPER_PRESET=${PAPER_PRESET:-tiny} PAPER_RES=${PAPER_RES:-32} PAPER_BATCH=${PAPER_BATCH:-2}
   PAPER_STEPS=${PAPER_STEPS:-1} PAPER_REPEATS=${PAPER_REPEATS:-1}
+  COMPILED_OPTIONS=${COMPILED_OPTIONS:-all}  # inductor takes minutes on a CPU: `all` is skipped there, with the reason
   PROFILE_WARMUP=${PROFILE_WARMUP:-1}
   # chain
   CHAIN_SOURCE=${CHAIN_SOURCE:-simulate:12,6} CHAIN_RES=${CHAIN_RES:-32} JOINT_STEPS=${JOINT_STEPS:-4}
@@ -84,28 +96,32 @@ else
   SAMPLE_PRESET=${SAMPLE_PRESET:-small} SAMPLE_RES=${SAMPLE_RES:-128} SAMPLE_BATCH=${SAMPLE_BATCH:-128}
   SAMPLE_STEPS=${SAMPLE_STEPS:-50} SAMPLE_REPEATS=${SAMPLE_REPEATS:-5}
   LOOP_PRESET=${LOOP_PRESET:-small} LOOP_RES=${LOOP_RES:-128} LOOP_BATCH=${LOOP_BATCH:-64}
-  LOOP_STEPS=${LOOP_STEPS:-120} DATA_STEPS=${DATA_STEPS:-20}
+  LOOP_STEPS=${LOOP_STEPS:-100} DATA_STEPS=${DATA_STEPS:-20}
   if [ -z "${LOOP_DATA:-}" ]; then
     if [ -d "$SOS_ROOT/train/palsar" ]; then LOOP_DATA=sos:$SOS_ROOT; else LOOP_DATA=simulate:600; fi
   fi
   PAPER_PRESET=${PAPER_PRESET:-paper} PAPER_RES=${PAPER_RES:-256} PAPER_BATCH=${PAPER_BATCH:-16}
-  PAPER_STEPS=${PAPER_STEPS:-5} PAPER_REPEATS=${PAPER_REPEATS:-2}
+  PAPER_STEPS=${PAPER_STEPS:-4} PAPER_REPEATS=${PAPER_REPEATS:-2}
+  COMPILED_OPTIONS=${COMPILED_OPTIONS:-compile,all}
   PROFILE_WARMUP=${PROFILE_WARMUP:-3}
   CHAIN_CONFIG=${CHAIN_CONFIG:-configs/experiments/sos_palsar_gpu_long.yaml}
   CHAIN_RUN=${CHAIN_RUN:-outputs/experiments/sos_palsar_gpu_long}
   JOINT_STEPS=${JOINT_STEPS:-}  # empty: the experiment file's max_train_steps
 fi
-PAPER_OPTIONS=${PAPER_OPTIONS:-}  # empty: every option (fused_adamw,tf32,bf16,channels_last,compile,all)
+EAGER_OPTIONS=${EAGER_OPTIONS:-fused_adamw,tf32,bf16,channels_last}
+# PAPER_OPTIONS=LIST: one run with just these instead of the two (bench_train.py --options)
+PAPER_OPTIONS=${PAPER_OPTIONS:-}
 
 say() { printf '%s\n' "$*" | tee -a "$LOG"; }
 FAILED=()
 N=0
-# run NAME CMD...: prints the command, its stdout (into PART.log too) and its time; stderr goes to NN-NAME.err
+# run NAME CMD...: prints the command, its stdout (into PART.log, and WORK/NN-NAME.out for the goals) and its
+# time; its stderr goes to PART.err behind "== NAME". Both stream, so a call killed at its limit keeps them.
 run() {
-  local name=$1 base rc start
+  local name=$1 out rc start
   shift
   N=$((N + 1))
-  base=$(printf '%s/%02d-%s' "$PARTDIR" "$N" "$name")
+  out=$(printf '%s/%02d-%s.out' "$WORK" "$N" "$name")
   say ""
   say "== $name"
   say "\$ $*"
@@ -115,22 +131,24 @@ run() {
     return 0
   fi
   start=$SECONDS
-  "$@" 2> "$base.err" | tee -a "$LOG" "$base.out"
+  printf '\n== %s\n$ %s\n' "$name" "$*" >> "$ERR"
+  "$@" 2>> "$ERR" | tee -a "$LOG" "$out"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
     FAILED+=("$name")
-    say "-- $name FAILED (exit $rc) after $((SECONDS - start)) s; last lines of its stderr ($base.err):"
-    tail -n 25 "$base.err" | tee -a "$LOG"
+    say "-- $name FAILED (exit $rc) after $((SECONDS - start)) s; last lines of its stderr ($ERR):"
+    tail -n 25 "$ERR" | tee -a "$LOG"
   else
     say "-- $name: $((SECONDS - start)) s"
   fi
-  LAST_OUT=$base.out
+  LAST_OUT=$out
   return 0
 }
 
 [ "$DRY" = 1 ] && MODE="$MODE, dry run"
 say "# gpu_check.sh $PART: $MODE"
-say "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  host: $(hostname 2> /dev/null || uname -n)  device: $DEVICE  folder: $DIR"
+say "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  host: $(hostname 2> /dev/null || uname -n)  device: $DEVICE"
+say "results: $DIR  work files: $WORK"
 say ""
 say "== the card, driver and versions"
 if command -v nvidia-smi > /dev/null 2>&1; then
@@ -173,6 +191,7 @@ elif sys.argv[1].startswith("cuda"):
 PYEOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || { say "stopping: the device $DEVICE is not usable"; exit 2; }
 
+
 throughput() {
   local sampling loop paper
   say ""
@@ -186,22 +205,30 @@ throughput() {
     --resolution "$LOOP_RES" --batch "$LOOP_BATCH" --loop-only --loop-steps "$LOOP_STEPS" --loop-data "$LOOP_DATA" \
     --data-steps "$DATA_STEPS"
   loop=$LAST_OUT
-  run train_throughput "$PY" benchmarks/bench_train.py --device "$DEVICE" --preset "$PAPER_PRESET" \
-    --resolution "$PAPER_RES" --batch "$PAPER_BATCH" --steps "$PAPER_STEPS" --repeats "$PAPER_REPEATS" \
-    --no-loop --no-memory \
-    ${PAPER_OPTIONS:+--options "$PAPER_OPTIONS"}
-  paper=$LAST_OUT
-  if [ "$PROFILE" = 1 ]; then
-    run profile "$PY" benchmarks/profile_step.py --device "$DEVICE" --preset "$PAPER_PRESET" \
-      --resolution "$PAPER_RES" --batch "$PAPER_BATCH" --warmup "$PROFILE_WARMUP" --top 10
-  fi
+  local paper_runs=()
+  if [ -n "$PAPER_OPTIONS" ]; then paper_runs=("train_throughput:$PAPER_OPTIONS"); else
+    paper_runs=("train_throughput:$EAGER_OPTIONS" "profile" "train_compiled:$COMPILED_OPTIONS"); fi
+  [ -z "$PAPER_OPTIONS" ] || [ "$PROFILE" = 0 ] || paper_runs+=("profile")
+  local entry paper=()
+  for entry in "${paper_runs[@]}"; do
+    if [ "$entry" = profile ]; then
+      [ "$PROFILE" = 1 ] || continue
+      run profile "$PY" benchmarks/profile_step.py --device "$DEVICE" --preset "$PAPER_PRESET" \
+        --resolution "$PAPER_RES" --batch "$PAPER_BATCH" --warmup "$PROFILE_WARMUP" --top 10
+      continue
+    fi
+    run "${entry%%:*}" "$PY" benchmarks/bench_train.py --device "$DEVICE" --preset "$PAPER_PRESET" \
+      --resolution "$PAPER_RES" --batch "$PAPER_BATCH" --steps "$PAPER_STEPS" --repeats "$PAPER_REPEATS" \
+      --no-loop --no-memory --options "${entry#*:}"
+    paper+=("$LAST_OUT")
+  done
   [ "$DRY" = 0 ] || return 0
   say ""
   say "== goals against the numbers ($MODE)"
   local best all
-  best=$(awk '/ MFU +[0-9.]+ %/ { for (i = 1; i < NF; i++) if ($i == "MFU") print $(i + 1) }' "$paper" \
+  best=$(cat "${paper[@]}" | awk '/ MFU +[0-9.]+ %/ { for (i = 1; i < NF; i++) if ($i == "MFU") print $(i + 1) }' \
     | sort -g | tail -n 1)
-  all=$(grep -E 'DAKTer \+ all ' "$paper" | sed -E 's/^ +//')  # empty where it did not run
+  all=$(cat "${paper[@]}" | grep -E 'DAKTer \+ all ' | sed -E 's/^ +//')  # empty where it did not run
   if [ -n "$best" ]; then
     say "MFU >= 30 % (measured: $PAPER_PRESET, ${PAPER_RES} px, batch $PAPER_BATCH): best $best % ->" \
       "$(awk -v m="$best" 'BEGIN { print (m >= 30 ? "met" : "NOT met") }')"
@@ -209,7 +236,8 @@ throughput() {
     say "MFU >= 30 % (measured: $PAPER_PRESET, ${PAPER_RES} px, batch $PAPER_BATCH): n/a on $DEVICE (no peak TFLOP/s)"
   fi
   say "  all options: ${all:-not run on $DEVICE (bf16, TF32 and fused AdamW need CUDA)}"
-  say "  $(line '^fastest:' "$paper")"
+  local out
+  for out in "${paper[@]}"; do say "  $(line '^fastest:' "$out")"; done
   say "loop >= 0.9x the bare step (measured: $LOOP_PRESET, ${LOOP_RES} px, batch $LOOP_BATCH, $LOOP_DATA):"
   say "  $(line 'training loop, decode once' "$loop")"
   say "  $(line 'training loop, --data_cache none' "$loop")"
@@ -245,13 +273,11 @@ EOF
 }
 
 chain() {
-  local config run_dir report work=""
-  report=$PARTDIR/report
+  local config run_dir report=$WORK/report
   if [ "$TINY" = 1 ]; then
-    config=$PARTDIR/experiment.yaml
+    config=$WORK/experiment.yaml
     tiny_experiment "$config"
-    work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_chain.XXXXXX")
-    run_dir=$work/run
+    run_dir=$WORK/run
     say "experiment file: $config (tiny, $CHAIN_SOURCE, $CHAIN_RES px, $JOINT_STEPS joint steps, seeds $CHAIN_SEEDS)"
   else
     if [ ! -d "$SOS_ROOT/train/palsar" ] || [ ! -d "$SOS_ROOT/test/palsar/sat" ]; then
@@ -264,19 +290,16 @@ chain() {
     fi
     config=$CHAIN_CONFIG
     if [ "$SOS_ROOT" != .offline/sos ] || [ -n "$JOINT_STEPS" ]; then
-      config=$PARTDIR/experiment.yaml  # the file with the SOS root / joint steps changed (the report embeds it)
+      config=$WORK/experiment.yaml  # the file with the SOS root / joint steps changed (the report embeds it)
       sed -e "s#^  source: sos:.*#  source: sos:$SOS_ROOT#" \
         ${JOINT_STEPS:+-e "s#^  max_train_steps: [0-9]*#  max_train_steps: $JOINT_STEPS#"} "$CHAIN_CONFIG" > "$config"
     fi
     run_dir=$CHAIN_RUN
     say "experiment file: $config; step cache: $run_dir (a second call continues it)"
   fi
-  cp "$config" "$PARTDIR/" 2> /dev/null || true
+  [ "$config" = "$WORK/experiment.yaml" ] || cp "$config" "$WORK/experiment.yaml"
   run experiment "$PY" -m dakter_hf.cli experiment --config "$config" --out "$run_dir" --report-dir "$report"
-  if [ "$DRY" = 1 ]; then
-    [ -z "$work" ] || rm -rf "$work"
-    return 0
-  fi
+  [ "$DRY" = 0 ] || return 0
   say ""
   say "== the joint model: card and training rate"
   local joint title
@@ -285,17 +308,25 @@ chain() {
     title=$(grep -m 1 -E '^# ' "$joint/pipeline/README.md" 2> /dev/null || echo 'missing')
     say "$(basename "$(dirname "$joint")"): card: $title"
     say "  last log line: $(tail -n 1 "$joint/loss_history.jsonl" 2> /dev/null || echo 'missing')"
-    cp "$joint/pipeline/README.md" "$PARTDIR/joint_card.md" 2> /dev/null || true
-    cp "$joint/loss_history.jsonl" "$PARTDIR/joint_loss_history.jsonl" 2> /dev/null || true
+    cp "$joint/pipeline/README.md" "$WORK/joint_card.md" 2> /dev/null || true
+    cp "$joint/loss_history.jsonl" "$WORK/joint_loss_history.jsonl" 2> /dev/null || true
   done
   say ""
   say "== the report ($report/report.md)"
   if [ -f "$report/report.md" ]; then
     sed -n '1,/^## Experiment file/p' "$report/report.md" | tee -a "$LOG"
+    cp "$report/report.md" "$DIR/report.md"
   else
     say "no report"
   fi
-  [ -z "$work" ] || rm -rf "$work"
+  local parts=() name
+  for name in report experiment.yaml joint_card.md joint_loss_history.jsonl; do
+    [ -e "$WORK/$name" ] && parts+=("$name")
+  done
+  [ ${#parts[@]} -gt 0 ] || return 0
+  tar -czf "$DIR/chain_report.tar.gz" -C "$WORK" "${parts[@]}"
+  say "chain_report.tar.gz: ${parts[*]} ($(du -h "$DIR/chain_report.tar.gz" | cut -f1);" \
+    "the device tool brings back at most 16 MiB a file)"
 }
 
 if [ "$PART" = throughput ]; then throughput; else chain || FAILED+=(chain); fi

@@ -4,8 +4,10 @@ The tiny mode is the CPU path of the same script: every command of both parts ru
 """
 
 import os
+import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,15 @@ def gpu_check(*args, folder, timeout=240, **variables):
             env.pop(name, None)
     command = ["bash", str(SCRIPT), *args, str(folder)]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def brought_back(folder):
+    """The files under FOLDER, checked against what the device tool brings back from $OUT."""
+    files = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
+    assert len(files) <= 8 and all(f.count("/") <= 2 for f in files), files
+    assert all(re.fullmatch(r"[A-Za-z0-9._/-]+", f) for f in files), files
+    assert sum((Path(folder) / f).stat().st_size for f in files) < 16 * 2**20
+    return files
 
 
 def assert_in_order(text, expected):
@@ -65,16 +76,22 @@ def test_tiny_throughput_runs_every_command_and_prints_the_goals(tmp_path):
             "training loop, --data_cache none",
             "-- loop_vs_bare: ",
             "== train_throughput",
-            "--no-loop --no-memory",
+            "--no-loop --no-memory --options fused_adamw,tf32,bf16,channels_last",
             "plain diffusers loop (eager, fp32)",
             "DAKTer objective (eager, fp32)",
             "DAKTer + channels_last",
-            "skipped all: needs CUDA",
+            "skipped bf16: needs CUDA",
             "fastest: ",
             "-- train_throughput: ",
             "== profile",
             "top 10 operators by self_cpu_time_total",
             "Self CPU time total",
+            "-- profile: ",
+            "== train_compiled",
+            "--no-loop --no-memory --options all",
+            "plain diffusers loop (eager, fp32)",
+            "skipped all: needs CUDA",
+            "-- train_compiled: ",
             "== goals against the numbers",
             "MFU >= 30 % (measured: tiny, 32 px, batch 2): n/a on cpu",
             "loop >= 0.9x the bare step",
@@ -86,9 +103,11 @@ def test_tiny_throughput_runs_every_command_and_prints_the_goals(tmp_path):
     )
     assert "FAILED" not in log and "missing" not in log
     assert "generation peak RSS" not in log  # the memory check is not part of this run
-    outs = sorted(p.name for p in (tmp_path / "throughput").glob("*.out"))
-    assert outs == ["01-sampling.out", "02-loop_vs_bare.out", "03-train_throughput.out", "04-profile.out"]
-    assert all((tmp_path / "throughput" / name).stat().st_size > 0 for name in outs)
+    assert brought_back(tmp_path) == ["throughput.err", "throughput.log"]
+    errors = (tmp_path / "throughput.err").read_text()  # each command's stderr behind its name
+    assert_in_order(
+        errors, ["== sampling", "== loop_vs_bare", "== train_throughput", "== profile", "== train_compiled"]
+    )
 
 
 def test_tiny_chain_runs_the_experiment_and_logs_its_report(tmp_path):
@@ -126,7 +145,12 @@ def test_tiny_chain_runs_the_experiment_and_logs_its_report(tmp_path):
         ],
     )
     assert "FAILED" not in log
-    chain = tmp_path / "chain"
+    assert brought_back(tmp_path) == ["chain.err", "chain.log", "chain_report.tar.gz", "report.md"]
+    assert (tmp_path / "report.md").read_text().startswith("# Experiment `gpu_check_tiny`")
+    work = re.search(r"work files: (\S+)", log).group(1)
+    assert not os.path.exists(work)  # the tiny mode's temporary work folder is removed
+    with tarfile.open(tmp_path / "chain_report.tar.gz") as archive:
+        names = archive.getnames()
     for name in (
         "experiment.yaml",
         "joint_card.md",
@@ -134,8 +158,9 @@ def test_tiny_chain_runs_the_experiment_and_logs_its_report(tmp_path):
         "report/report.md",
         "report/report.json",
     ):
-        assert (chain / name).is_file(), name
-    assert not list(chain.glob("**/*.safetensors"))  # models and datasets stay out of the logged folder
+        assert name in names, names
+    assert any(n.startswith("report/") and n.endswith(".png") for n in names)
+    assert not [n for n in names if n.endswith((".safetensors", ".parquet"))]  # no models or datasets
 
 
 @pytest.mark.parametrize("part", ["throughput", "chain"])
@@ -147,11 +172,12 @@ def test_full_sizes_are_the_issues(tmp_path, part):
     if part == "throughput":
         assert "bench_sampling.py --device cuda --preset small --resolution 128 --batch 128 --steps 50" in log
         assert "bench_train.py --device cuda --preset small --resolution 128 --batch 64 --loop-only" in log
-        assert "bench_train.py --device cuda --preset paper --resolution 256 --batch 16 " in log
-        assert "profile_step.py --device cuda --preset paper --resolution 256 --batch 16" in log
+        paper = "bench_train.py --device cuda --preset paper --resolution 256 --batch 16 "
+        assert_in_order(log, [paper, "--options fused_adamw,tf32,bf16,channels_last", "profile_step.py --device cuda"])
+        assert_in_order(log, ["--preset paper --resolution 256 --batch 16", paper, "--options compile,all"])
     else:
         assert "experiment --config configs/experiments/sos_palsar_gpu_long.yaml" in log
-        assert f"--report-dir {tmp_path}/chain/report" in log  # the report comes back with $OUT
+        assert re.search(r"--report-dir \S+/report\n", log)  # into the work folder, then packed into FOLDER
 
 
 def test_gpu_experiment_file_is_one_long_dakter_model_and_two_arms():
