@@ -2,7 +2,8 @@
 
 Pure numpy + PIL (no matplotlib), with the colours of `dakter_hf.data.visualize`, so the
 Space needs nothing beyond the package. The probability panels follow the paper's
-Fig. 2: one heat map per class, a shared 0..1 colour bar on the right.
+Fig. 2: one heat map per class, a shared 0..1 colour bar on the right. The uncertainty map
+is the per-pixel entropy on the same colours, its bar from 0 (certain) to ln C nats (uniform).
 """
 
 from __future__ import annotations
@@ -97,6 +98,28 @@ def probability_panel(probabilities: np.ndarray, class_names: Sequence[str], tit
         draw.text((x + bar_w + 3, y), f"{value:.1f}", fill="black", font=font)
     if title:
         draw.text((canvas.width - pad - draw.textlength(title, font=font), pad + dh + 3), title, fill="dimgray", font=font)
+    return np.asarray(canvas)
+
+
+def uncertainty_panel(entropy: np.ndarray, num_classes: int, title: Optional[str] = None) -> np.ndarray:
+    """(H, W) entropy in nats (NaN: no data, shown white) -> a heat map with a 0..ln C colour bar in nats."""
+    height, width = entropy.shape
+    dh, dw = display_size(height, width, smallest=160, largest=512)
+    top = float(np.log(max(2, num_classes)))
+    pad, text_h, bar_w, label_w = 6, 20, 14, 40
+    canvas = Image.new("RGB", (pad + dw + pad + bar_w + label_w + pad, pad + dh + text_h + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = _font(13)
+    method = Image.NEAREST if dh >= height else Image.BILINEAR
+    small = np.asarray(Image.fromarray(entropy.astype(np.float32), mode="F").resize((dw, dh), method))
+    colours = _heat(np.clip(np.nan_to_num(small / top, nan=0.0), 0.0, 1.0))
+    colours[np.isnan(small)] = 255
+    canvas.paste(Image.fromarray(colours), (pad, pad))
+    draw.text((pad, pad + dh + 3), title or "entropy of the class probabilities (nats)", fill="black", font=font)
+    x = pad + dw + pad
+    canvas.paste(Image.fromarray(colour_bar(dh, bar_w)), (x, pad))
+    for value, y in ((top, pad), (top / 2, pad + dh // 2 - 6), (0.0, pad + dh - 12)):
+        draw.text((x + bar_w + 3, y), f"{value:.2f}", fill="black", font=font)
     return np.asarray(canvas)
 
 

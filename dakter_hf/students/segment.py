@@ -3,6 +3,11 @@
 Shared by `dakter segment` and the Space, so both give the same masks: both read through
 `data.raster.read_grey` (one grey image and one valid-pixel mask per file) and write
 `NODATA_ID` (255) at the file's no-data pixels (`class_mask`).
+
+Uncertainty: `entropy_map`, the entropy of the class probabilities per pixel, computed after
+tiling has blended the windows' probabilities (the entropy of a blend is not the blend of the
+windows' entropies). `dakter segment` writes it, and the oil probability, as float32 GeoTIFFs
+with the input's georeferencing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import torch.nn.functional as F
 from PIL import Image
 
+from dakter_hf.data.geotiff import georeference, write_probability_geotiff
 from dakter_hf.data.raster import NODATA_ID, Normalization, read_grey
 from dakter_hf.students.inference import grey_to_unit_tensor, probability_predictor
 from dakter_hf.students.models import student_resolution
@@ -67,11 +73,27 @@ def class_mask(probabilities: np.ndarray, valid: Optional[np.ndarray] = None) ->
     return mask
 
 
+def entropy_map(probabilities: np.ndarray) -> np.ndarray:
+    """(H, W) float32 entropy -sum_c p_c ln p_c in nats (0: certain, ln C: uniform) of (C, H, W) probabilities.
+
+    Pass blended probabilities (what `segment_array` returns); NaN pixels (no data) stay NaN.
+    """
+    p = probabilities.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    entropy = -terms.sum(0)
+    entropy[np.isnan(p).any(0)] = np.nan
+    return np.clip(entropy, 0.0, None).astype(np.float32)  # rounding can give -0.0 for a certain pixel
+
+
 def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kwargs) -> Dict[str, str]:
-    """Write NAME_mask.png, NAME_probabilities.npy and NAME_oil.png for one scene; `kwargs` go to `segment_array`.
+    """Write a scene's NAME_mask.png, NAME_probabilities.npy, NAME_oil.png, NAME_oil_probability.tif and
+    NAME_entropy.tif; `kwargs` go to `segment_array`.
 
     mask: class ids, NODATA_ID at the file's no-data pixels; probabilities: float16 (C, H, W),
-    NaN at no-data pixels; oil: oil probability x 255, 0 at no-data pixels.
+    NaN at no-data pixels; oil: oil probability x 255, 0 at no-data pixels; the two TIFFs: float32
+    oil probability and entropy (nats, `entropy_map`), with the input's georeferencing tags, NaN
+    at no-data pixels.
     """
     grey = read_grey(path, student_normalization(model), max_pixels=kwargs.get("max_pixels"))
     probabilities = segment_array(grey.image, model, processor, **kwargs)
@@ -80,17 +102,23 @@ def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kw
     if valid is not None:
         probabilities = np.where(valid, probabilities, np.float32("nan"))
     stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
-    paths = {"mask": stem + "_mask.png", "probabilities": stem + "_probabilities.npy", "oil": stem + "_oil.png"}
+    paths = {"mask": stem + "_mask.png", "probabilities": stem + "_probabilities.npy", "oil": stem + "_oil.png",
+             "oil_probability": stem + "_oil_probability.tif", "entropy": stem + "_entropy.tif"}
     _save_png(Image.fromarray(mask, mode="L"), paths["mask"])
     oil = np.nan_to_num(probabilities[oil_class], nan=0.0)
     _save_png(Image.fromarray((oil * 255).round().astype(np.uint8), mode="L"), paths["oil"])
     with atomic_write(paths["probabilities"], "wb") as handle:
         np.save(handle, probabilities.astype(np.float16))
     height, width = mask.shape
+    _, _, geotags = georeference(grey.raster.tags, height)
+    write_probability_geotiff(paths["oil_probability"], probabilities[oil_class], geotags, valid)
+    entropy = entropy_map(probabilities)
+    write_probability_geotiff(paths["entropy"], entropy, geotags, valid)
     count = int(grey.valid.sum())
     oil_percent = 100.0 * int((mask == oil_class).sum()) / count if count else 0.0
     nodata = f", {height * width - count:,} no-data pixels left out" if valid is not None else ""
-    paths["summary"] = f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}"
+    mean_entropy = float(np.nanmean(entropy)) if count else float("nan")
+    paths["summary"] = f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}, mean entropy {mean_entropy:.3f} nats"
     return paths
 
 

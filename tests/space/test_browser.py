@@ -62,3 +62,36 @@ def test_generate_in_a_real_browser(space_url, tmp_path):
     assert "Generated 4 sample(s)" in status, status
     pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
     assert pixels.shape[0] >= 600 and pixels.std() > 10, f"the screenshot looks blank (std {pixels.std():.1f})"
+
+
+def test_segment_shows_the_uncertainty_map_in_a_real_browser(space_url, tmp_path):
+    """Example scene -> Segment: the entropy map with its colour bar and the confident oil area are on the page."""
+    from playwright.sync_api import sync_playwright
+
+    from dakter_hf.space.browser import launch_chromium
+
+    screenshot = tmp_path / "segment.png"
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(space_url, wait_until="domcontentloaded")
+            page.get_by_role("tab", name="Segment").click()
+            page.get_by_role("button", name="Synthetic example scene").click()
+            page.locator("#scene-file a").first.wait_for(timeout=60_000)
+            page.locator("#segment-button").click()
+            uncertainty = page.locator("#segment-uncertainty img")
+            uncertainty.wait_for(state="visible", timeout=180_000)
+            natural = uncertainty.evaluate("img => img.complete ? [img.naturalWidth, img.naturalHeight] : [0, 0]")
+            page.locator("#uncertainty-file a").first.wait_for(timeout=30_000)
+            status = page.locator("#segment-status").inner_text()
+            confident = page.locator("#confident-oil-percent input").input_value()
+            uncertainty.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+
+    assert natural[0] > 0 and natural[1] > 0, f"the uncertainty map did not load: natural size {natural}"
+    assert "Confident oil (p(oil) ≥ 0.90)" in status and "in total" in status, status
+    assert confident != "" and 0 <= float(confident) <= 100
+    pixels = np.asarray(Image.open(screenshot).convert("RGB"), dtype=np.float64)
+    assert pixels.std() > 10, f"the uncertainty map looks blank (std {pixels.std():.1f})"

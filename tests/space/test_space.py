@@ -132,7 +132,7 @@ def test_segment_geotiff_keeps_georeferencing(space, tmp_path):
     path = tmp_path / "scene.tif"
     tifffile.imwrite(path, grey.astype(np.uint16) * 200 + 17, extratags=GEOTAGS)  # 16-bit, stretched by the app
 
-    overlay, legend, panel, oil_percent, area, mask_path, tif_path, status = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    overlay, legend, panel, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
     assert open_image(overlay).size == (300, 200) and open_image(overlay).mode == "RGB"
     assert open_image(panel).width > 2 * 160
     mask_image = open_image(mask_path)
@@ -154,7 +154,7 @@ def test_segment_geotiff_keeps_georeferencing(space, tmp_path):
     assert tags[34737].startswith("WGS 84 / UTM zone 33N")
 
     # a spacing typed in wins over the file's
-    *_, area_20, _, _, status_20 = client.predict(handle_file(str(path)), "student-segformer", 20, api_name="/segment")
+    _, _, _, _, area_20, _, _, status_20, *_ = client.predict(handle_file(str(path)), "student-segformer", 20, api_name="/segment")
     assert area_20 == pytest.approx(4 * area, rel=1e-4) and "as entered" in status_20
 
 
@@ -168,7 +168,7 @@ def test_segment_float32_geotiff_with_nodata_and_degrees(space, tmp_path):
             (34735, "H", len(keys), keys, True), (42113, "s", 0, "-9999", True)]
     path = tmp_path / "sigma0.tif"
     tifffile.imwrite(path, values, extratags=tags)
-    _, _, _, oil_percent, area, mask_path, tif_path, status = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    _, _, _, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
     mask = np.asarray(open_image(mask_path))
     assert (mask[:32, :48] == 255).all() and (mask[32:] != 255).all()  # no data stays no data
     valid = mask != 255
@@ -188,12 +188,43 @@ def test_segment_rgb_png_without_spacing(space, tmp_path):
     grey = scene(96, 128, seed=4)
     path = tmp_path / "scene.png"
     Image.fromarray(np.stack([grey] * 3, axis=-1)).save(path)
-    overlay, _, _, oil_percent, area, mask_path, tif_path, status = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    overlay, _, _, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
     assert open_image(overlay).size == (256, 192)  # small scenes are shown enlarged (2x)
     assert open_image(mask_path).size == (128, 96)
     assert 0 <= oil_percent <= 100 and area is None and "unknown" in status
     with tifffile.TiffFile(tif_path) as tif:
         assert 33550 not in {tag.code for tag in tif.pages[0].tags}  # nothing invented
+
+
+def test_segment_shows_the_uncertainty_map_and_the_oil_area_above_a_confidence(space, tmp_path):
+    from dakter_hf.students.segment import entropy_map
+
+    client, _ = space
+    grey = scene(200, 300)
+    path = tmp_path / "scene.tif"
+    tifffile.imwrite(path, grey.astype(np.uint16) * 200 + 17, extratags=GEOTAGS)
+    outputs = client.predict(handle_file(str(path)), "student-segformer", None, 0.8, api_name="/segment")
+    _, _, _, oil_percent, area, mask_path, tif_path, status, uncertainty, uncertainty_path, confident_percent, confident_area = outputs
+    panel = np.asarray(open_image(uncertainty).convert("RGB"), dtype=np.int64)
+    assert panel.shape[1] > 300 and panel.std() > 10  # a map and its colour bar, not a blank picture
+    with tifffile.TiffFile(uncertainty_path) as tif:
+        entropy = tif.pages[0].asarray()
+        tags = {tag.code: tag.value for tag in tif.pages[0].tags}
+    assert entropy.dtype == np.float32 and entropy.shape == (200, 300)
+    assert tags[33550] == (10.0, 10.0, 0.0) and tuple(tags[34735]) == UTM_KEYS  # the input's georeferencing
+    with tifffile.TiffFile(tif_path) as tif:
+        oil = tif.pages[0].asarray()
+    np.testing.assert_allclose(entropy, entropy_map(np.stack([1 - oil, oil])), atol=1e-5)  # of the blended probabilities
+    mask = np.asarray(open_image(mask_path))
+    confident = (mask == 1) & (oil >= 0.8)
+    assert confident_percent == pytest.approx(100 * confident.sum() / mask.size, abs=1e-3)
+    assert confident_area == pytest.approx(confident.sum() * 100 / 1e6, rel=1e-4) and confident_area <= area
+    assert 0 < confident_percent <= oil_percent and "Confident oil (p(oil) ≥ 0.80)" in status and "in total" in status
+    # a stricter confidence counts fewer pixels; the total does not change
+    strict = client.predict(handle_file(str(path)), "student-segformer", None, 0.99, api_name="/segment")
+    assert strict[3] == oil_percent and strict[10] <= confident_percent
+    with pytest.raises(Exception, match="greater than maximum value 0.99"):
+        client.predict(handle_file(str(path)), "student-segformer", None, 1.5, api_name="/segment")
 
 
 def test_example_scene_button(space):
@@ -210,7 +241,7 @@ def test_tiling_1000x700_matches_one_pass_where_windows_agree(space, student, tm
     grey = mosaic(700, 1000)
     path = tmp_path / "big.png"
     Image.fromarray(grey).save(path)
-    *_, mask_path, _, _ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    _, _, _, _, _, mask_path, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
     tiled = np.asarray(open_image(mask_path))
     np.testing.assert_array_equal(tiled, segment_array(grey, model, processor).argmax(0))  # the Space uses the shared tiling
 

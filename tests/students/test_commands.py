@@ -126,3 +126,62 @@ def test_evaluate_constant_baseline(tmp_path, capsys):
     assert record["per_category_iou"][1] == 0.0 and record["per_category_precision"][1] == 0.0
     assert main(["evaluate", "--constant", "7", "--data", str(tmp_path / "data"), "--split", "test"]) == 2
     assert "--constant" in capsys.readouterr().err
+
+
+UTM_KEYS = (1, 1, 0, 4, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633, 3076, 0, 1, 9001)
+GEOTAGS = [
+    (33550, "d", 3, (10.0, 10.0, 0.0), True),
+    (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
+    (34735, "H", len(UTM_KEYS), UTM_KEYS, True),
+    (34737, "s", 0, "WGS 84 / UTM zone 33N|", True),
+]
+
+
+def test_entropy_map_in_nats():
+    from dakter_hf.students.segment import entropy_map
+
+    p = np.zeros((3, 1, 4), np.float32)
+    p[:, 0, 0] = 1 / 3  # uniform: ln 3
+    p[1, 0, 1] = 1.0  # certain: 0
+    p[:, 0, 2] = (0.7, 0.2, 0.1)
+    p[:, 0, 3] = np.nan  # no data
+    entropy = entropy_map(p)
+    assert entropy.dtype == np.float32 and entropy.shape == (1, 4)
+    np.testing.assert_allclose(entropy[0, :3], [np.log(3), 0.0, -(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1))], rtol=1e-6)
+    assert np.isnan(entropy[0, 3])
+
+
+def test_segment_writes_an_uncertainty_geotiff_with_the_input_georeferencing(student_dir, tmp_path, capsys):
+    import tifffile
+
+    from dakter_hf.students.segment import entropy_map, segment_array
+
+    folder, model = student_dir
+    grey = np.random.default_rng(1).integers(0, 256, (50, 70), dtype=np.uint8)
+    values = grey.astype(np.float32)
+    values[:10, :12] = -9999.0  # a no-data block
+    tifffile.imwrite(tmp_path / "scene.tif", values, extratags=GEOTAGS + [(42113, "s", 0, "-9999", True)])
+    assert main(["segment", str(tmp_path / "scene.tif"), "--model", folder, "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert "mean entropy" in capsys.readouterr().out
+    maps = {}
+    for name in ("entropy", "oil_probability"):
+        with tifffile.TiffFile(tmp_path / "out" / f"scene_{name}.tif") as tif:
+            page = tif.pages[0]
+            maps[name] = page.asarray()
+            tags = {tag.code: tag.value for tag in page.tags}
+        assert maps[name].dtype == np.float32 and maps[name].shape == (50, 70)
+        assert tags[33550] == (10.0, 10.0, 0.0) and tags[33922] == GEOTAGS[1][3] and tuple(tags[34735]) == UTM_KEYS
+        assert tags[34737].startswith("WGS 84 / UTM zone 33N") and tags[42113].strip("\x00") == "nan"
+        assert np.isnan(maps[name][:10, :12]).all() and not np.isnan(maps[name][10:]).any()
+    entropy, oil = maps["entropy"], maps["oil_probability"]
+    assert 0 <= np.nanmin(entropy) and np.nanmax(entropy) <= np.log(2) + 1e-6
+    # the entropy of the blended probabilities (the oil GeoTIFF holds the blend), pixel by pixel
+    blended = np.stack([1 - oil, oil])
+    np.testing.assert_allclose(entropy, entropy_map(blended), atol=1e-5, equal_nan=True)
+    # and the same as the scene segmented in this process (the no-data block reads as grey 0 there)
+    from dakter_hf.data.raster import read_grey
+    from dakter_hf.students.segment import student_normalization
+
+    scene = read_grey(str(tmp_path / "scene.tif"), student_normalization(model))
+    again = entropy_map(segment_array(scene.image, model, device="cpu"))
+    np.testing.assert_allclose(entropy[10:], again[10:], atol=1e-5)
