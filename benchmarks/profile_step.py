@@ -19,6 +19,7 @@ from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.speed import adamw, apply_model_options, enable_tf32
 from dakter_hf.joint.unet import make_joint_unet
 
+
 OPTIONS = ("bf16", "tf32", "fused_adamw", "channels_last", "compile")
 
 
@@ -30,12 +31,18 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="steps before the profiled ones")
     parser.add_argument("--steps", type=int, default=1, help="profiled steps")
     parser.add_argument("--top", type=int, default=10, help="rows of the table")
-    parser.add_argument("--options", default="bf16,tf32,fused_adamw,channels_last", help=f"comma-separated from {','.join(OPTIONS)}, or none")
+    parser.add_argument(
+        "--options",
+        default="bf16,tf32,fused_adamw,channels_last",
+        help=f"comma-separated from {','.join(OPTIONS)}, or none",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     options = set() if args.options == "none" else {o.strip() for o in args.options.split(",") if o.strip()}
     if options - set(OPTIONS):
-        raise SystemExit(f"unknown option(s) {sorted(options - set(OPTIONS))}; choose from {', '.join(OPTIONS)} or none")
+        raise SystemExit(
+            f"unknown option(s) {sorted(options - set(OPTIONS))}; choose from {', '.join(OPTIONS)} or none"
+        )
     cuda = args.device.startswith("cuda")
     if not cuda:  # as in bench_train.py: these apply on CUDA only
         options -= {"bf16", "tf32", "fused_adamw"}
@@ -45,11 +52,19 @@ def main():
     torch.manual_seed(0)
     unet = make_joint_unet(2, args.preset, sample_size=args.resolution).to(args.device).train()
     apply_model_options(unet, channels_last="channels_last" in options, compile="compile" in options)
-    optimizer = adamw(unet.parameters(), args.device, lr=1e-5) if "fused_adamw" in options else torch.optim.AdamW(unet.parameters(), lr=1e-5)
+    optimizer = (
+        adamw(unet.parameters(), args.device, lr=1e-5)
+        if "fused_adamw" in options
+        else torch.optim.AdamW(unet.parameters(), lr=1e-5)
+    )
     objective = DAKTerObjective(2, balancing_factor=0.44, image_prediction_type="v", zero_terminal_snr=True)
     images = torch.rand(args.batch, 1, args.resolution, args.resolution, device=args.device) * 2 - 1
     masks = (torch.rand(args.batch, args.resolution, args.resolution, device=args.device) > 0.8).long()
-    autocast = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if "bf16" in options else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
+        if "bf16" in options
+        else contextlib.nullcontext
+    )
 
     def step():
         with autocast():
@@ -70,8 +85,11 @@ def main():
             torch.cuda.synchronize()
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     name = f" ({torch.cuda.get_device_name(torch.device(args.device))})" if cuda else ""
-    print(f"profile: device={args.device}{name} preset={args.preset} {args.resolution}px batch={args.batch} options={','.join(sorted(options)) or 'none'} "
-          f"warm-up={args.warmup} profiled steps={args.steps} threads={torch.get_num_threads()}")
+    chosen = ",".join(sorted(options)) or "none"
+    print(
+        f"profile: device={args.device}{name} preset={args.preset} {args.resolution}px batch={args.batch} "
+        f"options={chosen} warm-up={args.warmup} profiled steps={args.steps} threads={torch.get_num_threads()}"
+    )
     print(f"top {args.top} operators by {sort}:")
     print(prof.key_averages().table(sort_by=sort, row_limit=args.top))
 
