@@ -58,6 +58,7 @@ def take(url: str, out: str) -> dict:
             page.locator("#segment-button").click()
             page.locator("#segment-overlay img").wait_for(state="visible", timeout=180_000)
             page.locator("#segment-probabilities img").wait_for(state="visible", timeout=60_000)
+            page.locator("#segment-uncertainty img").wait_for(state="visible", timeout=60_000)
             page.wait_for_timeout(500)
             sizes["segment"] = save_small(page.screenshot(full_page=True), os.path.join(out, "segment.png"))
 
