@@ -147,12 +147,14 @@ def _reliability_figures(runner, out: str, paths: Dict[str, str]) -> None:
     for student in sorted({r["student"] for r in runs}):
         curves = {}
         for arm in arms:
-            bins = [runner.result(r["step"])["metrics"].get("reliability") for r in runs if r["student"] == student and r["arm"] == arm]
+            bins = [runner.result(r["step"])["metrics"].get("reliability")
+                    for r in runs if r["student"] == student and r["arm"] == arm]
             pooled = figures.pooled_reliability(bins)
             if pooled is not None:
                 curves[titles.get(arm, arm)] = pooled
         if curves:
-            paths[f"reliability_{student}"] = figures.save_png(figures.reliability_figure(curves, f"{student}: reliability on the test pixels"), os.path.join(out, f"reliability_{student}.png"))
+            figure = figures.reliability_figure(curves, f"{student}: reliability on the test pixels")
+            paths[f"reliability_{student}"] = figures.save_png(figure, os.path.join(out, f"reliability_{student}.png"))
 
 
 def _steps_line(runs: List[Dict[str, Any]]) -> str:
@@ -195,9 +197,10 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         lines.append(f"| `{name}` ({titles.get(name, name)}) | {source} | {loss} |")
     lines += ["", "## Table 1: test mIoU and F1, mean ± std over seeds", "", table1_markdown(report["summary"]), ""]
     lines += [_steps_line(report["runs"]), ""]
-    lines += ["ECE is before temperature scaling. A student trained with `validation_fraction` (and `eval_strategy: epoch`) "
-              "also records `temperature_scaling` in its test_metrics.json: T fitted by NLL on that held-out part of "
-              "train, never on test, and the test ECE, Brier and NLL after dividing its logits by T.", ""]
+    lines += ["ECE is before temperature scaling. A student trained with `validation_fraction` "
+              "(and `eval_strategy: epoch`) also records `temperature_scaling` in its test_metrics.json: "
+              "T fitted by NLL on that held-out part of train, never on test, and the test ECE, Brier and NLL "
+              "after dividing its logits by T.", ""]
     lines += ["## Table 4: per-class IoU, precision and recall", "", table4_markdown(report["summary"]), ""]
     if report["generated_sets"]:
         lines += ["## Joint models and generated sets", "", "| generated set (arms) | joint steps | b | samples | generation |", "|---|---:|---:|---:|---|"]
@@ -229,7 +232,8 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         for name, file in report["figures"].items():
             caption = captions.get(name, f"mIoU against augmentation scale, {name[len('scale_'):]} (like Fig. 5)" if name.startswith("scale_") else name)
             if name.startswith("reliability_"):
-                caption = f"Reliability diagram, {name[len('reliability_'):]}: test-pixel accuracy against confidence, pooled over seeds"
+                caption = (f"Reliability diagram, {name[len('reliability_'):]}: test-pixel accuracy against "
+                           "confidence, pooled over seeds")
             lines += [f"**{caption}**", "", f"![{caption}]({file})", ""]
     seconds: Dict[str, float] = {}
     for timing in report["timings"]:

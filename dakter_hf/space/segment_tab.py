@@ -119,8 +119,8 @@ def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: s
         f"{int(OVERLAP * 100)} % overlap, Hann-blended.  \n"
         f"Oil (`{student.class_names[oil]}`): **{oil_percent:.2f} %** of the scene in total; area {area_text}.  \n"
         f"Confident oil (p(oil) ≥ {confidence:.2f}): **{confident_percent:.2f} %**{confident_area_text}. "
-        f"Mean uncertainty {float(np.nanmean(entropy)) if valid else float('nan'):.3f} nats (max ln {len(student.class_names)} = "
-        f"{np.log(len(student.class_names)):.3f})."
+        f"Mean uncertainty {float(np.nanmean(entropy)) if valid else float('nan'):.3f} nats "
+        f"(max ln {len(student.class_names)} = {np.log(len(student.class_names)):.3f})."
     )
     return SegmentResult(
         overlay=display_overlay(scene.grey, mask),

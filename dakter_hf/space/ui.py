@@ -73,9 +73,11 @@ def build_demo(models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXE
                 raise ValueError("Upload a SAR image first (JPEG, PNG or TIFF), or load the synthetic example scene.")
             if student_name not in models.students:
                 raise ValueError(f"Unknown student {student_name!r}; choose one of {', '.join(student_names)}.")
-            result = segment_tab.segment(path, models.students[student_name], spacing, max_pixels, request_folder(workdir), progress=progress, confidence=confidence)
+            result = segment_tab.segment(path, models.students[student_name], spacing, max_pixels,
+                                         request_folder(workdir), progress=progress, confidence=confidence)
         legend = legend_html(models.students[student_name].class_names)
-        return (result.overlay, legend, result.probabilities, result.oil_percent, result.oil_area_km2, result.mask_path, result.geotiff_path, result.status,
+        return (result.overlay, legend, result.probabilities, result.oil_percent, result.oil_area_km2,
+                result.mask_path, result.geotiff_path, result.status,
                 result.uncertainty, result.uncertainty_path, result.confident_percent, result.confident_area_km2)
 
     def on_example():
@@ -109,7 +111,9 @@ def build_demo(models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXE
                     scene = gr.File(label="SAR image: JPEG, PNG or TIFF/GeoTIFF (8/16-bit or float32; grey or RGB)", file_types=SCENE_TYPES, type="filepath", elem_id="scene-file")
                     student = gr.Dropdown(choices=student_names, value=student_names[0], label="Student")
                     spacing = gr.Number(value=None, minimum=0, label="Pixel spacing in metres (empty: read from the GeoTIFF)")
-                    confidence = gr.Slider(0.5, 0.99, value=segment_tab.CONFIDENCE, step=0.01, label="Confidence: oil pixels counted in the confident area have p(oil) at least this", elem_id="segment-confidence")
+                    confidence = gr.Slider(
+                        0.5, 0.99, value=segment_tab.CONFIDENCE, step=0.01, elem_id="segment-confidence",
+                        label="Confidence: oil pixels counted in the confident area have p(oil) at least this")
                     gr.Markdown(f"Scenes up to {pixel_limit}, files up to {MAX_UPLOAD.upper()}. Larger scenes are refused: crop or downsample them first.")
                     with gr.Row():
                         example_button = gr.Button("Synthetic example scene", size="sm")
@@ -119,20 +123,29 @@ def build_demo(models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXE
                         oil_percent = gr.Number(label="Oil-covered fraction of the scene (%)", interactive=False, elem_id="oil-percent")
                         oil_area = gr.Number(label="Oil area (km²)", interactive=False, elem_id="oil-area")
                     with gr.Row():
-                        confident_percent = gr.Number(label="Confident oil: fraction of the scene (%)", interactive=False, elem_id="confident-oil-percent")
-                        confident_area = gr.Number(label="Confident oil area (km²)", interactive=False, elem_id="confident-oil-area")
+                        confident_percent = gr.Number(label="Confident oil: fraction of the scene (%)",
+                                                      interactive=False, elem_id="confident-oil-percent")
+                        confident_area = gr.Number(label="Confident oil area (km²)", interactive=False,
+                                                   elem_id="confident-oil-area")
                 with gr.Column(scale=3):
                     scene_overlay = gr.Image(label="Classes over the scene", type="numpy", format="png", interactive=False, elem_id="segment-overlay")
                     scene_legend = gr.HTML(legend_html(models.students[student_names[0]].class_names))
                     scene_probabilities = gr.Image(label="Per-class probability maps", type="numpy", format="png", interactive=False, elem_id="segment-probabilities")
-                    scene_uncertainty = gr.Image(label="Uncertainty: entropy of the class probabilities (nats)", type="numpy", format="png", interactive=False, elem_id="segment-uncertainty")
+                    scene_uncertainty = gr.Image(label="Uncertainty: entropy of the class probabilities (nats)",
+                                                 type="numpy", format="png", interactive=False,
+                                                 elem_id="segment-uncertainty")
                     with gr.Row():
                         mask_file = gr.File(label="Mask PNG (pixel = class id, 255 = no data)", height=110, elem_id="mask-file")
                         geotiff_file = gr.File(label="Oil probability GeoTIFF (float32, input's georeferencing)", height=110, elem_id="geotiff-file")
-                        uncertainty_file = gr.File(label="Uncertainty GeoTIFF (entropy in nats, float32, input's georeferencing)", height=110, elem_id="uncertainty-file")
+                        uncertainty_file = gr.File(
+                            label="Uncertainty GeoTIFF (entropy in nats, float32, input's georeferencing)",
+                            height=110, elem_id="uncertainty-file")
             example_button.click(on_example, None, [scene, spacing], api_name="example_scene")
-            segment_button.click(on_segment, [scene, student, spacing, confidence], [scene_overlay, scene_legend, scene_probabilities, oil_percent, oil_area, mask_file, geotiff_file, segment_status,
-                                                                                     scene_uncertainty, uncertainty_file, confident_percent, confident_area], api_name="segment")
+            segment_outputs = [scene_overlay, scene_legend, scene_probabilities, oil_percent, oil_area, mask_file,
+                               geotiff_file, segment_status, scene_uncertainty, uncertainty_file, confident_percent,
+                               confident_area]
+            segment_inputs = [scene, student, spacing, confidence]
+            segment_button.click(on_segment, segment_inputs, segment_outputs, api_name="segment")
 
         with gr.Tab("About", id="about"):
             gr.Markdown(about_markdown(models, pixel_limit))

@@ -36,13 +36,14 @@ from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
+
 # ResNet-34 (He et al. 2016, Table 1): the reference's torchvision resnet34 in transformers' terms.
-RESNET34 = dict(layer_type="basic", embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[3, 4, 6, 3])
+RESNET34 = {"layer_type": "basic", "embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [3, 4, 6, 3]}
 
 
 def resnet34_kwargs(num_channels=1, **overrides):
     """ResNetConfig kwargs of a ResNet-34 taking `num_channels` input channels (stem stride 4, then x2 per stage)."""
-    return dict(RESNET34, num_channels=num_channels, downsample_in_first_stage=False, **overrides)
+    return {**RESNET34, "num_channels": num_channels, "downsample_in_first_stage": False, **overrides}
 
 
 class CBDNetConfig(PretrainedConfig):

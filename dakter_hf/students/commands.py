@@ -65,7 +65,9 @@ def _register_segment(sub) -> None:
     parser = sub.add_parser("segment", help="masks and class probabilities for SAR images of any size (overlapping tiles)")
     parser.add_argument("inputs", nargs="+", help="image files or folders of images (PNG, JPEG, TIFF)")
     parser.add_argument("--model", required=True, help="student folder (from train_student.py) or Hub id")
-    parser.add_argument("--out", required=True, help="output folder: NAME_mask.png, NAME_probabilities.npy, NAME_oil.png, NAME_oil_probability.tif and NAME_entropy.tif (per-pixel uncertainty, nats; both float32 with the input's georeferencing) per image")
+    parser.add_argument("--out", required=True, help=(
+        "output folder: NAME_mask.png, NAME_probabilities.npy, NAME_oil.png, NAME_oil_probability.tif and "
+        "NAME_entropy.tif (per-pixel uncertainty, nats; both float32 with the input's georeferencing) per image"))
     parser.add_argument("--pixel-scale", default="auto", help="resize factor applied before tiling; auto: the student's training scale (its resolution / the training images' size)")
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")

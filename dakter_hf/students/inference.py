@@ -58,7 +58,8 @@ def predict_split(model, split, resolution: int, batch_size: int = 16, device: O
         yield logits, batch["labels"].to(logits.device)
 
 
-def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, show_progress: bool = True, temperature: float = 1.0) -> dict:
+def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None,
+                     show_progress: bool = True, temperature: float = 1.0) -> dict:
     """Table-4 and calibration metrics of `model` on a real split (predictions upsampled to the masks' size).
 
     The probabilities of each batch go to the accumulator's bin counts and are dropped: memory does
@@ -93,7 +94,8 @@ def temperature_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> float
     return float(log_t.detach().exp())
 
 
-def fit_temperature(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, max_pixels: int = 1_000_000, seed: int = 0) -> float:
+def fit_temperature(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None,
+                    max_pixels: int = 1_000_000, seed: int = 0) -> float:
     """Temperature scaling (Guo et al. 2017): T fitted by NLL on `split`, a held-out part of train (never test).
 
     Keeps the logits (at the masks' size) of at most `max_pixels` valid pixels, drawn evenly over the images.

@@ -144,7 +144,8 @@ def dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, valid: Optiona
     return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean(1)
 
 
-def class_edges(maps: torch.Tensor, kernel: int = BOUNDARY_KERNEL, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def class_edges(maps: torch.Tensor, kernel: int = BOUNDARY_KERNEL,
+                valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Inner edges of (B, C, H, W) class maps, maxpool_k(1 - m) - (1 - m): 1 on a class pixel next to another class.
 
     On soft maps (probabilities) the edge is soft. Max pooling pads with -inf, so the image border is no edge;

@@ -214,7 +214,9 @@ class CalibrationAccumulator:
 
     def update(self, probabilities, references) -> None:
         """Add (B, C, H, W) class probabilities (torch or numpy) and their (B, H, W) reference ids."""
-        probs = probabilities if isinstance(probabilities, torch.Tensor) else torch.from_numpy(np.asarray(probabilities))
+        probs = probabilities
+        if not isinstance(probs, torch.Tensor):
+            probs = torch.from_numpy(np.asarray(probs))
         if probs.ndim != 4 or probs.shape[1] != self.num_labels:
             raise ValueError(f"probabilities must be (B, {self.num_labels}, H, W), got {tuple(probs.shape)}")
         ref = _as_long_tensor(references, probs.device)
@@ -227,7 +229,9 @@ class CalibrationAccumulator:
             probs, ref = probs[keep], ref[keep]
         bad = _bad_values(ref, self.num_labels)
         if bad:
-            raise ValueError(f"reference class ids outside [0, {self.num_labels}) and not ignore_index={self.ignore_index}: {bad}")
+            raise ValueError(
+                f"reference class ids outside [0, {self.num_labels}) and not ignore_index={self.ignore_index}: {bad}"
+            )
         if ref.numel() == 0:
             return
         n, bins = self.num_labels, self.num_bins
@@ -260,7 +264,12 @@ class CalibrationAccumulator:
             "brier": self._brier / total,
             "nll": self._nll / total,
             "per_category_ece": ece[1:].copy(),
-            "reliability": {"bins": self.num_bins, "count": count[0].astype(np.int64), "confidence": confidence, "accuracy": accuracy},
+            "reliability": {
+                "bins": self.num_bins,
+                "count": count[0].astype(np.int64),
+                "confidence": confidence,
+                "accuracy": accuracy,
+            },
         }
 
 
@@ -374,7 +383,8 @@ def format_table4_row(result: Mapping[str, Any], id2label: Mapping) -> str:
 
 def format_calibration_row(result: Mapping[str, Any], id2label: Mapping) -> str:
     """Markdown header + one row: ECE (%), Brier, NLL and the class-wise ECE (%) of every class."""
-    columns = [("ECE (%)", percent(result["ece"])), ("Brier", f"{result['brier']:.4f}"), ("NLL", f"{result['nll']:.4f}")]
+    columns = [("ECE (%)", percent(result["ece"])), ("Brier", f"{result['brier']:.4f}"),
+               ("NLL", f"{result['nll']:.4f}")]
     columns += [(f"ECE {_label_name(id2label, c)} (%)", percent(v)) for c, v in enumerate(result["per_category_ece"])]
     return "\n".join(markdown_table([title for title, _ in columns], [[value for _, value in columns]], align="right"))
 

@@ -46,8 +46,10 @@ SEGFORMER_SIZES = {
     "b4": ([64, 128, 320, 512], [3, 8, 27, 3], 768),
     "b5": ([64, 128, 320, 512], [3, 6, 40, 3], 768),
 }
-STUDENT_NAMES = tuple(f"segformer-{size}" for size in SEGFORMER_SIZES) + ("mask2former-swin-tiny", "deeplabv3plus-resnet18", "deeplabv3plus-resnet50", "cbdnet-resnet34")
-FAMILY_OF_MODEL_TYPE = {"segformer": "segformer", "mask2former": "mask2former", "dakter_deeplabv3plus": "deeplabv3plus", "dakter_cbdnet": "cbdnet"}
+STUDENT_NAMES = tuple(f"segformer-{size}" for size in SEGFORMER_SIZES) + (
+    "mask2former-swin-tiny", "deeplabv3plus-resnet18", "deeplabv3plus-resnet50", "cbdnet-resnet34")
+FAMILY_OF_MODEL_TYPE = {"segformer": "segformer", "mask2former": "mask2former",
+                        "dakter_deeplabv3plus": "deeplabv3plus", "dakter_cbdnet": "cbdnet"}
 REMOTE_CODE_FAMILIES = ("deeplabv3plus", "cbdnet")  # saved with their modelling file: trust_remote_code=True
 INPUT_SCALING = "pixel / 127.5 - 1"
 
@@ -207,7 +209,8 @@ def load_student(path: str):
 
 def _family_of_config(config) -> str:
     if config.model_type not in FAMILY_OF_MODEL_TYPE:
-        raise ValueError(f"{config.model_type!r} is not a dakter student (expected one of {sorted(FAMILY_OF_MODEL_TYPE)})")
+        expected = sorted(FAMILY_OF_MODEL_TYPE)
+        raise ValueError(f"{config.model_type!r} is not a dakter student (expected one of {expected})")
     return FAMILY_OF_MODEL_TYPE[config.model_type]
 
 

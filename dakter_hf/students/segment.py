@@ -118,7 +118,8 @@ def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kw
     oil_percent = 100.0 * int((mask == oil_class).sum()) / count if count else 0.0
     nodata = f", {height * width - count:,} no-data pixels left out" if valid is not None else ""
     mean_entropy = float(np.nanmean(entropy)) if count else float("nan")
-    paths["summary"] = f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}, mean entropy {mean_entropy:.3f} nats"
+    paths["summary"] = (f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}, "
+                        f"mean entropy {mean_entropy:.3f} nats")
     return paths
 
 

@@ -74,7 +74,9 @@ class StudentArguments:
     kd_weight: float = field(default=0.1, metadata={"help": "lambda_kd (paper: 0.1)"})
     dice_weight: float = field(default=0.5, metadata={"help": "lambda_dice (paper: 0.5)"})
     generated_ce: bool = field(default=True, metadata={"help": "also CE against the argmax for generated samples (false: Eq. 5 read literally)"})
-    boundary_weight: Optional[float] = field(default=None, metadata={"help": f"weight of CBD-Net's boundary term (1 - boundary F1 of the mask edges; generated samples: the argmax edges); default {BOUNDARY_WEIGHT:g} (the reference's) for cbdnet-resnet34, 0 for the other students"})
+    boundary_weight: Optional[float] = field(default=None, metadata={"help": (
+        "weight of CBD-Net's boundary term (1 - boundary F1 of the mask edges; generated samples: the argmax "
+        f"edges); default {BOUNDARY_WEIGHT:g} (the reference's) for cbdnet-resnet34, 0 for the other students")})
     generated_dice_target: str = field(default="hard", metadata={"help": "Dice target of generated samples: hard (argmax; the KD arm then differs from --mode hard by the KD term only) or soft (probabilities)"})
     augment: bool = field(default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"})
     max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"})
@@ -113,8 +115,12 @@ class StudentArguments:
     def loss_config(self) -> StudentLossConfig:
         kd_weight = self.kd_weight if (self.mode == "dakter" or self.teacher) else 0.0
         dice_target = self.generated_dice_target if self.mode == "dakter" else "hard"
-        boundary = self.boundary_weight if self.boundary_weight is not None else BOUNDARY_WEIGHT if self.student.startswith("cbdnet") else 0.0
-        return StudentLossConfig(temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=kd_weight, dice_weight=self.dice_weight, generated_ce=self.generated_ce, generated_dice_target=dice_target, boundary_weight=boundary)
+        boundary = self.boundary_weight
+        if boundary is None:
+            boundary = BOUNDARY_WEIGHT if self.student.startswith("cbdnet") else 0.0
+        return StudentLossConfig(temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=kd_weight,
+                                 dice_weight=self.dice_weight, generated_ce=self.generated_ce,
+                                 generated_dice_target=dice_target, boundary_weight=boundary)
 
 
 @dataclass
@@ -297,9 +303,16 @@ def _train_claimed(args, training, inputs, hold, real, generated, train_split, v
         if args.test_split:
             test_result = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
             if validation_split is not None:  # temperature scaling: T from the held-out part of train, never from test
-                temperature = fit_temperature(final, validation_split, args.resolution, batch_size=training.per_device_eval_batch_size, seed=training.seed)
-                scaled = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size, temperature=temperature)
-                test_result["temperature_scaling"] = {"temperature": temperature, "fitted_on": f"{len(validation_split)} held-out training images (--validation_fraction)", **{k: scaled[k] for k in ("ece", "brier", "nll", "per_category_ece", "reliability")}}
+                batch = training.per_device_eval_batch_size
+                temperature = fit_temperature(final, validation_split, args.resolution, batch_size=batch,
+                                              seed=training.seed)
+                scaled = evaluate_student(final, real[args.test_split], args.resolution, batch_size=batch,
+                                          temperature=temperature)
+                test_result["temperature_scaling"] = {
+                    "temperature": temperature,
+                    "fitted_on": f"{len(validation_split)} held-out training images (--validation_fraction)",
+                    **{k: scaled[k] for k in ("ece", "brier", "nll", "per_category_ece", "reliability")},
+                }
             atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
         write_student_card(training.output_dir, final, args, training, class_names, samples, trainer.state, test_result)
         claim.update(finished=True)

@@ -10,13 +10,28 @@ from dakter_hf.students.train import StudentArguments
 
 def write(tmp_path, students):
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({"name": "s", "data": {"source": "simulate:8,4"}, "students": students, "arms": ["real"], "output_dir": str(tmp_path / "run")}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "data": {"source": "simulate:8,4"},
+                "students": students,
+                "arms": ["real"],
+                "output_dir": str(tmp_path / "run"),
+            }
+        )
+    )
     return str(path)
 
 
 def test_cbdnet_is_a_student_of_dakter_experiment_with_its_boundary_term(tmp_path):
     assert "cbdnet-resnet34" in STUDENT_NAMES
-    config = load_experiment_config(write(tmp_path, [{"student": "cbdnet-resnet34", "resolution": 32}, {"student": "segformer-b0", "boundary_weight": 0.5}]))
+    config = load_experiment_config(
+        write(
+            tmp_path,
+            [{"student": "cbdnet-resnet34", "resolution": 32}, {"student": "segformer-b0", "boundary_weight": 0.5}],
+        )
+    )
     cbdnet, segformer = (StudentArguments(**split_student_settings(s)[0], mode="real") for s in config.students)
     assert cbdnet.loss_config().boundary_weight == 1.0 and segformer.loss_config().boundary_weight == 0.5
     with pytest.raises(ValueError, match="boundary_weight"):

@@ -94,7 +94,7 @@ def test_dakter_segment_and_the_space_give_identical_masks(student, space, tmp_p
 
     # the Space's segment handler, over HTTP
     name = os.path.basename(folder)  # the Space names a student folder by its basename
-    _, _, _, _, _, mask_path, tif_path, status, *_ = space.predict(handle_file(str(path)), name, None, api_name="/segment")
+    mask_path, tif_path, status = space.predict(handle_file(str(path)), name, None, api_name="/segment")[5:8]
     with Image.open(mask_path) as image:
         space_mask = np.asarray(image)
     space_oil = tifffile.imread(tif_path)

@@ -204,7 +204,8 @@ def test_segment_shows_the_uncertainty_map_and_the_oil_area_above_a_confidence(s
     path = tmp_path / "scene.tif"
     tifffile.imwrite(path, grey.astype(np.uint16) * 200 + 17, extratags=GEOTAGS)
     outputs = client.predict(handle_file(str(path)), "student-segformer", None, 0.8, api_name="/segment")
-    _, _, _, oil_percent, area, mask_path, tif_path, status, uncertainty, uncertainty_path, confident_percent, confident_area = outputs
+    _, _, _, oil_percent, area, mask_path, tif_path, status = outputs[:8]
+    uncertainty, uncertainty_path, confident_percent, confident_area = outputs[8:]
     panel = np.asarray(open_image(uncertainty).convert("RGB"), dtype=np.int64)
     assert panel.shape[1] > 300 and panel.std() > 10  # a map and its colour bar, not a blank picture
     with tifffile.TiffFile(uncertainty_path) as tif:
@@ -214,7 +215,8 @@ def test_segment_shows_the_uncertainty_map_and_the_oil_area_above_a_confidence(s
     assert tags[33550] == (10.0, 10.0, 0.0) and tuple(tags[34735]) == UTM_KEYS  # the input's georeferencing
     with tifffile.TiffFile(tif_path) as tif:
         oil = tif.pages[0].asarray()
-    np.testing.assert_allclose(entropy, entropy_map(np.stack([1 - oil, oil])), atol=1e-5)  # of the blended probabilities
+    # the entropy of the blended probabilities
+    np.testing.assert_allclose(entropy, entropy_map(np.stack([1 - oil, oil])), atol=1e-5)
     mask = np.asarray(open_image(mask_path))
     confident = (mask == 1) & (oil >= 0.8)
     assert confident_percent == pytest.approx(100 * confident.sum() / mask.size, abs=1e-3)
@@ -241,7 +243,7 @@ def test_tiling_1000x700_matches_one_pass_where_windows_agree(space, student, tm
     grey = mosaic(700, 1000)
     path = tmp_path / "big.png"
     Image.fromarray(grey).save(path)
-    _, _, _, _, _, mask_path, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    mask_path = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")[5]
     tiled = np.asarray(open_image(mask_path))
     np.testing.assert_array_equal(tiled, segment_array(grey, model, processor).argmax(0))  # the Space uses the shared tiling
 

@@ -1,4 +1,4 @@
-"""CBD-Net student: the ResNet-34 layout, scSE / centre / LinkNet decoder, logits at label size, training, save/load."""
+"""CBD-Net student: ResNet-34 layout, scSE / centre / LinkNet decoder, logits at label size, training, save/load."""
 
 import json
 import os
@@ -22,6 +22,7 @@ from dakter_hf.students.losses import StudentLossConfig, student_loss
 from dakter_hf.students.models import build_student, load_student, make_image_processor, student_config, student_logits
 from dakter_hf.students.train import StudentArguments
 
+
 TINY = TINY_OVERRIDES["cbdnet-resnet34"]
 
 
@@ -33,7 +34,9 @@ def test_paper_layout_is_a_resnet34():
     config = student_config("cbdnet-resnet34", ID2LABEL)
     resnet = config.backbone_config
     assert isinstance(config, CBDNetConfig) and config.model_type == "dakter_cbdnet"
-    assert resnet.layer_type == "basic" and resnet.depths == [3, 4, 6, 3] and resnet.hidden_sizes == [64, 128, 256, 512]
+    assert (
+        resnet.layer_type == "basic" and resnet.depths == [3, 4, 6, 3] and resnet.hidden_sizes == [64, 128, 256, 512]
+    )
     assert resnet.num_channels == 1 and config.num_channels == 1 and config.dilations == [1, 2, 4, 8]
     assert config.id2label == {0: "background", 1: "oil"}
     model = CBDNetForSemanticSegmentation(config)
@@ -107,14 +110,23 @@ def test_config_round_trip_and_checks():
 def test_boundary_weight_defaults_to_the_reference_for_cbdnet_only():
     assert StudentArguments(student="cbdnet-resnet34", mode="real").loss_config().boundary_weight == 1.0
     assert StudentArguments(student="segformer-b0", mode="real").loss_config().boundary_weight == 0.0
-    assert StudentArguments(student="cbdnet-resnet34", mode="real", boundary_weight=0.0).loss_config().boundary_weight == 0.0
-    assert StudentArguments(student="segformer-b0", mode="real", boundary_weight=0.5).loss_config().boundary_weight == 0.5
+    assert (
+        StudentArguments(student="cbdnet-resnet34", mode="real", boundary_weight=0.0).loss_config().boundary_weight
+        == 0.0
+    )
+    assert (
+        StudentArguments(student="segformer-b0", mode="real", boundary_weight=0.5).loss_config().boundary_weight == 0.5
+    )
 
 
 def test_student_weights_from_a_transformers_resnet(tmp_path, one_thread):
     """--student_weights may be a ResNet checkpoint (an ImageNet ResNet-34): it becomes the encoder."""
     torch.manual_seed(3)
-    resnet = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], layer_type="basic"))
+    resnet = ResNetModel(
+        ResNetConfig(
+            num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], layer_type="basic"
+        )
+    )
     resnet.save_pretrained(tmp_path / "resnet")
     model = build_student("cbdnet-resnet34", ID2LABEL, weights=str(tmp_path / "resnet"), final_channels=8)
     assert model.config.num_channels == 3 and model.config.sar_input["channels"] == 3
@@ -124,7 +136,12 @@ def test_student_weights_from_a_transformers_resnet(tmp_path, one_thread):
     # a saved CBD-Net loads as itself
     tiny_model().save_pretrained(tmp_path / "cbdnet")
     again = build_student("cbdnet-resnet34", ID2LABEL, weights=str(tmp_path / "cbdnet"))
-    assert isinstance(again, CBDNetForSemanticSegmentation) and again.config.backbone_config.hidden_sizes == [8, 16, 32, 64]
+    assert isinstance(again, CBDNetForSemanticSegmentation) and again.config.backbone_config.hidden_sizes == [
+        8,
+        16,
+        32,
+        64,
+    ]
 
 
 LOAD_WITHOUT_DAKTER = textwrap.dedent(
@@ -165,8 +182,17 @@ def test_save_and_reload_with_plain_transformers(tmp_path, one_thread):
         "AutoModelForSemanticSegmentation": "cbdnet.CBDNetForSemanticSegmentation",
     }
     assert (d / "cbdnet.py").is_file()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1", PYTHONPATH="")
-    result = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_DAKTER, str(d)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1", PYTHONPATH=""
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_DAKTER, str(d)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK transformers_modules" in result.stdout
     # in this process: the registered classes, and the package's loader
@@ -183,11 +209,36 @@ def test_train_student_writes_a_card_with_remote_code_and_the_boundary_term(tmp_
     from dakter_hf.students.train import main
 
     save_dataset(simulate_sar(8, num_classes=2, size=32, seed=0, num_test_samples=4), str(tmp_path / "real"))
-    out = main([
-        "--real", str(tmp_path / "real"), "--mode", "real", "--student", "cbdnet-resnet34", "--student_config", json.dumps(TINY),
-        "--resolution", "32", "--output_dir", str(tmp_path / "student"), "--max_steps", "2", "--per_device_train_batch_size", "4",
-        "--logging_steps", "1", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", "--report_to", "none",
-    ])
+    out = main(
+        [
+            "--real",
+            str(tmp_path / "real"),
+            "--mode",
+            "real",
+            "--student",
+            "cbdnet-resnet34",
+            "--student_config",
+            json.dumps(TINY),
+            "--resolution",
+            "32",
+            "--output_dir",
+            str(tmp_path / "student"),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--logging_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            "--disable_tqdm",
+            "true",
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+        ]
+    )
     card = open(os.path.join(out, "README.md")).read()
     assert "trust_remote_code=True" in card and "CBDNetForSemanticSegmentation" in card
     assert "boundary (1 - BF1 of the mask edges) x 1" in card

@@ -189,16 +189,23 @@ def test_default_kd_arm_is_the_hard_arm_plus_kd():
 
 
 def _hand_edges(m):
-    """Inner edge by the reference's definition, with loops: max of (1 - m) over the in-image 3x3 window minus (1 - m)."""
+    """The reference's inner edge, with loops: max of (1 - m) over the in-image 3x3 window minus (1 - m)."""
     h, w = len(m), len(m[0])
-    return [[max(1 - m[j][i] for j in range(max(0, y - 1), min(h, y + 2)) for i in range(max(0, x - 1), min(w, x + 2))) - (1 - m[y][x])
-             for x in range(w)] for y in range(h)]
+
+    def window(y, x):
+        return [(j, i) for j in range(max(0, y - 1), min(h, y + 2)) for i in range(max(0, x - 1), min(w, x + 2))]
+
+    return [[max(1 - m[j][i] for j, i in window(y, x)) - (1 - m[y][x]) for x in range(w)] for y in range(h)]
 
 
 def _hand_wide(e, size=5):
     h, w, r = len(e), len(e[0]), size // 2
-    return [[max(e[j][i] for j in range(max(0, y - r), min(h, y + r + 1)) for i in range(max(0, x - r), min(w, x + r + 1)))
-             for x in range(w)] for y in range(h)]
+
+    def window(y, x):
+        rows, cols = range(max(0, y - r), min(h, y + r + 1)), range(max(0, x - r), min(w, x + r + 1))
+        return [(j, i) for j in rows for i in cols]
+
+    return [[max(e[j][i] for j, i in window(y, x)) for x in range(w)] for y in range(h)]
 
 
 def _hand_boundary(probabilities, mask):
@@ -245,7 +252,8 @@ def test_boundary_term_matches_a_hand_computation():
     # a perfect prediction has BF1 = 1 per class; a one-pixel shift is forgiven by the 5 x 5 tolerance
     assert boundary_loss(one_hot(mask, 2), one_hot(mask, 2)).abs().max() < 1e-6
     shifted = torch.roll(mask, 1, dims=-1)
-    assert boundary_loss(one_hot(shifted, 2), one_hot(mask, 2))[0].item() == pytest.approx(_hand_boundary(one_hot(shifted, 2)[0], mask[0]), abs=1e-6)
+    by_hand = _hand_boundary(one_hot(shifted, 2)[0], mask[0])
+    assert boundary_loss(one_hot(shifted, 2), one_hot(mask, 2))[0].item() == pytest.approx(by_hand, abs=1e-6)
     assert boundary_loss(one_hot(shifted, 2), one_hot(mask, 2))[0].item() < 1e-6
     # an image without oil: the oil class has no edge, BF1 = 0 (the reference's constant 1 for that class)
     empty = torch.zeros(1, 6, 6, dtype=torch.long)
@@ -258,7 +266,8 @@ def test_boundary_weight_adds_the_term_and_uses_argmax_edges_for_generated_sampl
     labels = soft.argmax(1)
     flags = torch.tensor([False, True])
     plain = student_loss(logits, labels, soft, flags, flags, StudentLossConfig(generated_dice_target="soft"))
-    with_edges = student_loss(logits, labels, soft, flags, flags, StudentLossConfig(generated_dice_target="soft", boundary_weight=0.7))
+    config = StudentLossConfig(generated_dice_target="soft", boundary_weight=0.7)
+    with_edges = student_loss(logits, labels, soft, flags, flags, config)
     expected = boundary_loss(logits.softmax(1), one_hot(labels, 2))  # argmax edges, even with soft Dice targets
     assert torch.allclose(with_edges.boundary, expected, atol=1e-6)
     assert torch.allclose(with_edges.per_sample, plain.per_sample + 0.7 * expected, atol=1e-6)

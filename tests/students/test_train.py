@@ -172,10 +172,13 @@ def test_resume_restores_the_checkpoint_weights(data, tmp_path, one_thread):
     assert moved > 0
 
 
-def test_temperature_is_fitted_on_the_held_out_part_of_train_and_the_test_ece_reported_after(data, tmp_path, one_thread):
-    out = run(tmp_path / "scaled", "--real", data["real"], "--mode", "real", "--validation_fraction", "0.25", "--eval_strategy", "epoch")
+def test_temperature_is_fitted_on_the_held_out_part_of_train_and_the_test_ece_reported_after(data, tmp_path,
+                                                                                              one_thread):
+    held_out = ["--validation_fraction", "0.25", "--eval_strategy", "epoch"]
+    out = run(tmp_path / "scaled", "--real", data["real"], "--mode", "real", *held_out)
     metrics = json.loads(open(os.path.join(out, "test_metrics.json")).read())
     scaled = metrics["temperature_scaling"]
     assert scaled["temperature"] > 0 and scaled["fitted_on"].startswith("2 held-out training images")
     assert {"ece", "brier", "nll", "per_category_ece"} <= set(scaled) and "ece" in metrics
-    assert "temperature_scaling" not in json.loads(open(os.path.join(run(tmp_path / "plain", "--real", data["real"], "--mode", "real"), "test_metrics.json")).read())
+    plain = run(tmp_path / "plain", "--real", data["real"], "--mode", "real")
+    assert "temperature_scaling" not in json.loads(open(os.path.join(plain, "test_metrics.json")).read())

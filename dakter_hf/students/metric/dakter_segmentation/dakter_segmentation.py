@@ -93,7 +93,9 @@ class DakterSegmentation(evaluate.Metric):
                 ),
                 datasets.Features(  # per-pixel class probabilities (C, H, W): calibration too
                     {
-                        "predictions": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32")))),
+                        "predictions": datasets.Sequence(
+                            datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
+                        ),
                         "references": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
                     }
                 ),
