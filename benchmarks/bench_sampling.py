@@ -15,12 +15,11 @@ import argparse
 
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler
-
 from harness import alternate, median
 
 from dakter_hf.joint.objective import DAKTerObjective
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.joint.unet import make_joint_unet
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 
 
 def ops_outside_unet(pipe, unet, args):
@@ -42,7 +41,17 @@ def ops_outside_unet(pipe, unet, args):
             return out
 
     aten = torch.ops.aten
-    VIEWS = {aten.slice, aten.select, aten.view, aten.alias, aten.expand, aten.unsqueeze, aten.squeeze, aten.permute, aten.detach}
+    VIEWS = {
+        aten.slice,
+        aten.select,
+        aten.view,
+        aten.alias,
+        aten.expand,
+        aten.unsqueeze,
+        aten.squeeze,
+        aten.permute,
+        aten.detach,
+    }
     steps = 5
     sample = torch.randn(args.batch, unet.config.in_channels, args.resolution, args.resolution, device=args.device)
     with torch.no_grad():
@@ -52,10 +61,20 @@ def ops_outside_unet(pipe, unet, args):
         unet_ops, unet_new = counted.ops, counted.new
         counted = Count()
         with counted:
-            pipe(batch_size=args.batch, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="pt")
+            pipe(
+                batch_size=args.batch,
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(0),
+                output_type="pt",
+            )
         counted_once = Count()
         with counted_once:
-            pipe(batch_size=args.batch, num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="pt")
+            pipe(
+                batch_size=args.batch,
+                num_inference_steps=1,
+                generator=torch.Generator().manual_seed(0),
+                output_type="pt",
+            )
     # per-step cost: the difference between a 5-step and a 1-step call, over 4 steps, minus the UNet
     ops = (counted.ops - counted_once.ops) / (steps - 1) - unet_ops
     new = (counted.new - counted_once.new) / (steps - 1) - unet_new
@@ -76,18 +95,31 @@ def main():
     torch.manual_seed(0)
     unet = make_joint_unet(args.classes, args.preset, sample_size=args.resolution).to(args.device).eval()
     objective = DAKTerObjective(args.classes, balancing_factor=0.44)
-    dakter = DAKTerPipeline(unet=unet, scheduler=objective.sampling_scheduler(), balancing_factor=0.44, class_names=[f"c{i}" for i in range(args.classes)])
+    dakter = DAKTerPipeline(
+        unet=unet,
+        scheduler=objective.sampling_scheduler(),
+        balancing_factor=0.44,
+        class_names=[f"c{i}" for i in range(args.classes)],
+    )
     ddim = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(objective.scheduler.config))
     for pipe in (dakter, ddim):
         pipe.set_progress_bar_config(disable=True)
 
     def run(pipe):
-        return lambda: pipe(batch_size=args.batch, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0), output_type="np")
+        return lambda: pipe(
+            batch_size=args.batch,
+            num_inference_steps=args.steps,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
 
     per_step = {name: ops_outside_unet(pipe, unet, args) for name, pipe in (("dakter", dakter), ("ddim", ddim))}
     times = alternate({"dakter": run(dakter), "ddim": run(ddim)}, args.repeats, args.device)
     dakter_s, ddim_s = median(times["dakter"]), median(times["ddim"])
-    print(f"device={args.device} preset={args.preset} {args.resolution}px batch={args.batch} steps={args.steps} repeats={args.repeats} threads={torch.get_num_threads()}")
+    print(
+        f"device={args.device} preset={args.preset} {args.resolution}px batch={args.batch} steps={args.steps} "
+        f"repeats={args.repeats} threads={torch.get_num_threads()}"
+    )
     print(f"DDIMPipeline   median {ddim_s:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['ddim'])})")
     print(f"DAKTerPipeline median {dakter_s:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['dakter'])})")
     for name, label in (("ddim", "DDIMPipeline  "), ("dakter", "DAKTerPipeline")):

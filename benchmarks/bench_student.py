@@ -12,9 +12,8 @@ import argparse
 import tempfile
 
 import torch
-from transformers import Trainer, TrainingArguments
-
 from harness import alternate, median
+from transformers import Trainer, TrainingArguments
 
 from dakter_hf.students.losses import StudentLossConfig
 from dakter_hf.students.models import build_student
@@ -39,12 +38,27 @@ def main():
     soft = torch.randn(b, 2, r, r, generator=g) * 3
     labels = soft.argmax(1)
     generated = torch.arange(b) % 2 == 1
-    dakter_batch = {"pixel_values": images, "labels": labels, "soft_labels": soft, "has_soft_label": generated, "is_generated": generated}
+    dakter_batch = {
+        "pixel_values": images,
+        "labels": labels,
+        "soft_labels": soft,
+        "has_soft_label": generated,
+        "is_generated": generated,
+    }
     plain_batch = {"pixel_values": images, "labels": labels}
 
     with tempfile.TemporaryDirectory() as out:
-        common = dict(output_dir=out, report_to="none", use_cpu=args.device == "cpu", learning_rate=1e-4, per_device_train_batch_size=b, disable_tqdm=True)
-        dakter = DAKTerTrainer(model=model, args=TrainingArguments(remove_unused_columns=False, **common), loss_config=StudentLossConfig())
+        common = {
+            "output_dir": out,
+            "report_to": "none",
+            "use_cpu": args.device == "cpu",
+            "learning_rate": 1e-4,
+            "per_device_train_batch_size": b,
+            "disable_tqdm": True,
+        }
+        dakter = DAKTerTrainer(
+            model=model, args=TrainingArguments(remove_unused_columns=False, **common), loss_config=StudentLossConfig()
+        )
         plain = Trainer(model=model, args=TrainingArguments(**common))
         for trainer in (dakter, plain):
             trainer.create_optimizer()
@@ -60,11 +74,22 @@ def main():
 
             return run
 
-        times = alternate({"dakter": steps(dakter, dakter_batch), "plain": steps(plain, plain_batch)}, args.rounds, args.device)
+        times = alternate(
+            {"dakter": steps(dakter, dakter_batch), "plain": steps(plain, plain_batch)}, args.rounds, args.device
+        )
     dakter_s, plain_s = median(times["dakter"]) / args.steps, median(times["plain"]) / args.steps
-    print(f"device={args.device} student={args.student} {r}px batch={b} steps/round={args.steps} rounds={args.rounds} threads={torch.get_num_threads()}")
-    print(f"plain Trainer (model's own CE)      median {plain_s:.4f} s/step  (rounds: {', '.join(f'{t / args.steps:.4f}' for t in times['plain'])})")
-    print(f"DAKTerTrainer (CE + Dice + KD mix)  median {dakter_s:.4f} s/step  (rounds: {', '.join(f'{t / args.steps:.4f}' for t in times['dakter'])})")
+    print(
+        f"device={args.device} student={args.student} {r}px batch={b} steps/round={args.steps} rounds={args.rounds} "
+        f"threads={torch.get_num_threads()}"
+    )
+    print(
+        f"plain Trainer (model's own CE)      median {plain_s:.4f} s/step  (rounds: "
+        f"{', '.join(f'{t / args.steps:.4f}' for t in times['plain'])})"
+    )
+    print(
+        f"DAKTerTrainer (CE + Dice + KD mix)  median {dakter_s:.4f} s/step  (rounds: "
+        f"{', '.join(f'{t / args.steps:.4f}' for t in times['dakter'])})"
+    )
     ratio = dakter_s / plain_s
     print(f"ratio DAKTer/plain = {ratio:.3f}  (goal <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})")
 

@@ -37,15 +37,22 @@ import time
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-
 from harness import alternate, median, seconds
 
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.speed import adamw, apply_model_options, enable_tf32
 from dakter_hf.joint.unet import make_joint_unet
 
+
 # dense peak TFLOP/s: (bf16/fp16 tensor cores, TF32 tensor cores); name substring -> peaks
-PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0), "A10G": (70.0, 35.0), "4090": (165.0, 83.0)}
+PEAK_TFLOPS = {
+    "H200": (989.0, 494.0),
+    "H100": (989.0, 494.0),
+    "A100": (312.0, 156.0),
+    "L40S": (362.0, 183.0),
+    "A10G": (70.0, 35.0),
+    "4090": (165.0, 83.0),
+}
 
 
 def peak_tflops(device: str, low_precision: bool, override):
@@ -90,8 +97,16 @@ def throughput(args) -> None:
 
     def make_step(kind="dakter", fused=False, autocast=None, channels_last=False, compile=False):
         unet = model(channels_last, compile)
-        optimizer = adamw(unet.parameters(), device, lr=1e-5) if fused else torch.optim.AdamW(unet.parameters(), lr=1e-5, foreach=True if cuda else None)
-        context = (lambda: torch.autocast(device_type=torch.device(device).type, dtype=autocast)) if autocast else contextlib.nullcontext
+        optimizer = (
+            adamw(unet.parameters(), device, lr=1e-5)
+            if fused
+            else torch.optim.AdamW(unet.parameters(), lr=1e-5, foreach=True if cuda else None)
+        )
+        context = (
+            (lambda: torch.autocast(device_type=torch.device(device).type, dtype=autocast))
+            if autocast
+            else contextlib.nullcontext
+        )
 
         def dakter_step():
             with context():
@@ -119,31 +134,46 @@ def throughput(args) -> None:
 
         return work
 
-    candidates = {"plain diffusers loop (eager, fp32)": dict(kind="plain"), "DAKTer objective (eager, fp32)": dict()}
+    candidates = {"plain diffusers loop (eager, fp32)": {"kind": "plain"}, "DAKTer objective (eager, fp32)": {}}
     skipped = {}
     explicit = bool(args.options)
-    options = [o.strip() for o in args.options.split(",") if o.strip()] if explicit else ["fused_adamw", "tf32", "bf16", "channels_last", "compile", "all"]
+    options = (
+        [o.strip() for o in args.options.split(",") if o.strip()]
+        if explicit
+        else ["fused_adamw", "tf32", "bf16", "channels_last", "compile", "all"]
+    )
     for option in options:
         if option in ("fused_adamw", "tf32", "bf16", "all") and not cuda:
-            skipped[option] = {"fused_adamw": "needs CUDA (training fuses AdamW only there)", "tf32": "needs CUDA (TF32 tensor cores)",
-                               "bf16": "needs CUDA (bf16 is the training default only there; CPU autocast is not what training runs)",
-                               "all": "needs CUDA"}[option]
+            skipped[option] = {
+                "fused_adamw": "needs CUDA (training fuses AdamW only there)",
+                "tf32": "needs CUDA (TF32 tensor cores)",
+                "bf16": "needs CUDA (bf16 is the training default only there; CPU autocast is not what training runs)",
+                "all": "needs CUDA",
+            }[option]
             continue
         if option == "compile" and not cuda and not explicit:
-            skipped[option] = "not run on a CPU by default (inductor takes minutes to compile here); pass --options compile"
+            skipped[option] = (
+                "not run on a CPU by default (inductor takes minutes to compile here); pass --options compile"
+            )
             continue
         if option == "fused_adamw":
-            candidates["DAKTer + fused AdamW"] = dict(fused=True)
+            candidates["DAKTer + fused AdamW"] = {"fused": True}
         elif option == "tf32":
-            candidates["DAKTer + TF32"] = dict(tf32=True)
+            candidates["DAKTer + TF32"] = {"tf32": True}
         elif option == "bf16":
-            candidates["DAKTer + bf16 autocast"] = dict(autocast=torch.bfloat16)
+            candidates["DAKTer + bf16 autocast"] = {"autocast": torch.bfloat16}
         elif option == "channels_last":
-            candidates["DAKTer + channels_last"] = dict(channels_last=True)
+            candidates["DAKTer + channels_last"] = {"channels_last": True}
         elif option == "compile":
-            candidates[f"DAKTer + torch.compile ({args.compile_mode})"] = dict(compile=True)
+            candidates[f"DAKTer + torch.compile ({args.compile_mode})"] = {"compile": True}
         elif option == "all":
-            candidates["DAKTer + all (bf16, TF32, fused, channels_last, compile)"] = dict(fused=True, tf32=True, autocast=torch.bfloat16, channels_last=True, compile=True)
+            candidates["DAKTer + all (bf16, TF32, fused, channels_last, compile)"] = {
+                "fused": True,
+                "tf32": True,
+                "autocast": torch.bfloat16,
+                "channels_last": True,
+                "compile": True,
+            }
         else:
             raise SystemExit(f"unknown option {option!r}")
 
@@ -167,20 +197,33 @@ def throughput(args) -> None:
             enable_tf32()
         times.update(alternate({name: steps(works[name]) for name in group}, args.repeats, device))
 
-    print(f"device={device}{' (' + torch.cuda.get_device_name(torch.device(device)) + ')' if cuda else ''} preset={args.preset} {args.resolution}px batch={args.batch} steps/round={args.steps} rounds={args.repeats} threads={torch.get_num_threads()}")
+    print(
+        f"device={device}{' (' + torch.cuda.get_device_name(torch.device(device)) + ')' if cuda else ''} "
+        f"preset={args.preset} {args.resolution}px batch={args.batch} steps/round={args.steps} rounds={args.repeats} "
+        f"threads={torch.get_num_threads()}"
+    )
     rates = {}
     for name in candidates:
         rate = args.steps * args.batch / median(times[name])
         rates[name] = rate
         achieved = flops[name] / args.batch * rate  # FLOP/s
         peak = peak_tflops(device, low_precision[name] or "all" in name, args.peak_tflops)
-        mfu = f"MFU {100 * achieved / (peak * 1e12):5.1f} % of {peak:g} TFLOP/s" if peak else "MFU n/a (no peak for this device; --peak-tflops)"
-        print(f"  {name:<58} {rate:9.2f} images/s  {flops[name] / args.batch / 1e9:8.2f} GFLOP/image  {achieved / 1e12:7.3f} TFLOP/s  {mfu}")
+        mfu = (
+            f"MFU {100 * achieved / (peak * 1e12):5.1f} % of {peak:g} TFLOP/s"
+            if peak
+            else "MFU n/a (no peak for this device; --peak-tflops)"
+        )
+        print(
+            f"  {name:<58} {rate:9.2f} images/s  {flops[name] / args.batch / 1e9:8.2f} GFLOP/image  "
+            f"{achieved / 1e12:7.3f} TFLOP/s  {mfu}"
+        )
     for option, reason in skipped.items():
         print(f"  skipped {option}: {reason}")
     plain, dakter = rates["plain diffusers loop (eager, fp32)"], rates["DAKTer objective (eager, fp32)"]
     ratio = dakter / plain
-    print(f"ratio DAKTer/plain (both eager fp32) = {ratio:.3f}  (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+    print(
+        f"ratio DAKTer/plain (both eager fp32) = {ratio:.3f}  (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
+    )
     best = max(rates, key=rates.get)
     print(f"fastest: {best}: {rates[best] / plain:.2f}x the plain eager loop (goal at 256 px, paper preset: >= 1.5x)")
 
@@ -195,13 +238,27 @@ def data_path(args) -> None:
     from dakter_hf.joint.batching import BatchPlan, micro_batches
 
     device = torch.device(args.device)
-    split = load_source(args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0)["train"]
-    accelerator = SimpleNamespace(device=device, process_index=0, is_local_main_process=False, main_process_first=contextlib.nullcontext)
+    split = load_source(
+        args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0
+    )["train"]
+    accelerator = SimpleNamespace(
+        device=device, process_index=0, is_local_main_process=False, main_process_first=contextlib.nullcontext
+    )
     objective = DAKTerObjective(2)
-    print(f"data path alone: {args.loop_data}, {args.resolution}px, batch {args.batch}, {len(split)} rows, device={device}, threads={torch.get_num_threads()}")
+    print(
+        f"data path alone: {args.loop_data}, {args.resolution}px, batch {args.batch}, {len(split)} rows, "
+        f"device={device}, threads={torch.get_num_threads()}"
+    )
     for cache in ("none", "memory"):
         with tempfile.TemporaryDirectory() as out:
-            options = JointTrainingArguments(data=args.loop_data, resolution=args.resolution, train_batch_size=args.batch, data_cache=cache, output_dir=out, report_to="none")
+            options = JointTrainingArguments(
+                data=args.loop_data,
+                resolution=args.resolution,
+                train_batch_size=args.batch,
+                data_cache=cache,
+                output_dir=out,
+                report_to="none",
+            )
             plan = BatchPlan(len(split), args.batch, 1, 0, 0)
             started = time.perf_counter()
             batches = micro_batches(options, split, plan, accelerator, objective)
@@ -210,7 +267,10 @@ def data_path(args) -> None:
             count = args.data_steps
             elapsed = seconds(lambda: [next(batches) for _ in range(count)], args.device)
             batches.close()
-        print(f"  {'--data_cache none (decode every step)' if cache == 'none' else 'decode once (memory)':<40} {1000 * elapsed / count:8.1f} ms per micro-batch  (set-up {setup:.1f} s)")
+        print(
+            f"  {'--data_cache none (decode every step)' if cache == 'none' else 'decode once (memory)':<40} "
+            f"{1000 * elapsed / count:8.1f} ms per micro-batch  (set-up {setup:.1f} s)"
+        )
 
 
 def loop_vs_bare(args) -> None:
@@ -223,7 +283,9 @@ def loop_vs_bare(args) -> None:
     enable_tf32()  # train() turns TF32 on for the whole process: the first bare run must have it too
     objective = DAKTerObjective(2, balancing_factor=0.44, image_prediction_type="v", zero_terminal_snr=True)
     torch.manual_seed(0)
-    split = load_source(args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0)["train"]
+    split = load_source(
+        args.loop_data, sensor=args.sensor, split="train", num_classes=2, size=args.resolution, seed=0
+    )["train"]
     first = split.select_columns(["image", "mask"])[: args.batch]
     from dakter_hf.data.transforms import pair_to_tensors
 
@@ -251,19 +313,38 @@ def loop_vs_bare(args) -> None:
 
     def loop_rate(cache):
         with tempfile.TemporaryDirectory() as out:
-            options = dict(data=args.loop_data, sensor=args.sensor, num_classes=2, resolution=args.resolution, unet_preset=args.preset,
-                           train_batch_size=args.batch, max_train_steps=args.loop_steps, logging_steps=max(1, args.loop_steps // 8),
-                           checkpointing_steps=10**9, report_to="none", balancing_factor="0.44", data_cache=cache, output_dir=out,
-                           learning_rate=1e-5, mixed_precision="no")
+            options = {
+                "data": args.loop_data,
+                "sensor": args.sensor,
+                "num_classes": 2,
+                "resolution": args.resolution,
+                "unet_preset": args.preset,
+                "train_batch_size": args.batch,
+                "max_train_steps": args.loop_steps,
+                "logging_steps": max(1, args.loop_steps // 8),
+                "checkpointing_steps": 10**9,
+                "report_to": "none",
+                "balancing_factor": "0.44",
+                "data_cache": cache,
+                "output_dir": out,
+                "learning_rate": 1e-5,
+                "mixed_precision": "no",
+            }
             train(JointTrainingArguments(**options))
             with open(os.path.join(out, "loss_history.jsonl"), encoding="utf-8") as handle:
                 log = [json.loads(line) for line in handle if line.strip()]
         # images_per_second is cumulative from the loop's start: time at record r = images / rate
-        (s1, r1), (s2, r2) = (log[1]["step"], log[1]["images_per_second"]), (log[-1]["step"], log[-1]["images_per_second"])
+        (s1, r1), (s2, r2) = (
+            (log[1]["step"], log[1]["images_per_second"]),
+            (log[-1]["step"], log[-1]["images_per_second"]),
+        )
         t1, t2 = s1 * args.batch / r1, s2 * args.batch / r2
         return (s2 - s1) * args.batch / (t2 - t1)
 
-    print(f"device={device} preset={args.preset} {args.resolution}px batch={args.batch} loop steps={args.loop_steps} data={args.loop_data} threads={torch.get_num_threads()}")
+    print(
+        f"device={device} preset={args.preset} {args.resolution}px batch={args.batch} loop steps={args.loop_steps} "
+        f"data={args.loop_data} threads={torch.get_num_threads()}"
+    )
     # bare, loop, bare, loop, bare: each loop run is compared with the bare runs just before and after it
     bare = [bare_rate()]
     results = {}
@@ -271,10 +352,15 @@ def loop_vs_bare(args) -> None:
         results[cache] = loop_rate(cache)
         bare.append(bare_rate())
     print(f"  bare step loop (fixed batch, objective + AdamW)     runs {', '.join(f'{b:.2f}' for b in bare)} images/s")
-    for i, (cache, label) in enumerate((("auto", "training loop, decode once (default)"), ("none", "training loop, --data_cache none"))):
+    for i, (cache, label) in enumerate(
+        (("auto", "training loop, decode once (default)"), ("none", "training loop, --data_cache none"))
+    ):
         reference = (bare[i] + bare[i + 1]) / 2
         ratio = results[cache] / reference
-        print(f"  {label:<50} {results[cache]:8.2f} images/s  vs bare {reference:.2f}: ratio {ratio:.3f}  (goal >= 0.9: {'met' if ratio >= 0.9 else 'NOT met'})")
+        print(
+            f"  {label:<50} {results[cache]:8.2f} images/s  vs bare {reference:.2f}: ratio {ratio:.3f}  (goal >= 0.9: "
+            f"{'met' if ratio >= 0.9 else 'NOT met'})"
+        )
 
 
 CHILD = """
@@ -297,15 +383,29 @@ def memory(args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
-        pipe = DAKTerPipeline(unet=make_joint_unet(2, "tiny", sample_size=32), scheduler=DAKTerObjective(2, 0.44).sampling_scheduler(), balancing_factor=0.44, class_names=["background", "oil"])
+        pipe = DAKTerPipeline(
+            unet=make_joint_unet(2, "tiny", sample_size=32),
+            scheduler=DAKTerObjective(2, 0.44).sampling_scheduler(),
+            balancing_factor=0.44,
+            class_names=["background", "oil"],
+        )
         pipe_dir = os.path.join(tmp, "pipe")
         pipe.save_pretrained(pipe_dir)
         results = {}
         for n in (args.n, 4 * args.n):
             env = dict(os.environ, HF_HUB_OFFLINE="1")
-            done = subprocess.run([sys.executable, "-c", CHILD, os.path.join(tmp, f"out{n}"), str(n), pipe_dir], capture_output=True, text=True, env=env, check=True)
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, os.path.join(tmp, f"out{n}"), str(n), pipe_dir],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             results[n] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-        print(f"generation peak RSS: N={args.n}: {results[args.n]:.1f} MB, 4N={4 * args.n}: {results[4 * args.n]:.1f} MB, ratio {results[4 * args.n] / results[args.n]:.3f} (goal: about 1)")
+        print(
+            f"generation peak RSS: N={args.n}: {results[args.n]:.1f} MB, 4N={4 * args.n}: {results[4 * args.n]:.1f} "
+            f"MB, ratio {results[4 * args.n] / results[args.n]:.3f} (goal: about 1)"
+        )
 
 
 def main():
@@ -323,11 +423,19 @@ def main():
     parser.add_argument("--no-loop", action="store_true", help="skip the training loop vs bare loop comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the generation memory check")
     parser.add_argument("--loop-steps", type=int, default=40, help="optimizer steps of each training-loop run")
-    parser.add_argument("--loop-data", default="simulate:256", help="data of the training-loop run (sos:ROOT, simulate:N, ...)")
+    parser.add_argument(
+        "--loop-data", default="simulate:256", help="data of the training-loop run (sos:ROOT, simulate:N, ...)"
+    )
     parser.add_argument("--sensor", default="palsar")
-    parser.add_argument("--options", default=None, help="comma-separated: fused_adamw,tf32,bf16,channels_last,compile,all (default: all that apply)")
+    parser.add_argument(
+        "--options",
+        default=None,
+        help="comma-separated: fused_adamw,tf32,bf16,channels_last,compile,all (default: all that apply)",
+    )
     parser.add_argument("--compile-mode", default="default")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: a table of known GPUs)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak for MFU (default: a table of known GPUs)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.memory_only:

@@ -14,6 +14,7 @@ import types
 import warnings
 from typing import Dict, Tuple
 
+
 # old module -> the modules that now hold its names (searched in order)
 MOVED: Dict[str, Tuple[str, ...]] = {
     "dakter_hf.arguments": ("dakter_hf.utils.arguments",),
@@ -66,7 +67,9 @@ class _Forwarding(types.ModuleType):
             module = importlib.import_module(target)
             if hasattr(module, name):
                 return getattr(module, name)
-        raise AttributeError(f"module {self.__name__!r} (moved to {', '.join(MOVED[self.__name__])}) has no attribute {name!r}")
+        raise AttributeError(
+            f"module {self.__name__!r} (moved to {', '.join(MOVED[self.__name__])}) has no attribute {name!r}"
+        )
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -80,7 +83,11 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module):
         new = " / ".join(MOVED[module.__name__])
-        warnings.warn(f"`{module.__name__}` moved to `{new}`; the old path works for one release only", FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"`{module.__name__}` moved to `{new}`; the old path works for one release only",
+            FutureWarning,
+            stacklevel=2,
+        )
         module.__doc__ = f"Moved to {new} (deprecated path)."
 
 

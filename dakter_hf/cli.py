@@ -19,11 +19,22 @@ from dakter_hf.generation import commands as generation_commands
 from dakter_hf.space import commands as space_commands
 from dakter_hf.students import commands as student_commands
 
-COMMAND_MODULES = (data_commands, generation_commands, evaluation_commands, demo_commands, student_commands, experiment_commands, space_commands)
+
+COMMAND_MODULES = (
+    data_commands,
+    generation_commands,
+    evaluation_commands,
+    demo_commands,
+    student_commands,
+    experiment_commands,
+    space_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dakter", description="DAKTer on Hugging Face: SAR data, joint diffusion, generated soft labels.")
+    parser = argparse.ArgumentParser(
+        prog="dakter", description="DAKTer on Hugging Face: SAR data, joint diffusion, generated soft labels."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         for register in module.REGISTRARS:

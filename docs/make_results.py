@@ -16,11 +16,11 @@ import os
 import numpy as np
 
 from dakter_hf.data.sources import load_source
-from dakter_hf.generation.config import GenerationSettings
-from dakter_hf.generation.dataset import generate_dataset
+from dakter_hf.data.visualize import generated_samples_figure
 from dakter_hf.evaluation.formatting import format_quality_table
 from dakter_hf.evaluation.report import quality_report
-from dakter_hf.data.visualize import generated_samples_figure
+from dakter_hf.generation.config import GenerationSettings
+from dakter_hf.generation.dataset import generate_dataset
 
 
 def loss_figure(runs, path):
@@ -49,13 +49,17 @@ def loss_figure(runs, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR (holds pipeline/ and loss_history.jsonl)")
+    parser.add_argument(
+        "--run", action="append", required=True, help="NAME=RUN_DIR (holds pipeline/ and loss_history.jsonl)"
+    )
     parser.add_argument("--real", required=True)
     parser.add_argument("--sensor", default="palsar")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--label-noise", default="consistent")
-    parser.add_argument("--generated-root", default="/work/runs/generated", help="where the generated datasets go (not committed)")
+    parser.add_argument(
+        "--generated-root", default="/work/runs/generated", help="where the generated datasets go (not committed)"
+    )
     parser.add_argument("--out", default="docs/results")
     args = parser.parse_args()
 
@@ -67,8 +71,11 @@ def main():
         tag = f"{name}_{args.label_noise}"
         generated_dir = os.path.join(args.generated_root, tag)
         settings = GenerationSettings(
-            num_samples=args.samples, num_inference_steps=args.steps, label_noise=args.label_noise,
-            batch_size=16, shard_size=64,
+            num_samples=args.samples,
+            num_inference_steps=args.steps,
+            label_noise=args.label_noise,
+            batch_size=16,
+            shard_size=64,
         )
         generate_dataset(os.path.join(run, "pipeline"), generated_dir, settings, device="cpu")
         generated = load_source(generated_dir, split="train")["train"]

@@ -14,5 +14,6 @@ import sys
 
 from dakter_hf.space.launch import main
 
+
 if __name__ == "__main__":
     sys.exit(main(models_root=os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")))

@@ -26,6 +26,7 @@ import sys
 import tempfile
 from importlib import resources
 
+
 # the whole run is a handful of small ops: one thread is faster on shared CPUs
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -33,16 +34,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 0
-PIPELINE_STEPS = 800          # tiny UNet, batch 8, 32 px
-PIPELINE_SCENES = 256         # synthetic training scenes for the pipeline
-GENERATED = 256               # generated image/soft-label pairs the student learns from
-STUDENT_SCENES = 256          # synthetic "real" scenes for the student (+ 64 test scenes)
+PIPELINE_STEPS = 800  # tiny UNet, batch 8, 32 px
+PIPELINE_SCENES = 256  # synthetic training scenes for the pipeline
+GENERATED = 256  # generated image/soft-label pairs the student learns from
+STUDENT_SCENES = 256  # synthetic "real" scenes for the student (+ 64 test scenes)
 STUDENT_STEPS = 600
 STUDENT_RESOLUTION = 64
 STUDENT_CONFIG = '{"hidden_sizes": [16, 32, 80, 128], "depths": [2, 2, 2, 2], "decoder_hidden_size": 128}'
-MAX_BYTES = 5 * 1000 * 1000   # per folder, what may be committed
+MAX_BYTES = 5 * 1000 * 1000  # per folder, what may be committed
 
-PIPELINE_FILES = ["model_index.json", "pipeline_dakter.py", "README.md", "scheduler/scheduler_config.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
+PIPELINE_FILES = [
+    "model_index.json",
+    "pipeline_dakter.py",
+    "README.md",
+    "scheduler/scheduler_config.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+]
 STUDENT_FILES = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "test_metrics.json"]
 
 
@@ -70,7 +78,7 @@ def generate_pairs(pipeline_dir: str) -> str:
 
     out = "generated-by-default-pipeline"
     settings = GenerationSettings(num_samples=GENERATED, base_seed=SEED, num_inference_steps=50)
-    run = dict(device="cpu", process_index=0, num_processes=1, overwrite=True, show_progress=False)
+    run = {"device": "cpu", "process_index": 0, "num_processes": 1, "overwrite": True, "show_progress": False}
     generate_dataset(pipeline_dir, out, settings, **run)
     return out
 
@@ -81,16 +89,54 @@ def train_student(generated: str, final_name: str) -> str:
     from dakter_hf.students.train import main
 
     real = f"simulated-sar-{STUDENT_RESOLUTION}px"
-    save_dataset(simulate_sar(STUDENT_SCENES, num_classes=2, size=STUDENT_RESOLUTION, seed=SEED, num_test_samples=64), real, overwrite=True)
+    save_dataset(
+        simulate_sar(STUDENT_SCENES, num_classes=2, size=STUDENT_RESOLUTION, seed=SEED, num_test_samples=64),
+        real,
+        overwrite=True,
+    )
     out = "student-segformer"
-    return main([
-        "--real", real, "--mode", "dakter", "--generated", generated, "--scale", "1.0",
-        "--student", "segformer-b0", "--student_config", STUDENT_CONFIG, "--resolution", str(STUDENT_RESOLUTION),
-        "--card_name", "Default Space student (synthetic data only)",
-        "--output_dir", out, "--max_steps", str(STUDENT_STEPS), "--per_device_train_batch_size", "16",
-        "--learning_rate", "1e-3", "--warmup_steps", "30", "--save_strategy", "no", "--report_to", "none",
-        "--logging_steps", "100", "--seed", str(SEED), "--data_seed", str(SEED), "--hub_model_id", final_name,
-    ])
+    return main(
+        [
+            "--real",
+            real,
+            "--mode",
+            "dakter",
+            "--generated",
+            generated,
+            "--scale",
+            "1.0",
+            "--student",
+            "segformer-b0",
+            "--student_config",
+            STUDENT_CONFIG,
+            "--resolution",
+            str(STUDENT_RESOLUTION),
+            "--card_name",
+            "Default Space student (synthetic data only)",
+            "--output_dir",
+            out,
+            "--max_steps",
+            str(STUDENT_STEPS),
+            "--per_device_train_batch_size",
+            "16",
+            "--learning_rate",
+            "1e-3",
+            "--warmup_steps",
+            "30",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--logging_steps",
+            "100",
+            "--seed",
+            str(SEED),
+            "--data_seed",
+            str(SEED),
+            "--hub_model_id",
+            final_name,
+        ]
+    )
 
 
 def install(source: str, files, target: str) -> int:
@@ -114,7 +160,9 @@ def install(source: str, files, target: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(HERE, "models"), help="where pipeline/ and student-segformer/ go")
+    parser.add_argument(
+        "--out", default=os.path.join(HERE, "models"), help="where pipeline/ and student-segformer/ go"
+    )
     parser.add_argument("--work", default=None, help="scratch folder for runs (default: a temporary one, deleted)")
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)

@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -72,7 +73,9 @@ def take(url: str, out: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Screenshots of the Space's tabs (headless chromium).")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "docs", "space"), help="folder for the PNGs")
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(HERE), "docs", "space"), help="folder for the PNGs"
+    )
     args = parser.parse_args(argv)
     from dakter_hf.space.launch import create_demo, launch
 

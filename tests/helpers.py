@@ -80,5 +80,3 @@ def reference_b(images, masks, num_classes):
         power_x.append(reference_power(x))
         power_y.append(np.mean([reference_power(channel) for channel in channels]))
     return float(np.sqrt(np.mean(power_x) / np.mean(power_y)))
-
-

@@ -2,14 +2,40 @@
 
 import numpy as np
 
+
 ID2LABEL = {0: "background", 1: "oil"}
 
 # config overrides that make each family small enough for CPU tests
 TINY_OVERRIDES = {
-    "segformer-b0": dict(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], sr_ratios=[1, 1, 1, 1], decoder_hidden_size=16),
-    "mask2former-swin-tiny": dict(backbone=dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4), hidden_dim=32, feature_size=32, mask_feature_size=32, encoder_layers=1, decoder_layers=2, num_queries=8, dim_feedforward=64, encoder_feedforward_dim=64, num_attention_heads=2),
-    "deeplabv3plus-resnet18": dict(aspp_channels=16, decoder_channels=16, low_level_channels=8, atrous_rates=[1, 2, 3]),
-    "cbdnet-resnet34": dict(backbone=dict(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], embedding_size=8), final_channels=8),
+    "segformer-b0": {
+        "hidden_sizes": [8, 16, 16, 16],
+        "depths": [1, 1, 1, 1],
+        "num_attention_heads": [1, 1, 1, 1],
+        "sr_ratios": [1, 1, 1, 1],
+        "decoder_hidden_size": 16,
+    },
+    "mask2former-swin-tiny": {
+        "backbone": {"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 4},
+        "hidden_dim": 32,
+        "feature_size": 32,
+        "mask_feature_size": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 2,
+        "num_queries": 8,
+        "dim_feedforward": 64,
+        "encoder_feedforward_dim": 64,
+        "num_attention_heads": 2,
+    },
+    "deeplabv3plus-resnet18": {
+        "aspp_channels": 16,
+        "decoder_channels": 16,
+        "low_level_channels": 8,
+        "atrous_rates": [1, 2, 3],
+    },
+    "cbdnet-resnet34": {
+        "backbone": {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1], "embedding_size": 8},
+        "final_channels": 8,
+    },
 }
 
 

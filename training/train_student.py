@@ -13,8 +13,9 @@ Arguments are transformers' TrainingArguments (paper defaults: lr 1e-4, batch 32
 YAML/JSON `--config FILE` (the command line wins).
 """
 
-from dakter_hf.utils.arguments import run_launcher
 from dakter_hf.students.train import main
+from dakter_hf.utils.arguments import run_launcher
+
 
 if __name__ == "__main__":
     run_launcher(main, "train_student.py")

@@ -2,6 +2,7 @@
 
 from dakter_hf.utils.lazy import lazy_exports
 
+
 _EXPORTS = {
     "DataError": "dakter_hf.errors",
     "OSD_CLASSES": "dakter_hf.data.features",

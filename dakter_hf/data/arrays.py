@@ -16,7 +16,9 @@ def to_grey_array(image) -> np.ndarray:
         return np.asarray(image)
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-        array = array[..., 0] if array.shape[-1] == 1 else np.asarray(Image.fromarray(array.astype(np.uint8)).convert("L"))
+        array = (
+            array[..., 0] if array.shape[-1] == 1 else np.asarray(Image.fromarray(array.astype(np.uint8)).convert("L"))
+        )
     if array.ndim != 2:
         raise ValueError(f"expected a grey image of shape (H, W), got shape {array.shape}")
     return array

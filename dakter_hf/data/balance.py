@@ -21,6 +21,7 @@ from dakter_hf.data.arrays import image_to_unit_range, iter_image_mask_pairs, ma
 from dakter_hf.data.features import class_names_of
 from dakter_hf.pipelines.pipeline_dakter import label_codebook
 
+
 if TYPE_CHECKING:
     import datasets
 
@@ -97,7 +98,12 @@ def compute_balance_stats(
     total_label = 0.0
     count = 0
     total = len(data) if hasattr(data, "__len__") else None
-    for image, mask in tqdm(iter_image_mask_pairs(data, image_key, mask_key), total=total, disable=not show_progress, desc="balancing factor"):
+    for image, mask in tqdm(
+        iter_image_mask_pairs(data, image_key, mask_key),
+        total=total,
+        disable=not show_progress,
+        desc="balancing factor",
+    ):
         image, mask = resize_pair(image, mask, resolution)
         x0 = image_to_unit_range(image)
         ids = mask_to_ids(mask)

@@ -21,6 +21,7 @@ from PIL import Image
 from dakter_hf.data.features import classes_present, segmentation_features
 from dakter_hf.errors import DataError
 
+
 _CACHE_DIR: contextvars.ContextVar = contextvars.ContextVar("dakter_datasets_cache", default=None)
 
 
@@ -43,7 +44,10 @@ def check_class_ids(mask: np.ndarray, num_classes: int, path: str, class_names=N
     if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
         bad = sorted(int(v) for v in np.unique(mask) if v < 0 or v >= num_classes)
         names = f" ({list(class_names)})" if class_names else ""
-        raise DataError(f"{path}: mask holds class id value(s) {bad[:10]} outside the class table; expected class ids 0..{num_classes - 1}{names}")
+        raise DataError(
+            f"{path}: mask holds class id value(s) {bad[:10]} outside the class table; expected class ids "
+            f"0..{num_classes - 1}{names}"
+        )
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
@@ -93,7 +97,9 @@ def build_split(
     """
     if expected_count == 0:
         raise DataError(f"empty dataset: no images found ({description})")
-    key = hashlib.sha256(repr((_loader_code_hash(), list(fingerprint_parts), list(class_names))).encode()).hexdigest()[:32]
+    key = hashlib.sha256(repr((_loader_code_hash(), list(fingerprint_parts), list(class_names))).encode()).hexdigest()[
+        :32
+    ]
     features = segmentation_features(class_names)
     try:
         dataset = datasets.Dataset.from_generator(

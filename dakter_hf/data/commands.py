@@ -6,7 +6,9 @@ from dakter_hf.data.options import SOURCE_HELP, add_source_options, load_from_ar
 
 
 def _register_data(sub) -> None:
-    parser = sub.add_parser("data", help="load a SAR dataset and write it as a Hugging Face dataset (save_to_disk + parquet)")
+    parser = sub.add_parser(
+        "data", help="load a SAR dataset and write it as a Hugging Face dataset (save_to_disk + parquet)"
+    )
     parser.add_argument("--source", required=True, help=SOURCE_HELP)
     add_source_options(parser)
     parser.add_argument("--split", default=None, help="one split only (default: all)")
@@ -16,12 +18,22 @@ def _register_data(sub) -> None:
 
 
 def _cmd_data(args) -> int:
-    from dakter_hf.data.balance import compute_balance_stats  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.data.balance import (
+        compute_balance_stats,
+    )  # loaded when the command runs: `dakter --help` stays fast
     from dakter_hf.data.export import ExportSettings, export_dataset
 
     settings = ExportSettings(
-        source=args.source, out=args.out, sensor=args.sensor, split=args.split, classes=args.classes, num_classes=args.num_classes,
-        size=args.size, seed=args.seed, normalization=normalization_from_args(args, args.source), overwrite=args.overwrite,
+        source=args.source,
+        out=args.out,
+        sensor=args.sensor,
+        split=args.split,
+        classes=args.classes,
+        num_classes=args.num_classes,
+        size=args.size,
+        seed=args.seed,
+        normalization=normalization_from_args(args, args.source),
+        overwrite=args.overwrite,
     )
     result = export_dataset(settings)
     if result.unchanged:
@@ -31,7 +43,10 @@ def _cmd_data(args) -> int:
     split = "train" if "train" in result.data else next(iter(result.data))
     stats = compute_balance_stats(result.data[split])
     print(f"balancing factor b = {stats.b:.4f} ({split}, {stats.num_images} images, native size)")
-    print(f"wrote {result.paths['hf']} (load_from_disk) and {result.paths['parquet']} (load_dataset('parquet', data_dir=...))")
+    print(
+        f"wrote {result.paths['hf']} (load_from_disk) and {result.paths['parquet']} (load_dataset('parquet', "
+        "data_dir=...))"
+    )
     return 0
 
 
@@ -45,12 +60,17 @@ def _register_balance(sub) -> None:
 
 
 def _cmd_balance(args) -> int:
-    from dakter_hf.data.balance import compute_balance_stats  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.data.balance import (
+        compute_balance_stats,
+    )  # loaded when the command runs: `dakter --help` stays fast
 
     data = load_from_args(args, args.data, args.split)
     stats = compute_balance_stats(data[args.split], resolution=args.resolution, show_progress=True)
     where = "native size" if args.resolution is None else f"{args.resolution}x{args.resolution}"
-    print(f"b = {stats.b:.4f}  ({stats.num_images} images, split {args.split}, {where}; P(x0) = {stats.power_image:.4g}, P(y0) = {stats.power_label:.4g})")
+    print(
+        f"b = {stats.b:.4f}  ({stats.num_images} images, split {args.split}, {where}; P(x0) = "
+        f"{stats.power_image:.4g}, P(y0) = {stats.power_label:.4g})"
+    )
     return 0
 
 

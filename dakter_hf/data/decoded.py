@@ -36,6 +36,7 @@ from dakter_hf.data.arrays import resize_pair, to_grey_array
 from dakter_hf.data.transforms import dihedral, draw_dihedral
 from dakter_hf.utils.files import atomic_path
 
+
 logger = logging.getLogger(__name__)
 
 DATA_CACHE_CHOICES = ("auto", "memory", "mmap", "none")
@@ -74,7 +75,15 @@ class DecodedPairs:
         return int(self.images.nbytes + self.masks.nbytes)
 
     @classmethod
-    def from_split(cls, split, resolution: int, mode: str = "auto", cache_dir: Optional[str] = None, key: str = "", show_progress: bool = False) -> "DecodedPairs":
+    def from_split(
+        cls,
+        split,
+        resolution: int,
+        mode: str = "auto",
+        cache_dir: Optional[str] = None,
+        key: str = "",
+        show_progress: bool = False,
+    ) -> "DecodedPairs":
         """Decode `split` (columns image, mask) at `resolution`.
 
         mode: `memory`, `mmap` (a `.npy` pair under `cache_dir`, reused when it exists), or
@@ -108,7 +117,9 @@ class DecodedPairs:
     def rows(self, indices: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """uint8 (B, R, R) images and masks of these rows (a copy; CPU)."""
         order = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(np.ascontiguousarray(self.images[order])), torch.from_numpy(np.ascontiguousarray(self.masks[order]))
+        return torch.from_numpy(np.ascontiguousarray(self.images[order])), torch.from_numpy(
+            np.ascontiguousarray(self.masks[order])
+        )
 
 
 def _decode_into(split, images: np.ndarray, masks: np.ndarray, resolution: int, show_progress: bool) -> None:
@@ -186,10 +197,26 @@ class BatchStream:
     the timesteps, then the noise are drawn, as in the DataLoader path.
     """
 
-    def __init__(self, decoded: DecodedPairs, plan, make_generator: Callable[[int], torch.Generator], start: int, augment: bool,
-                 num_train_timesteps: int, channels: int, pin_memory: bool = False, prefetch: int = 2, background: bool = True):
+    def __init__(
+        self,
+        decoded: DecodedPairs,
+        plan,
+        make_generator: Callable[[int], torch.Generator],
+        start: int,
+        augment: bool,
+        num_train_timesteps: int,
+        channels: int,
+        pin_memory: bool = False,
+        prefetch: int = 2,
+        background: bool = True,
+    ):
         self.decoded, self.plan, self.make_generator = decoded, plan, make_generator
-        self.start, self.augment, self.num_train_timesteps, self.channels = start, augment, num_train_timesteps, channels
+        self.start, self.augment, self.num_train_timesteps, self.channels = (
+            start,
+            augment,
+            num_train_timesteps,
+            channels,
+        )
         self.pin_memory = pin_memory
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()

@@ -23,7 +23,15 @@ from dakter_hf.data.raster import Normalization
 from dakter_hf.data.save import save_dataset
 from dakter_hf.data.sources import load_source, source_path
 from dakter_hf.errors import FolderError
-from dakter_hf.utils.ownership import MARKER, FolderLock, check_not_an_input, read_marker, remove_leftovers, settings_hash
+from dakter_hf.utils.ownership import (
+    MARKER,
+    FolderLock,
+    check_not_an_input,
+    read_marker,
+    remove_leftovers,
+    settings_hash,
+)
+
 
 DATA_CARD = """# {name}
 
@@ -53,7 +61,16 @@ class ExportSettings:
 
     def recorded(self) -> Dict[str, object]:
         """The settings the folder's marker records (what makes two exports the same)."""
-        return {"source": self.source, "sensor": self.sensor, "split": self.split, "classes": self.classes, "num_classes": self.num_classes, "size": self.size, "seed": self.seed, "normalization": self.normalization.to_dict()}
+        return {
+            "source": self.source,
+            "sensor": self.sensor,
+            "split": self.split,
+            "classes": self.classes,
+            "num_classes": self.num_classes,
+            "size": self.size,
+            "seed": self.seed,
+            "normalization": self.normalization.to_dict(),
+        }
 
 
 @dataclass
@@ -108,23 +125,57 @@ def export_dataset(settings: ExportSettings) -> ExportResult:
         _restore_interrupted_replace(out)
         existing = read_marker(out) if os.path.isdir(out) else None
         if os.path.exists(out) and existing is None and not settings.overwrite:
-            raise FolderError(f"--out {out} is a folder not written by `dakter data`; choose another --out, or --overwrite to replace it")
+            raise FolderError(
+                f"--out {out} is a folder not written by `dakter data`; choose another --out, or --overwrite to "
+                "replace it"
+            )
         remove_leftovers(parent, {name + ".tmp-*": "staging", name + ".old-*": "replaced copy"})
         cache = tempfile.mkdtemp(prefix=name + ".tmp-", dir=parent)  # no second copy in ~/.cache
         try:
             with building_cache(cache):
-                data = load_source(settings.source, sensor=settings.sensor, split=settings.split, class_names=class_list(settings.classes), num_classes=settings.num_classes, size=settings.size, seed=settings.seed, normalization=settings.normalization)
+                data = load_source(
+                    settings.source,
+                    sensor=settings.sensor,
+                    split=settings.split,
+                    class_names=class_list(settings.classes),
+                    num_classes=settings.num_classes,
+                    size=settings.size,
+                    seed=settings.seed,
+                    normalization=settings.normalization,
+                )
             # the loaders' fingerprints change with the input files (paths, sizes, times)
-            inputs = {"source": settings.source, "splits": {split: dataset._fingerprint for split, dataset in data.items()}}
-            record = {"kind": "data", "settings_hash": settings_hash(recorded, inputs), "settings": recorded, "inputs": inputs}
+            inputs = {
+                "source": settings.source,
+                "splits": {split: dataset._fingerprint for split, dataset in data.items()},
+            }
+            record = {
+                "kind": "data",
+                "settings_hash": settings_hash(recorded, inputs),
+                "settings": recorded,
+                "inputs": inputs,
+            }
             if existing is not None and not settings.overwrite:
                 if existing.get("settings_hash") == record["settings_hash"]:
                     return ExportResult(out=out, data=None)
-                raise FolderError(f"--out {out} is a `{existing.get('kind')}` folder with other settings or input files; choose another --out, or --overwrite to replace it")
+                raise FolderError(
+                    f"--out {out} is a `{existing.get('kind')}` folder with other settings or input files; choose "
+                    "another --out, or --overwrite to replace it"
+                )
             text = summarize(data)
             sensor = f" (sensor {settings.sensor})" if settings.source.startswith("sos:") else ""
-            card = DATA_CARD.format(name=name, source=settings.source, sensor=sensor, summary=text, normalization=settings.normalization.describe())
-            paths = save_dataset(data, out, overwrite=settings.overwrite, extra_files={MARKER: json.dumps(record, indent=2) + "\n", "README.md": card})
+            card = DATA_CARD.format(
+                name=name,
+                source=settings.source,
+                sensor=sensor,
+                summary=text,
+                normalization=settings.normalization.describe(),
+            )
+            paths = save_dataset(
+                data,
+                out,
+                overwrite=settings.overwrite,
+                extra_files={MARKER: json.dumps(record, indent=2) + "\n", "README.md": card},
+            )
         finally:
             shutil.rmtree(cache, ignore_errors=True)
     return ExportResult(out=out, data=data, summary=text, paths=paths)

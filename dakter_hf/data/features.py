@@ -13,6 +13,7 @@ from typing import Dict, List, Sequence
 import datasets
 import numpy as np
 
+
 SOS_CLASSES = ["background", "oil"]
 OSD_CLASSES = ["sea_surface", "oil_spill", "look_alike", "ship", "land"]
 
@@ -83,4 +84,6 @@ def oil_class_index(class_names: Sequence[str]) -> int:
         return candidates[0]
     if len(class_names) >= 2:
         return 1
-    raise ValueError(f"cannot pick an oil class among {list(class_names)}: no name contains 'oil' and fewer than 2 classes")
+    raise ValueError(
+        f"cannot pick an oil class among {list(class_names)}: no name contains 'oil' and fewer than 2 classes"
+    )

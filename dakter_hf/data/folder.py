@@ -19,6 +19,7 @@ from dakter_hf.data.build import build_split, check_class_ids, check_pair, file_
 from dakter_hf.data.raster import IMAGE_EXTENSIONS, Normalization, read_mask_ids, read_sar_grey
 from dakter_hf.errors import DataError
 
+
 FOLDER_SPLITS = ("train", "validation", "test")
 
 
@@ -39,7 +40,9 @@ def _folder_pairs(base: str):
     return pairs
 
 
-def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = None, normalization=None) -> datasets.DatasetDict:
+def load_folder(
+    root: str, class_names: Sequence[str], split: Optional[str] = None, normalization=None
+) -> datasets.DatasetDict:
     """Load `images/` + `masks/` folders (optionally under split folders) as a DatasetDict.
 
     Images of any depth (8/16-bit PNG or TIFF, float32 GeoTIFF) become grey uint8 through
@@ -75,5 +78,7 @@ def load_folder(root: str, class_names: Sequence[str], split: Optional[str] = No
                 yield {"image": image, "mask": mask.astype(np.uint8), "id": sample_id, "source": source}
 
         paths = [p for _, a, b in pairs for p in (a, b)]
-        result[name] = build_split(records, class_names, ["folder", name, normalization.to_dict(), *file_signature(paths)], description=source)
+        result[name] = build_split(
+            records, class_names, ["folder", name, normalization.to_dict(), *file_signature(paths)], description=source
+        )
     return datasets.DatasetDict(result)

@@ -24,8 +24,14 @@ from dakter_hf.utils.files import atomic_path
 # tags that place the pixel grid on the Earth; copied from input to output
 MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION = 33550, 33922, 34264
 GEO_KEY_DIRECTORY, GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS, GDAL_NODATA = 34735, 34736, 34737, 42113
-GEO_TAGS = (MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION,
-            GEO_KEY_DIRECTORY, GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS)
+GEO_TAGS = (
+    MODEL_PIXEL_SCALE,
+    MODEL_TIEPOINT,
+    MODEL_TRANSFORMATION,
+    GEO_KEY_DIRECTORY,
+    GEO_DOUBLE_PARAMS,
+    GEO_ASCII_PARAMS,
+)
 KEPT_TAGS = GEO_TAGS + (GDAL_NODATA,)
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 MAX_BANDS = 4
@@ -62,8 +68,11 @@ def read_tiff(path: str, where: str, check_size: Callable[[int, int], None]) -> 
             series = tif.series[0]
             axes, shape = series.axes, tuple(series.shape)
             if int(np.prod(shape)) > MAX_BANDS * height * width:
-                raise RasterError(where, f"this TIFF holds {shape} ({axes}) values: more than {MAX_BANDS} bands "
-                                         "or pages; expected one SAR band")
+                raise RasterError(
+                    where,
+                    f"this TIFF holds {shape} ({axes}) values: more than {MAX_BANDS} bands "
+                    "or pages; expected one SAR band",
+                )
             array = np.asarray(series.asarray())
     except RasterError:
         raise
@@ -163,8 +172,9 @@ def georeference(tags: Dict[int, Tag], height: int) -> Tuple[Optional[Tuple[floa
         return None, f"georeferencing tags unreadable ({type(error).__name__}); pixel spacing not known", []
 
 
-def write_probability_geotiff(path: str, probability: np.ndarray, geotags: Sequence[tuple] = (),
-                              valid: Optional[np.ndarray] = None) -> str:
+def write_probability_geotiff(
+    path: str, probability: np.ndarray, geotags: Sequence[tuple] = (), valid: Optional[np.ndarray] = None
+) -> str:
     """float32 (H, W) probability as a (Geo)TIFF with `geotags` (from `georeference`), NaN where `valid` is False."""
 
     data = probability.astype(np.float32)

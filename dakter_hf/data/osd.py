@@ -44,6 +44,7 @@ from dakter_hf.data.features import OSD_CLASSES
 from dakter_hf.data.raster import read_image, read_rgb, read_sar_grey
 from dakter_hf.errors import DataError
 
+
 OSD_SPLITS = ("train", "test")
 OSD_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -57,7 +58,6 @@ OSD_COLOURS: Tuple[Tuple[int, int, int], ...] = (
 )
 
 _MAX_LISTED_COLOURS = 10
-
 
 
 def patch_origins(length: int, patch: int) -> List[int]:

@@ -87,8 +87,9 @@ class Normalization:
         if self.clip_percentiles is not None:
             low, high = (float(v) for v in self.clip_percentiles)
             if not 0 <= low < high <= 100:
-                raise ValueError("--clip-percentiles must be LOW,HIGH with 0 <= LOW < HIGH <= 100, "
-                                 f"got {self.clip_percentiles}")
+                raise ValueError(
+                    f"--clip-percentiles must be LOW,HIGH with 0 <= LOW < HIGH <= 100, got {self.clip_percentiles}"
+                )
             object.__setattr__(self, "clip_percentiles", (low, high))
 
     @classmethod
@@ -210,8 +211,12 @@ def to_single_band(array: np.ndarray) -> np.ndarray:
     return array[..., 0]
 
 
-def normalize_to_uint8(array: np.ndarray, normalization: Normalization = Normalization(), where: str = "image",
-                       valid: Optional[np.ndarray] = None) -> np.ndarray:
+def normalize_to_uint8(
+    array: np.ndarray,
+    normalization: Normalization = Normalization(),
+    where: str = "image",
+    valid: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """One band of any dtype -> uint8 grey, as `normalization` says (never a silent wrap or clip).
 
     Pixels outside `valid` (default: the non-finite ones) take no part in the stretch and become 0.
@@ -226,8 +231,10 @@ def normalize_to_uint8(array: np.ndarray, normalization: Normalization = Normali
         raise DataError(f"{where}: no valid pixel values (all are NaN, infinite or the file's no-data value)")
     if normalization.intensity == "db":
         if (values[used] < 0).any():
-            raise DataError(f"{where}: --intensity db expects linear power (>= 0), found negative values "
-                            "(already in dB? use --intensity linear)")
+            raise DataError(
+                f"{where}: --intensity db expects linear power (>= 0), found negative values "
+                "(already in dB? use --intensity linear)"
+            )
         values = 10.0 * np.log10(np.maximum(values, 1e-10))
     low_p, high_p = normalization.clip_percentiles or DEFAULT_PERCENTILES
     low, high = np.percentile(values[used], [low_p, high_p])
@@ -247,8 +254,13 @@ class Grey:
     raster: Raster
 
 
-def read_grey(path: str, normalization: Optional[Normalization] = None, max_pixels: Optional[int] = None,
-              where: Optional[str] = None, nodata_tag: bool = True) -> Grey:
+def read_grey(
+    path: str,
+    normalization: Optional[Normalization] = None,
+    max_pixels: Optional[int] = None,
+    where: Optional[str] = None,
+    nodata_tag: bool = True,
+) -> Grey:
     """Read a file of any depth and band layout as grey + valid mask (what `dakter segment` and the Space use).
 
     `nodata_tag=False` leaves the GDAL_NODATA value out of the mask (non-finite pixels stay excluded).
@@ -280,6 +292,7 @@ def read_mask_ids(path: str) -> np.ndarray:
         array = read_raster(path).pixels
         array = array[..., 0] if array.ndim == 3 else array
     else:
+
         def ids(image: Image.Image) -> np.ndarray:
             if image.mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1", "F"):
                 return np.asarray(image)

@@ -34,7 +34,13 @@ def write_parquet_shards(dataset: datasets.Dataset, folder: str, split: str, max
     return count
 
 
-def save_dataset(data: datasets.DatasetDict, out: str, overwrite: bool = False, max_rows_per_shard: int = 1000, extra_files: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def save_dataset(
+    data: datasets.DatasetDict,
+    out: str,
+    overwrite: bool = False,
+    max_rows_per_shard: int = 1000,
+    extra_files: Optional[Dict[str, str]] = None,
+) -> Dict[str, str]:
     """Save `data` to OUT/hf and OUT/data/*.parquet atomically; returns both paths.
 
     `extra_files` ({name: text}, e.g. the ownership marker and a card) are written into

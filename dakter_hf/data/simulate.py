@@ -43,12 +43,12 @@ from scipy import ndimage
 from dakter_hf.data.build import build_split
 from dakter_hf.data.features import OSD_CLASSES, SOS_CLASSES
 
+
 SEA, OIL, LOOK_ALIKE, SHIP, LAND = 0, 1, 2, 3, 4
 
 # amplitude gain: mean sea intensity 1.0 maps to this many grey levels (amplitude)
 SEA_GREY_LEVEL = 70.0
 OIL_DAMPING = (0.2, 0.35)
-
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
@@ -91,7 +91,7 @@ def _slick(rng: np.random.Generator, size: int, yy, xx, allowed: np.ndarray) -> 
 def _land(rng: np.random.Generator, size: int) -> np.ndarray:
     """Boolean land mask: a region along one side with a noisy coast line."""
     depth = rng.uniform(0.12, 0.3) * size
-    coast = depth + np.cumsum(rng.normal(0, 0.06 * size ** 0.5, size))
+    coast = depth + np.cumsum(rng.normal(0, 0.06 * size**0.5, size))
     coast = ndimage.gaussian_filter1d(coast - coast.mean() + depth, sigma=1.5)
     coast = np.clip(coast, 2, 0.4 * size)
     across = np.arange(size)[:, None]  # distance from the side, along axis 0

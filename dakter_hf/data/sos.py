@@ -20,6 +20,7 @@ from dakter_hf.data.features import SOS_CLASSES
 from dakter_hf.data.raster import read_sar_grey
 from dakter_hf.errors import DataError
 
+
 SOS_SENSORS = ("palsar", "sentinel")
 SOS_SPLITS = ("train", "test")
 
@@ -76,5 +77,7 @@ def load_sos(root: str, sensor: str = "palsar", split: Optional[str] = None) -> 
                 yield {"image": image, "mask": (mask > 127).astype(np.uint8), "id": sample_id, "source": source}
 
         paths = [p for _, image_path, mask_path in pairs for p in (image_path, mask_path)]
-        result[name] = build_split(records, SOS_CLASSES, ["sos", sensor, name, *file_signature(paths)], description=source)
+        result[name] = build_split(
+            records, SOS_CLASSES, ["sos", sensor, name, *file_signature(paths)], description=source
+        )
     return datasets.DatasetDict(result)

@@ -1,10 +1,10 @@
 """One way to name a dataset everywhere (CLI, training, generation).
 
-    sos:ROOT         SOS official layout (choose --sensor)
-    osd:ROOT         OSD layout (RGB masks, cropped to patches)
-    folder:ROOT      images/ + masks/ folders (give the class names)
-    simulate:N[,M]   N synthetic SAR scenes, plus M test scenes (offline tests and demos)
-    DIR              a DatasetDict written by `dakter data` / save_to_disk
+sos:ROOT         SOS official layout (choose --sensor)
+osd:ROOT         OSD layout (RGB masks, cropped to patches)
+folder:ROOT      images/ + masks/ folders (give the class names)
+simulate:N[,M]   N synthetic SAR scenes, plus M test scenes (offline tests and demos)
+DIR              a DatasetDict written by `dakter data` / save_to_disk
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import datasets
 
 from dakter_hf.data.features import class_names_of
 from dakter_hf.errors import DataError
+
 
 SOURCE_KINDS = ("sos", "osd", "folder", "simulate")
 
@@ -75,12 +76,18 @@ def load_saved(path: str, split: Optional[str] = None) -> datasets.DatasetDict:
             f"`dakter data`, or one of {', '.join(k + ':...' for k in SOURCE_KINDS)}"
         )
     candidate = os.path.join(path, "hf") if os.path.isdir(os.path.join(path, "hf")) else path
-    if os.path.isfile(os.path.join(candidate, "dataset_dict.json")) or os.path.isfile(os.path.join(candidate, "dataset_info.json")):
+    if os.path.isfile(os.path.join(candidate, "dataset_dict.json")) or os.path.isfile(
+        os.path.join(candidate, "dataset_info.json")
+    ):
         data = datasets.load_from_disk(candidate)
-    elif os.path.isdir(os.path.join(path, "data")) and any(n.endswith(".parquet") for n in os.listdir(os.path.join(path, "data"))):
+    elif os.path.isdir(os.path.join(path, "data")) and any(
+        n.endswith(".parquet") for n in os.listdir(os.path.join(path, "data"))
+    ):
         data = datasets.load_dataset("parquet", data_dir=os.path.join(path, "data"))
     else:
-        raise DataError(f"{path}: no saved dataset here; expected hf/dataset_dict.json (save_to_disk) or data/*.parquet")
+        raise DataError(
+            f"{path}: no saved dataset here; expected hf/dataset_dict.json (save_to_disk) or data/*.parquet"
+        )
     if isinstance(data, datasets.Dataset):
         data = datasets.DatasetDict({"train": data})
     class_names_of(data)  # fails clearly if the class names are missing

@@ -9,8 +9,13 @@ from PIL import Image
 
 from dakter_hf.data.features import class_names_of, oil_class_index
 
+
 # background/sea black, oil cyan, look-alike red, ship brown, land green (OSD colours)
-PALETTE = np.array([(0, 0, 0), (0, 255, 255), (255, 0, 0), (153, 76, 0), (0, 153, 0)] + [(255, 255, 0), (255, 0, 255), (128, 128, 255)], dtype=np.uint8)
+PALETTE = np.array(
+    [(0, 0, 0), (0, 255, 255), (255, 0, 0), (153, 76, 0), (0, 153, 0)]
+    + [(255, 255, 0), (255, 0, 255), (128, 128, 255)],
+    dtype=np.uint8,
+)
 
 
 def _heat(prob: np.ndarray) -> np.ndarray:
@@ -51,7 +56,11 @@ def triplet_grid(
         top = pad + row * (height + pad)
         left = pad + column * (cell_w + 3 * pad)
         grey = (np.clip(images[index], 0, 1) * 255).round().astype(np.uint8)
-        panels = [np.repeat(grey[..., None], 3, axis=-1), _heat(probabilities[index]), PALETTE[masks[index] % len(PALETTE)]]
+        panels = [
+            np.repeat(grey[..., None], 3, axis=-1),
+            _heat(probabilities[index]),
+            PALETTE[masks[index] % len(PALETTE)],
+        ]
         for k, panel in enumerate(panels):
             x = left + k * (width + pad)
             canvas[top : top + height, x : x + width] = panel

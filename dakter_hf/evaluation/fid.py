@@ -29,9 +29,12 @@ from tqdm.auto import tqdm
 
 from dakter_hf.data.arrays import is_dataset, to_grey_array
 
+
 __all__ = ["InceptionWeightsMissing", "find_inception_weights", "TFInceptionFeatures", "frechet_distances"]
 
-WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 # torch-fidelity's cached name first; pytorch-fid's conversion of the same TF graph has the same state-dict keys
 WEIGHTS_NAMES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 MIN_IMAGES = 2048  # below this FID is clearly biased upward (the bias shrinks like 1/N)
@@ -51,7 +54,8 @@ def find_inception_weights(path: Optional[str] = None) -> str:
             return candidate
     raise InceptionWeightsMissing(
         f"InceptionV3 FID weights not found at {' or '.join(candidates)}. Nothing is downloaded at run time; "
-        f"get the file once with:\n  mkdir -p {cache} && curl -L -o {os.path.join(cache, WEIGHTS_NAMES[0])} {WEIGHTS_URL}\n"
+        f"get the file once with:\n  mkdir -p {cache} && curl -L -o {os.path.join(cache, WEIGHTS_NAMES[0])} "
+        f"{WEIGHTS_URL}\n"
         f"or pass weights=PATH to a copy of it (pytorch-fid's {WEIGHTS_NAMES[1]} also works)."
     )
 
@@ -87,7 +91,7 @@ class TFInceptionFeatures(nn.Module):
 
 
 class _FeatureRows(nn.Module):
-    """Identity "network" for torchmetrics: we feed it feature rows, so each image is embedded once for both metrics."""
+    """Identity "network" for torchmetrics: it is fed feature rows, so each image is embedded once for both metrics."""
 
     def __init__(self, num_features: int):
         super().__init__()
@@ -104,7 +108,8 @@ def _frechet_metric(num_features: int):
     except ImportError as error:
         raise ImportError(
             f"torchmetrics.image.fid failed to import ({error}); `pip install torchmetrics`. If torch-fidelity is "
-            "installed without a working torchvision, torchmetrics tries it and fails: fix torchvision or uninstall torch-fidelity."
+            "installed without a working torchvision, torchmetrics tries it and fails: fix torchvision or uninstall "
+            "torch-fidelity."
         ) from error
     return FrechetInceptionDistance(feature=_FeatureRows(num_features))
 
@@ -134,27 +139,44 @@ def _notes(num_real: int, num_generated: int, dims: Dict[str, int], inception: b
     n = min(num_real, num_generated)
     notes = []
     if n < MIN_IMAGES:
-        notes.append(f"FID from {n} images is biased upward (the bias shrinks like 1/N); use >= {MIN_IMAGES} "
-                     "(papers use 10k-50k) and compare only scores computed with the same N.")
-    notes += [f"{key} uses {d}-dim features: with {n} images its covariances are singular." for key, d in dims.items() if n <= d]
+        notes.append(
+            f"FID from {n} images is biased upward (the bias shrinks like 1/N); use >= {MIN_IMAGES} "
+            "(papers use 10k-50k) and compare only scores computed with the same N."
+        )
+    notes += [
+        f"{key} uses {d}-dim features: with {n} images its covariances are singular."
+        for key, d in dims.items()
+        if n <= d
+    ]
     if inception:
-        notes.append("Inception was trained on RGB photographs: FID/sFID rank generators but do not measure SAR realism.")
+        notes.append(
+            "Inception was trained on RGB photographs: FID/sFID rank generators but do not measure SAR realism."
+        )
     return notes
 
 
 def _extractor(feature, spatial_feature, weights, device):
     """(images -> {"fid": rows[, "sfid": rows]}, its name): the given modules, or one Inception pass for both."""
     if feature is None:
-        return TFInceptionFeatures(find_inception_weights(weights)).to(device).eval(), "InceptionV3 (torch-fidelity, TF FID weights)"
+        return TFInceptionFeatures(find_inception_weights(weights)).to(
+            device
+        ).eval(), "InceptionV3 (torch-fidelity, TF FID weights)"
     modules = {"fid": feature.to(device)}
     if spatial_feature is not None:
         modules["sfid"] = spatial_feature.to(device)
     return (lambda batch: {key: module(batch) for key, module in modules.items()}), type(feature).__name__
 
 
-def frechet_distances(real_images, generated_images, weights: Optional[str] = None, batch_size: int = 32, device=None,
-                      feature: Optional[nn.Module] = None, spatial_feature: Optional[nn.Module] = None,
-                      show_progress: bool = True) -> dict:
+def frechet_distances(
+    real_images,
+    generated_images,
+    weights: Optional[str] = None,
+    batch_size: int = 32,
+    device=None,
+    feature: Optional[nn.Module] = None,
+    spatial_feature: Optional[nn.Module] = None,
+    show_progress: bool = True,
+) -> dict:
     """FID (and sFID) of generated vs real grey images (PIL, uint8 (H, W) arrays, or a dataset with an "image" column).
 
     Without `feature` the TF-FID InceptionV3 gives both (weights: see
@@ -176,8 +198,16 @@ def frechet_distances(real_images, generated_images, weights: Optional[str] = No
                     metrics[key].update(rows.double(), real=real)
                 counts[real] += len(batch)
     if min(counts.values()) < 2:
-        raise ValueError(f"Fréchet distances need >= 2 images per set, got {counts[True]} real and {counts[False]} generated")
+        raise ValueError(
+            f"Fréchet distances need >= 2 images per set, got {counts[True]} real and {counts[False]} generated"
+        )
     values = {key: float(metric.compute()) for key, metric in metrics.items()}
     dims = {key: metric.inception.num_features for key, metric in metrics.items()}
-    return {"fid": values["fid"], "sfid": values.get("sfid"), "num_real": counts[True], "num_generated": counts[False],
-            "feature_extractor": name, "notes": _notes(counts[True], counts[False], dims, inception=feature is None)}
+    return {
+        "fid": values["fid"],
+        "sfid": values.get("sfid"),
+        "num_real": counts[True],
+        "num_generated": counts[False],
+        "feature_extractor": name,
+        "notes": _notes(counts[True], counts[False], dims, inception=feature is None),
+    }

@@ -209,6 +209,11 @@ def quality_report(
         "oil_class": int(oil_class),
         "sea_class": int(sea_class),
         "class_names": names,
-        "settings": {"window": int(window), "bins": int(bins), "spectrum_bins": int(num_bins),
-                     "w1_bins": GREY_LEVELS, "max_images": max_images},
+        "settings": {
+            "window": int(window),
+            "bins": int(bins),
+            "spectrum_bins": int(num_bins),
+            "w1_bins": GREY_LEVELS,
+            "max_images": max_images,
+        },
     }

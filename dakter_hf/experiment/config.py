@@ -53,7 +53,12 @@ ARMS: Dict[str, Arm] = {
     for arm in (
         Arm("real", "real", title="Real only"),
         Arm("ddpm-l2", "hard", {"label_loss": "l2"}, title="DDPM (L2 labels, hard)"),
-        Arm("satsynth", "hard", {"label_loss": "l2", "label_encoding": "binary"}, title="SatSynth (binary labels, hard)"),
+        Arm(
+            "satsynth",
+            "hard",
+            {"label_loss": "l2", "label_encoding": "binary"},
+            title="SatSynth (binary labels, hard)",
+        ),
         Arm("dakter-no-kd", "hard", {}, title="DAKTer w/o KD (argmax, CE)"),
         Arm("dakter-kd", "dakter", {}, title="DAKTer (KD)"),
         Arm("b-0.1", "dakter", {"balancing_factor": "0.1"}, title="DAKTer, b = 0.1"),
@@ -64,13 +69,74 @@ ARMS: Dict[str, Arm] = {
     )
 }
 BASELINE_ARM = "real"
-DATA_KEYS = {"source", "sensor", "classes", "num_classes", "size", "seed", "intensity", "clip_percentiles", "train_split", "test_split"}
+DATA_KEYS = {
+    "source",
+    "sensor",
+    "classes",
+    "num_classes",
+    "size",
+    "seed",
+    "intensity",
+    "clip_percentiles",
+    "train_split",
+    "test_split",
+}
 GENERATION_DEFAULTS = {"steps": 50, "scheduler": None, "batch_size": 16, "eta": 0.0, "seed": 0, "dtype": None}
 QUALITY_DEFAULTS = {"max_images": None, "inception_weights": None}
-TOP_KEYS = {"name", "output_dir", "report_dir", "data", "joint", "generation", "students", "teacher", "scales", "seeds", "arms", "quality", "description", "show_real_images"}
+TOP_KEYS = {
+    "name",
+    "output_dir",
+    "report_dir",
+    "data",
+    "joint",
+    "generation",
+    "students",
+    "teacher",
+    "scales",
+    "seeds",
+    "arms",
+    "quality",
+    "description",
+    "show_real_images",
+}
 # the runner sets these itself (paths, resumption, logging); a config may not
-JOINT_RESERVED = {"data", "output_dir", "resume_from_checkpoint", "overwrite", "push_to_hub", "hub_model_id", "hub_private", "report_to", "sensor", "classes", "num_classes", "split", "intensity", "clip_percentiles"}
-STUDENT_RESERVED = {"real", "generated", "scale", "mode", "teacher", "output_dir", "overwrite", "seed", "resume_from_checkpoint", "sensor", "classes", "num_classes", "train_split", "test_split", "intensity", "clip_percentiles", "push_to_hub", "report_to", "card_name"}
+JOINT_RESERVED = {
+    "data",
+    "output_dir",
+    "resume_from_checkpoint",
+    "overwrite",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private",
+    "report_to",
+    "sensor",
+    "classes",
+    "num_classes",
+    "split",
+    "intensity",
+    "clip_percentiles",
+}
+STUDENT_RESERVED = {
+    "real",
+    "generated",
+    "scale",
+    "mode",
+    "teacher",
+    "output_dir",
+    "overwrite",
+    "seed",
+    "resume_from_checkpoint",
+    "sensor",
+    "classes",
+    "num_classes",
+    "train_split",
+    "test_split",
+    "intensity",
+    "clip_percentiles",
+    "push_to_hub",
+    "report_to",
+    "card_name",
+}
 
 
 @dataclass
@@ -122,24 +188,35 @@ def _student_types() -> tuple:
 def _arm(entry, path: str, index: int) -> Arm:
     if isinstance(entry, str):
         if entry not in ARMS:
-            raise ValueError(f"{path}: unknown arm {entry!r}; choose from {', '.join(ARMS)} or give a mapping {{name, mode, joint}}")
+            raise ValueError(
+                f"{path}: unknown arm {entry!r}; choose from {', '.join(ARMS)} or give a mapping {{name, mode, joint}}"
+            )
         return ARMS[entry]
     if isinstance(entry, dict):
         unknown = set(entry) - {"name", "mode", "joint", "title"}
         if unknown or "name" not in entry or entry.get("mode") not in ("real", "hard", "dakter"):
-            raise ValueError(f"{path}: an arm mapping needs `name` and `mode` (real, hard or dakter), optionally `joint` and `title`; got {entry}")
+            raise ValueError(
+                f"{path}: an arm mapping needs `name` and `mode` (real, hard or dakter), optionally `joint` and "
+                f"`title`; got {entry}"
+            )
         joint = entry.get("joint")
         if entry["mode"] != "real" and joint is None:
             joint = {}
         if joint is not None:
             if not isinstance(joint, dict):
-                raise ValueError(f"{path}: arms[{index}].joint must be a mapping of train_joint.py arguments, got {joint!r}")
+                raise ValueError(
+                    f"{path}: arms[{index}].joint must be a mapping of train_joint.py arguments, got {joint!r}"
+                )
             joint = _checked(joint, (JointTrainingArguments,), JOINT_RESERVED, f"{path}: arms[{index}].joint")
-        return Arm(str(entry["name"]), entry["mode"], joint if entry["mode"] != "real" else None, title=entry.get("title", ""))
+        return Arm(
+            str(entry["name"]), entry["mode"], joint if entry["mode"] != "real" else None, title=entry.get("title", "")
+        )
     raise ValueError(f"{path}: an arm is a name or a mapping, got {entry!r}")
 
 
-def load_experiment_config(path: str, output_dir: Optional[str] = None, report_dir: Optional[str] = None) -> ExperimentConfig:
+def load_experiment_config(
+    path: str, output_dir: Optional[str] = None, report_dir: Optional[str] = None
+) -> ExperimentConfig:
     """Read and check an experiment file; `output_dir`/`report_dir` override the file's."""
 
     raw = read_config_file(path)
@@ -151,30 +228,52 @@ def load_experiment_config(path: str, output_dir: Optional[str] = None, report_d
     name = str(raw.get("name") or os.path.splitext(os.path.basename(path))[0])
     data = _section(raw, "data", path, dict, None) if "data" in raw else None
     if not data or "source" not in data:
-        raise ValueError(f"{path}: `data` must give at least `source` (sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved dataset dir)")
+        raise ValueError(
+            f"{path}: `data` must give at least `source` (sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved "
+            "dataset dir)"
+        )
     bad = sorted(set(data) - DATA_KEYS)
     if bad:
         raise ValueError(f"{path}: data: unknown key(s) {bad}; known: {sorted(DATA_KEYS)}")
     data = {"train_split": "train", "test_split": "test", **data}
-    joint = _checked(_section(raw, "joint", path, dict, {}), (JointTrainingArguments,), JOINT_RESERVED, f"{path}: joint")
+    joint = _checked(
+        _section(raw, "joint", path, dict, {}), (JointTrainingArguments,), JOINT_RESERVED, f"{path}: joint"
+    )
     generation = {**GENERATION_DEFAULTS, **_section(raw, "generation", path, dict, {})}
     if set(generation) - set(GENERATION_DEFAULTS):
-        raise ValueError(f"{path}: generation: unknown key(s) {sorted(set(generation) - set(GENERATION_DEFAULTS))}; known: {sorted(GENERATION_DEFAULTS)}")
+        raise ValueError(
+            f"{path}: generation: unknown key(s) {sorted(set(generation) - set(GENERATION_DEFAULTS))}; known: "
+            f"{sorted(GENERATION_DEFAULTS)}"
+        )
     students = _section(raw, "students", path, list, None) if "students" in raw else None
     if not students:
-        raise ValueError(f"{path}: `students` must list at least one student (e.g. - {{student: segformer-b0, resolution: 64}})")
-    students = [_checked(s if isinstance(s, dict) else {"student": s}, _student_types(), STUDENT_RESERVED, f"{path}: students[{i}]") for i, s in enumerate(students)]
+        raise ValueError(
+            f"{path}: `students` must list at least one student (e.g. - {{student: segformer-b0, resolution: 64}})"
+        )
+    students = [
+        _checked(
+            s if isinstance(s, dict) else {"student": s}, _student_types(), STUDENT_RESERVED, f"{path}: students[{i}]"
+        )
+        for i, s in enumerate(students)
+    ]
     names = [student_name(s) for s in students]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: students: each student model may appear once, got {names}")
-    teacher = _checked(_section(raw, "teacher", path, dict, {"student": "segformer-b5"}), _student_types(), STUDENT_RESERVED, f"{path}: teacher")
+    teacher = _checked(
+        _section(raw, "teacher", path, dict, {"student": "segformer-b5"}),
+        _student_types(),
+        STUDENT_RESERVED,
+        f"{path}: teacher",
+    )
     scales = _section(raw, "scales", path, list, [1.0])
     if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
         raise ValueError(f"{path}: scales must be a non-empty list of numbers > 0, got {scales}")
     seeds = _section(raw, "seeds", path, list, [0])
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds}")
-    arms = [_arm(entry, path, i) for i, entry in enumerate(_section(raw, "arms", path, list, [BASELINE_ARM, "dakter-kd"]))]
+    arms = [
+        _arm(entry, path, i) for i, entry in enumerate(_section(raw, "arms", path, list, [BASELINE_ARM, "dakter-kd"]))
+    ]
     if BASELINE_ARM not in [a.name for a in arms]:
         arms.insert(0, ARMS[BASELINE_ARM])  # every comparison is against real only
     if len({a.name for a in arms}) != len(arms):
@@ -182,7 +281,10 @@ def load_experiment_config(path: str, output_dir: Optional[str] = None, report_d
     scales = [float(s) for s in scales]
     quality = {**QUALITY_DEFAULTS, **_section(raw, "quality", path, dict, {})}
     if set(quality) - set(QUALITY_DEFAULTS):
-        raise ValueError(f"{path}: quality: unknown key(s) {sorted(set(quality) - set(QUALITY_DEFAULTS))}; known: {sorted(QUALITY_DEFAULTS)}")
+        raise ValueError(
+            f"{path}: quality: unknown key(s) {sorted(set(quality) - set(QUALITY_DEFAULTS))}; known: "
+            f"{sorted(QUALITY_DEFAULTS)}"
+        )
     if quality["inception_weights"] is not None and not os.path.isfile(quality["inception_weights"]):
         raise FileNotFoundError(f"{path}: quality.inception_weights {quality['inception_weights']}: no such file")
     if quality["max_images"] is not None and (not isinstance(quality["max_images"], int) or quality["max_images"] < 2):
@@ -219,7 +321,9 @@ def _check_generation(path: str, generation: dict) -> None:
         raise ValueError(f"{path}: generation: {error}") from None
     if generation["scheduler"] is not None:
         try:
-            make_scheduler(str(generation["scheduler"]), {})  # the name only; the model's schedule is checked when it samples
+            make_scheduler(
+                str(generation["scheduler"]), {}
+            )  # the name only; the model's schedule is checked when it samples
         except ValueError as error:
             raise ValueError(f"{path}: generation.scheduler: {error}") from None
     if generation["dtype"] not in (None, "fp32", "fp16", "bf16"):
@@ -232,10 +336,19 @@ def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict
     """Build each section's argument objects once, so their own checks run before anything is written."""
 
     student_type, training_type = _student_types()
-    checks = [(f"joint (arm {arm.name})", JointTrainingArguments, joint_settings(joint, arm)) for arm in arms if arm.uses_generated]
-    for where, settings in [(f"students[{i}]", s) for i, s in enumerate(students)] + ([("teacher", teacher)] if any(a.teacher for a in arms) else []):
+    checks = [
+        (f"joint (arm {arm.name})", JointTrainingArguments, joint_settings(joint, arm))
+        for arm in arms
+        if arm.uses_generated
+    ]
+    for where, settings in [(f"students[{i}]", s) for i, s in enumerate(students)] + (
+        [("teacher", teacher)] if any(a.teacher for a in arms) else []
+    ):
         student, training = split_student_settings(settings)
-        checks += [(where, student_type, {**student, "mode": "real"}), (where, training_type, {**training, "output_dir": os.devnull})]
+        checks += [
+            (where, student_type, {**student, "mode": "real"}),
+            (where, training_type, {**training, "output_dir": os.devnull}),
+        ]
     for where, kind, values in checks:
         try:
             kind(**values)

@@ -24,6 +24,7 @@ from dakter_hf.data.features import class_names_of, oil_class_index
 from dakter_hf.data.visualize import PALETTE, _heat, softmax_probability, triplet_grid
 from dakter_hf.utils.files import atomic_path
 
+
 logger = logging.getLogger(__name__)
 
 PAD = 2
@@ -57,13 +58,17 @@ def _pairs_block(rows, label: str, num_samples: int, size: int) -> np.ndarray:
     for k, row in enumerate(rows):
         left = PAD + k * (2 * size + 4 * PAD)
         block[LABEL_HEIGHT : LABEL_HEIGHT + size, left : left + size] = _grey(row["image"], size)[..., None]
-        block[LABEL_HEIGHT : LABEL_HEIGHT + size, left + size + PAD : left + 2 * size + PAD] = PALETTE[_mask(row["mask"], size) % len(PALETTE)]
+        block[LABEL_HEIGHT : LABEL_HEIGHT + size, left + size + PAD : left + 2 * size + PAD] = PALETTE[
+            _mask(row["mask"], size) % len(PALETTE)
+        ]
     picture = Image.fromarray(block)
     ImageDraw.Draw(picture).text((PAD, 1), label, fill=(0, 0, 0))
     return np.asarray(picture)
 
 
-def real_vs_generated_figure(real, generated: Mapping[str, object], num_samples: int = 4, seed: int = 0, size: int = 128) -> Image.Image:
+def real_vs_generated_figure(
+    real, generated: Mapping[str, object], num_samples: int = 4, seed: int = 0, size: int = 128
+) -> Image.Image:
     """Blocks "real", then one per generated set, of (image | mask) pairs at a common display size.
 
     Real rows are a seeded random pick (real sets are ordered by scene, the first rows look
@@ -88,7 +93,12 @@ def soft_label_figure(generated, num_samples: int = 4, size: int = 96) -> Image.
     soft = np.stack([np.asarray(s, dtype=np.float32) for s in rows.with_format("numpy")["soft_label"]])
     probability = softmax_probability(soft, oil_class_index(class_names_of(generated)))
     images = np.stack([_grey(image, size) / 255.0 for image in rows["image"]])
-    probability = np.stack([np.asarray(Image.fromarray(p.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR)) for p in probability])
+    probability = np.stack(
+        [
+            np.asarray(Image.fromarray(p.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+            for p in probability
+        ]
+    )
     masks = np.stack([_mask(Image.fromarray(m.astype(np.uint8)), size) for m in soft.argmax(axis=1)])
     grid = triplet_grid(images, masks, probability, columns=1, pad=PAD)
     return _with_titles_and_colour_bar(grid, size)
@@ -119,7 +129,9 @@ def _render(figure) -> Image.Image:
     return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
 
 
-def scale_curve_figure(points: Mapping[str, Sequence[tuple]], metric_name: str = "mIoU", baseline: Optional[tuple] = None) -> Image.Image:
+def scale_curve_figure(
+    points: Mapping[str, Sequence[tuple]], metric_name: str = "mIoU", baseline: Optional[tuple] = None
+) -> Image.Image:
     """Metric mean ± std per arm against augmentation scale (shown as %), real-only baseline as a band."""
 
     figure = Figure(figsize=(5, 3.5), dpi=100)
@@ -206,7 +218,9 @@ def _use_log_scale(values: Sequence[float]) -> bool:
     return values.size > 0 and bool((values > 0).all()) and values.max() / values.min() > 100
 
 
-def training_curves_figure(curves: Mapping[str, Sequence[tuple]], title: str, ylabel: str = "loss", smoothing: float = 0.0) -> Image.Image:
+def training_curves_figure(
+    curves: Mapping[str, Sequence[tuple]], title: str, ylabel: str = "loss", smoothing: float = 0.0
+) -> Image.Image:
     """One line per name from (step, value) pairs.
 
     `smoothing` in [0, 1) is an exponential moving average weight (0 = raw); when smoothing,
@@ -272,7 +286,11 @@ def joint_loss_curve(output_dir: str) -> Dict[str, List[Tuple[int, float]]]:
 
 def _newest_checkpoint_state(folder: str) -> Optional[str]:
     states = glob.glob(os.path.join(folder, "checkpoint-*", "trainer_state.json"))
-    numbered = [(int(m.group(1)), s) for s in states if (m := re.search(r"checkpoint-(\d+)", os.path.basename(os.path.dirname(s))))]
+    numbered = [
+        (int(m.group(1)), s)
+        for s in states
+        if (m := re.search(r"checkpoint-(\d+)", os.path.basename(os.path.dirname(s))))
+    ]
     return max(numbered)[1] if numbered else None
 
 
@@ -288,4 +306,8 @@ def student_loss_curve(folder: str) -> List[Tuple[int, float]]:
             state = json.load(handle)
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
-    return [(int(entry["step"]), float(entry["loss"])) for entry in state.get("log_history", []) if "step" in entry and _is_number(entry.get("loss"))]
+    return [
+        (int(entry["step"]), float(entry["loss"]))
+        for entry in state.get("log_history", [])
+        if "step" in entry and _is_number(entry.get("loss"))
+    ]

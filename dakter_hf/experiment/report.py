@@ -28,7 +28,11 @@ def _version_text(code: Dict[str, Any]) -> str:
     if not code:
         return "not recorded"
     text = f"dakter-hf {code['package_version']}"
-    return text + (f", git {code['git_commit']}{' with uncommitted changes' if code['git_dirty'] else ''}" if code.get("git_commit") else "")
+    return text + (
+        f", git {code['git_commit']}{' with uncommitted changes' if code['git_dirty'] else ''}"
+        if code.get("git_commit")
+        else ""
+    )
 
 
 def _step_code(runner, done: Dict[str, Dict[str, Any]]) -> Dict[str, List[str]]:
@@ -43,7 +47,15 @@ def _generated_sets(runner) -> Dict[str, Dict[str, Any]]:
     """One entry per distinct generated set, named by the arms that use it."""
     sets: Dict[str, Dict[str, Any]] = {}
     for arm, step in runner.plan.generated_of_arm.items():
-        entry = sets.setdefault(step.key, {"arms": [], "generate": step, "joint": runner.plan.joint_of_arm[arm], "quality": runner.plan.quality_of_arm[arm]})
+        entry = sets.setdefault(
+            step.key,
+            {
+                "arms": [],
+                "generate": step,
+                "joint": runner.plan.joint_of_arm[arm],
+                "quality": runner.plan.quality_of_arm[arm],
+            },
+        )
         entry["arms"].append(arm)
     return {" / ".join(entry["arms"]): entry for entry in sets.values()}
 
@@ -58,7 +70,18 @@ def write_report(runner) -> Dict[str, Any]:
 
 def _write_report(runner, out: str) -> Dict[str, Any]:
     config, plan = runner.config, runner.plan
-    runs = [{"arm": r["arm"], "student": r["student"], "scale": r["scale"], "seed": r["seed"], "metrics": runner.result(r["step"])["metrics"], "steps": runner.result(r["step"]).get("steps"), "step": os.path.relpath(r["step"].folder(runner.root), runner.root)} for r in plan.runs]
+    runs = [
+        {
+            "arm": r["arm"],
+            "student": r["student"],
+            "scale": r["scale"],
+            "seed": r["seed"],
+            "metrics": runner.result(r["step"])["metrics"],
+            "steps": runner.result(r["step"]).get("steps"),
+            "step": os.path.relpath(r["step"].folder(runner.root), runner.root),
+        }
+        for r in plan.runs
+    ]
     data = runner.result(plan.data)
     real_train = load_saved(runner.work(plan.data), split=config.data["train_split"])[config.data["train_split"]]
     summary = summarize(runs, baseline_arm=config.baseline, class_names=class_names_of(real_train))
@@ -80,19 +103,37 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
     report = {
         "experiment": config.name,
         "description": config.description,
-        "config": {"path": os.path.relpath(config.path), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text},
+        "config": {
+            "path": os.path.relpath(config.path),
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "text": text,
+        },
         "code": code_description(),
         "step_code": _step_code(runner, done),
         "data": {"source": config.data["source"], "splits": data["splits"]},
         "balancing_factor": runner.result(plan.balance),
-        "arms": {arm.name: {"title": arm.title, "student_mode": arm.mode, "joint_overrides": arm.joint, "teacher": arm.teacher} for arm in config.arms},
+        "arms": {
+            arm.name: {
+                "title": arm.title,
+                "student_mode": arm.mode,
+                "joint_overrides": arm.joint,
+                "teacher": arm.teacher,
+            }
+            for arm in config.arms
+        },
         "generated_sets": generated_models,
         "summary": summary,
-        "runs": [{k: v for k, v in r.items()} for r in runs],
+        "runs": [dict(r.items()) for r in runs],
         "figures": {name: os.path.basename(path) for name, path in figure_paths.items()},
         "show_real_images": config.show_real_images,
-        "timings": [{"kind": step.kind, "label": step.label, "seconds": done[step.key]["seconds"]} for step in plan.steps],
-        "paths": {"markdown": os.path.relpath(os.path.join(out, "report.md")), "json": os.path.relpath(os.path.join(out, "report.json")), "steps": os.path.relpath(config.output_dir)},
+        "timings": [
+            {"kind": step.kind, "label": step.label, "seconds": done[step.key]["seconds"]} for step in plan.steps
+        ],
+        "paths": {
+            "markdown": os.path.relpath(os.path.join(out, "report.md")),
+            "json": os.path.relpath(os.path.join(out, "report.json")),
+            "steps": os.path.relpath(config.output_dir),
+        },
     }
     atomic_write_json(os.path.join(out, "report.json"), report)
     atomic_write_text(os.path.join(out, "report.md"), render_markdown(report, _arm_titles(config)))
@@ -101,28 +142,51 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
 
 def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]], summary) -> Dict[str, str]:
     config, paths = runner.config, {}
-    generated = {name: load_saved(runner.work(entry["generate"]), split="train")["train"] for name, entry in sets.items()}
+    generated = {
+        name: load_saved(runner.work(entry["generate"]), split="train")["train"] for name, entry in sets.items()
+    }
     if generated:
         real = real_train if config.show_real_images else None
-        paths["real_vs_generated"] = figures.save_png(figures.real_vs_generated_figure(real, generated), os.path.join(out, "real_vs_generated.png"))
+        paths["real_vs_generated"] = figures.save_png(
+            figures.real_vs_generated_figure(real, generated), os.path.join(out, "real_vs_generated.png")
+        )
         soft = {name: ds for name, ds in generated.items() if "soft_label" in ds.column_names}
         if soft:
-            name = next((n for n, entry in sets.items() if n in soft and entry["joint"].settings.get("label_loss", "ce") == "ce"), next(iter(soft)))
-            paths["soft_labels"] = figures.save_png(figures.soft_label_figure(soft[name]), os.path.join(out, "soft_labels.png"))
+            name = next(
+                (
+                    n
+                    for n, entry in sets.items()
+                    if n in soft and entry["joint"].settings.get("label_loss", "ce") == "ce"
+                ),
+                next(iter(soft)),
+            )
+            paths["soft_labels"] = figures.save_png(
+                figures.soft_label_figure(soft[name]), os.path.join(out, "soft_labels.png")
+            )
         curves = {}
         for name, entry in sets.items():
             for key, points in figures.joint_loss_curve(runner.work(entry["joint"])).items():
                 if key == "loss":
                     curves[name] = points
         if curves:
-            paths["joint_loss"] = figures.save_png(figures.training_curves_figure(curves, "joint model: training loss", smoothing=0.6), os.path.join(out, "joint_loss.png"))
+            paths["joint_loss"] = figures.save_png(
+                figures.training_curves_figure(curves, "joint model: training loss", smoothing=0.6),
+                os.path.join(out, "joint_loss.png"),
+            )
     student_curves = {}
     for run in runner.plan.runs:
         if run["seed"] == config.seeds[0]:
-            label = f"{run['student']} {run['arm']}" + (f" x{run['scale']:g}" if run["scale"] is not None and len(config.scales) > 1 else "")
+            label = f"{run['student']} {run['arm']}" + (
+                f" x{run['scale']:g}" if run["scale"] is not None and len(config.scales) > 1 else ""
+            )
             student_curves[label] = figures.student_loss_curve(runner.work(run["step"]))
     if any(student_curves.values()):
-        paths["student_loss"] = figures.save_png(figures.training_curves_figure(student_curves, f"students: training loss (seed {config.seeds[0]})", smoothing=0.6), os.path.join(out, "student_loss.png"))
+        paths["student_loss"] = figures.save_png(
+            figures.training_curves_figure(
+                student_curves, f"students: training loss (seed {config.seeds[0]})", smoothing=0.6
+            ),
+            os.path.join(out, "student_loss.png"),
+        )
     _reliability_figures(runner, out, paths)
     if len(config.scales) > 1:
         for student in sorted({r["student"] for r in runner.plan.runs}):
@@ -130,8 +194,16 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
             base = points.pop(config.baseline, None)
             baseline = (base[0][1], base[0][2] or 0.0) if base and base[0][1] is not None else None
             # arms without generated data (teacher KD) have no scale; a missing std draws no bar
-            points = {arm: [(scale, mean, float("nan") if std is None else std) for scale, mean, std in p if mean is not None] for arm, p in points.items() if all(point[0] is not None for point in p)}
-            paths[f"scale_{student}"] = figures.save_png(figures.scale_curve_figure(points, baseline=baseline), os.path.join(out, f"scale_{student}.png"))
+            points = {
+                arm: [
+                    (scale, mean, float("nan") if std is None else std) for scale, mean, std in p if mean is not None
+                ]
+                for arm, p in points.items()
+                if all(point[0] is not None for point in p)
+            }
+            paths[f"scale_{student}"] = figures.save_png(
+                figures.scale_curve_figure(points, baseline=baseline), os.path.join(out, f"scale_{student}.png")
+            )
     return paths
 
 
@@ -147,8 +219,11 @@ def _reliability_figures(runner, out: str, paths: Dict[str, str]) -> None:
     for student in sorted({r["student"] for r in runs}):
         curves = {}
         for arm in arms:
-            bins = [runner.result(r["step"])["metrics"].get("reliability")
-                    for r in runs if r["student"] == student and r["arm"] == arm]
+            bins = [
+                runner.result(r["step"])["metrics"].get("reliability")
+                for r in runs
+                if r["student"] == student and r["arm"] == arm
+            ]
             pooled = figures.pooled_reliability(bins)
             if pooled is not None:
                 curves[titles.get(arm, arm)] = pooled
@@ -165,7 +240,10 @@ def _steps_line(runs: List[Dict[str, Any]]) -> str:
     parts = []
     for arm, steps in by_arm.items():
         known = [s for s in steps if s is not None]
-        parts.append(f"{arm} " + ("n/a" if not known else f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}"))
+        parts.append(
+            f"{arm} "
+            + ("n/a" if not known else f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}")
+        )
     return "Optimizer steps per student (over seeds): " + ", ".join(parts) + "."
 
 
@@ -180,11 +258,21 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         "",
         report["description"].strip(),
         "",
-        f"- Command: `dakter experiment --config {report['config']['path']}`; steps cached in `{report['paths']['steps']}`",
-        f"- Experiment file: `{report['config']['path']}` (sha256 `{report['config']['sha256'][:16]}`), copied in full at the end",
-        f"- Code: {version} (this report)" + ("" if list(step_code) in ([], [version]) else "; the cached steps ran with: " + "; ".join(f"{v} ({len(steps)} steps)" for v, steps in step_code.items())),
-        f"- Data: `{report['data']['source']}`, " + ", ".join(f"{split}: {n} images" for split, n in report["data"]["splits"].items()),
-        f"- SNR balancing factor b = {b['b']:.4f} on {b['num_images']} training images at {b['resolution'] or 'native'} px (the b each joint model used is in its table below)",
+        f"- Command: `dakter experiment --config {report['config']['path']}`; steps cached in "
+        f"`{report['paths']['steps']}`",
+        f"- Experiment file: `{report['config']['path']}` (sha256 `{report['config']['sha256'][:16]}`), copied in "
+        "full at the end",
+        f"- Code: {version} (this report)"
+        + (
+            ""
+            if list(step_code) in ([], [version])
+            else "; the cached steps ran with: "
+            + "; ".join(f"{v} ({len(steps)} steps)" for v, steps in step_code.items())
+        ),
+        f"- Data: `{report['data']['source']}`, "
+        + ", ".join(f"{split}: {n} images" for split, n in report["data"]["splits"].items()),
+        f"- SNR balancing factor b = {b['b']:.4f} on {b['num_images']} training images at "
+        f"{b['resolution'] or 'native'} px (the b each joint model used is in its table below)",
         "",
         "## Arms",
         "",
@@ -192,37 +280,69 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         "|---|---|---|",
     ]
     for name, arm in report["arms"].items():
-        source = "real images" + (", plus a real-only teacher's soft labels" if arm["teacher"] else "") if arm["joint_overrides"] is None else f"real + generated (joint model {arm['joint_overrides'] or 'as configured'})"
-        loss = {"real": "CE + Dice", "hard": "CE + Dice on argmax labels", "dakter": "KD on soft labels + CE + Dice"}[arm["student_mode"]]
+        source = (
+            "real images" + (", plus a real-only teacher's soft labels" if arm["teacher"] else "")
+            if arm["joint_overrides"] is None
+            else f"real + generated (joint model {arm['joint_overrides'] or 'as configured'})"
+        )
+        loss = {"real": "CE + Dice", "hard": "CE + Dice on argmax labels", "dakter": "KD on soft labels + CE + Dice"}[
+            arm["student_mode"]
+        ]
         lines.append(f"| `{name}` ({titles.get(name, name)}) | {source} | {loss} |")
     lines += ["", "## Table 1: test mIoU and F1, mean ± std over seeds", "", table1_markdown(report["summary"]), ""]
     lines += [_steps_line(report["runs"]), ""]
-    lines += ["ECE is before temperature scaling. A student trained with `validation_fraction` "
-              "(and `eval_strategy: epoch`) also records `temperature_scaling` in its test_metrics.json: "
-              "T fitted by NLL on that held-out part of train, never on test, and the test ECE, Brier and NLL "
-              "after dividing its logits by T.", ""]
+    lines += [
+        "ECE is before temperature scaling. A student trained with `validation_fraction` "
+        "(and `eval_strategy: epoch`) also records `temperature_scaling` in its test_metrics.json: "
+        "T fitted by NLL on that held-out part of train, never on test, and the test ECE, Brier and NLL "
+        "after dividing its logits by T.",
+        "",
+    ]
     lines += ["## Table 4: per-class IoU, precision and recall", "", table4_markdown(report["summary"]), ""]
     if report["generated_sets"]:
-        lines += ["## Joint models and generated sets", "", "| generated set (arms) | joint steps | b | samples | generation |", "|---|---:|---:|---:|---|"]
+        lines += [
+            "## Joint models and generated sets",
+            "",
+            "| generated set (arms) | joint steps | b | samples | generation |",
+            "|---|---:|---:|---:|---|",
+        ]
         for name, entry in report["generated_sets"].items():
             g = entry["generation"]
-            lines.append(f"| {name} | {entry['joint']['steps']} | {entry['joint']['b']:.4f} | {entry['num_samples']} | {g['scheduler'] or 'ddim'}, {g['steps']} steps |")
+            lines.append(
+                f"| {name} | {entry['joint']['steps']} | {entry['joint']['b']:.4f} | {entry['num_samples']} | "
+                f"{g['scheduler'] or 'ddim'}, {g['steps']} steps |"
+            )
         quality = {name: entry["quality"] for name, entry in report["generated_sets"].items()}
-        lines += ["", "## Generation quality (`dakter quality`, real training split vs generated)", "", format_quality_comparison(quality), ""]
+        lines += [
+            "",
+            "## Generation quality (`dakter quality`, real training split vs generated)",
+            "",
+            format_quality_comparison(quality),
+            "",
+        ]
         lines += ["### FID and sFID", ""]
         frechet = {name: q.get("frechet") or {} for name, q in quality.items()}
         for name, f in frechet.items():
             if f.get("fid") is not None:
                 sfid = "n/a" if f.get("sfid") is None else f"{f['sfid']:.2f}"
-                lines.append(f"- {name}: FID {f['fid']:.2f}, sFID {sfid} ({f.get('num_real')} real, {f.get('num_generated')} generated images)")
+                lines.append(
+                    f"- {name}: FID {f['fid']:.2f}, sFID {sfid} ({f.get('num_real')} real, {f.get('num_generated')} "
+                    "generated images)"
+                )
                 lines += [f"  - {note}" for note in f.get("notes", [])]
         missing = [name for name, f in frechet.items() if f.get("fid") is None]
         if missing:
-            lines += [f"Not computed for {', '.join(missing)}: no local Inception weights (set `quality: {{inception_weights: PATH}}` in the experiment file).", ""]
+            lines += [
+                f"Not computed for {', '.join(missing)}: no local Inception weights (set `quality: "
+                f"{{inception_weights: PATH}}` in the experiment file).",
+                "",
+            ]
             lines += ["```text", frechet[missing[0]].get("note", "").strip(), "```"]
         lines.append("")
     captions = {
-        "real_vs_generated": "Real training pairs beside generated ones (image | mask), like the paper's Fig. 7" if report.get("show_real_images", True) else "Generated pairs (image | mask), like the paper's Fig. 7; real images left out (show_real_images: false)",
+        "real_vs_generated": "Real training pairs beside generated ones (image | mask), like the paper's Fig. 7"
+        if report.get("show_real_images", True)
+        else "Generated pairs (image | mask), like the paper's Fig. 7; real images left out (show_real_images: false)",
         "soft_labels": "Generated images with their soft labels: P(oil) and the argmax mask, like Fig. 2",
         "joint_loss": "Joint model training loss",
         "student_loss": "Student training loss (first seed)",
@@ -230,14 +350,28 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
     if report["figures"]:
         lines += ["## Figures", ""]
         for name, file in report["figures"].items():
-            caption = captions.get(name, f"mIoU against augmentation scale, {name[len('scale_'):]} (like Fig. 5)" if name.startswith("scale_") else name)
+            caption = captions.get(
+                name,
+                f"mIoU against augmentation scale, {name[len('scale_') :]} (like Fig. 5)"
+                if name.startswith("scale_")
+                else name,
+            )
             if name.startswith("reliability_"):
-                caption = (f"Reliability diagram, {name[len('reliability_'):]}: test-pixel accuracy against "
-                           "confidence, pooled over seeds")
+                caption = (
+                    f"Reliability diagram, {name[len('reliability_') :]}: test-pixel accuracy against "
+                    "confidence, pooled over seeds"
+                )
             lines += [f"**{caption}**", "", f"![{caption}]({file})", ""]
     seconds: Dict[str, float] = {}
     for timing in report["timings"]:
         seconds[timing["kind"]] = seconds.get(timing["kind"], 0.0) + timing["seconds"]
-    lines += ["## Time", "", "Wall time of each kind of step when it ran (cached steps keep the time of their first run): " + ", ".join(f"{kind} {value / 60:.1f} min" for kind, value in seconds.items()) + f"; total {sum(seconds.values()) / 60:.1f} min.", ""]
+    lines += [
+        "## Time",
+        "",
+        "Wall time of each kind of step when it ran (cached steps keep the time of their first run): "
+        + ", ".join(f"{kind} {value / 60:.1f} min" for kind, value in seconds.items())
+        + f"; total {sum(seconds.values()) / 60:.1f} min.",
+        "",
+    ]
     lines += ["## Experiment file", "", "```yaml", report["config"]["text"].rstrip(), "```", ""]
     return "\n".join(lines)

@@ -25,7 +25,14 @@ from dakter_hf.data.sources import load_saved, source_path
 from dakter_hf.errors import FolderError
 from dakter_hf.evaluation.fid import InceptionWeightsMissing, find_inception_weights, frechet_distances
 from dakter_hf.evaluation.report import quality_report
-from dakter_hf.experiment.config import Arm, ExperimentConfig, effective_joint_setting, joint_settings, split_student_settings, student_name
+from dakter_hf.experiment.config import (
+    Arm,
+    ExperimentConfig,
+    effective_joint_setting,
+    joint_settings,
+    split_student_settings,
+    student_name,
+)
 from dakter_hf.experiment.report import write_report
 from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
 from dakter_hf.generation.config import GenerationSettings
@@ -37,7 +44,15 @@ from dakter_hf.joint.training import train
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments, train_student
 from dakter_hf.utils.files import atomic_write_json
-from dakter_hf.utils.ownership import FolderLock, check_not_an_input, claim_folder, dataset_fingerprint, is_within, read_marker
+from dakter_hf.utils.ownership import (
+    FolderLock,
+    check_not_an_input,
+    claim_folder,
+    dataset_fingerprint,
+    is_within,
+    read_marker,
+)
+
 
 logger = logging.getLogger(__name__)
 
@@ -105,36 +120,88 @@ class ExperimentRunner:
     # ------------------------------------------------------------------ the plan
     def _build_plan(self) -> Plan:
         config, plan = self.config, Plan()
-        plan.data = plan.add(Step("data", "real", dict(config.data), {"source": source_fingerprint(config.data["source"])}, self._run_data))
+        plan.data = plan.add(
+            Step(
+                "data",
+                "real",
+                dict(config.data),
+                {"source": source_fingerprint(config.data["source"])},
+                self._run_data,
+            )
+        )
         data_key = plan.data.key
         plan.balance = plan.add(self._balance_step(config.joint, data_key))
         # the key knows whether Inception weights were there: adding them later computes FID
-        quality_settings = {**config.quality, "inception_found": _inception_weights(config.quality["inception_weights"])}
+        quality_settings = {
+            **config.quality,
+            "inception_found": _inception_weights(config.quality["inception_weights"]),
+        }
         for arm in config.arms:
             if not arm.uses_generated:
                 continue
             settings = joint_settings(config.joint, arm)
-            slug = f"{settings.get('label_loss', 'ce')}-{settings.get('label_encoding', 'onehot')}-b{settings.get('balancing_factor', 'auto')}"
+            loss, encoding = settings.get("label_loss", "ce"), settings.get("label_encoding", "onehot")
+            slug = f"{loss}-{encoding}-b{settings.get('balancing_factor', 'auto')}"
             # the SNR value is computed once, by a balance step; b depends only on the data and on settings
             # the joint key already holds, so the key needs no balance input
             balance = None
             if effective_joint_setting(settings, "balancing_factor") == "auto":
                 balance = plan.add(self._balance_step(settings, data_key))
-            joint = plan.add(Step("joint", slug, settings, {"data": data_key}, self._run_joint, budget_minutes=settings.get("max_train_minutes")))
+            joint = plan.add(
+                Step(
+                    "joint",
+                    slug,
+                    settings,
+                    {"data": data_key},
+                    self._run_joint,
+                    budget_minutes=settings.get("max_train_minutes"),
+                )
+            )
             if balance is not None:
                 plan.balance_of_joint[joint.key] = balance
             generation = {**config.generation, "scale": max(config.scales)}
-            generated = plan.add(Step("generate", slug, generation, {"joint": joint.key, "data": data_key}, self._run_generate))
-            quality = plan.add(Step("quality", slug, quality_settings, {"generated": generated.key, "data": data_key}, self._run_quality))
-            plan.joint_of_arm[arm.name], plan.generated_of_arm[arm.name], plan.quality_of_arm[arm.name] = joint, generated, quality
+            generated = plan.add(
+                Step("generate", slug, generation, {"joint": joint.key, "data": data_key}, self._run_generate)
+            )
+            quality = plan.add(
+                Step(
+                    "quality",
+                    slug,
+                    quality_settings,
+                    {"generated": generated.key, "data": data_key},
+                    self._run_quality,
+                )
+            )
+            plan.joint_of_arm[arm.name], plan.generated_of_arm[arm.name], plan.quality_of_arm[arm.name] = (
+                joint,
+                generated,
+                quality,
+            )
         if any(arm.teacher for arm in config.arms):
             settings = {**config.teacher, "mode": "real", "seed": config.seeds[0]}
-            plan.teacher = plan.add(Step("student", f"teacher-{student_name(settings)}", settings, {"data": data_key}, self._run_student, budget_minutes=settings.get("max_train_minutes")))
+            plan.teacher = plan.add(
+                Step(
+                    "student",
+                    f"teacher-{student_name(settings)}",
+                    settings,
+                    {"data": data_key},
+                    self._run_student,
+                    budget_minutes=settings.get("max_train_minutes"),
+                )
+            )
         for student in config.students:
             for arm in config.arms:
                 for scale in config.scales if arm.uses_generated else [None]:
                     for seed in config.seeds:
-                        plan.runs.append({"arm": arm.name, "student": student_name(student), "scale": scale, "seed": seed, "step": plan.add(self._student_step(plan, student, arm, scale, seed))})
+                        plan.runs.append(
+                            {
+                                "arm": arm.name,
+                                "student": student_name(student),
+                                "scale": scale,
+                                "seed": seed,
+                                "step": plan.add(self._student_step(plan, student, arm, scale, seed)),
+                            }
+                        )
         return plan
 
     def _balance_step(self, joint: Dict[str, Any], data_key: str) -> Step:
@@ -152,8 +219,12 @@ class ExperimentRunner:
             inputs["generated"] = plan.generated_of_arm[arm.name].key
         if arm.teacher:
             inputs["teacher"] = plan.teacher.key
-        slug = f"{student_name(student)}-{arm.mode}{'-teacher' if arm.teacher else ''}-s{seed}" + (f"-x{scale:g}" if scale is not None else "")
-        return Step("student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes"))
+        slug = f"{student_name(student)}-{arm.mode}{'-teacher' if arm.teacher else ''}-s{seed}" + (
+            f"-x{scale:g}" if scale is not None else ""
+        )
+        return Step(
+            "student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes")
+        )
 
     # ------------------------------------------------------------------ running
     def run(self, overwrite: bool = False) -> Dict[str, Any]:
@@ -169,14 +240,21 @@ class ExperimentRunner:
             for index, step in enumerate(self.plan.steps, 1):
                 was_done = read_done(step.folder(self.root)) is not None
                 if not was_done:
-                    print(f"[{index}/{total}] {step.kind} {step.label}: running (ETA for the rest: {progress.eta(self.plan.steps[index - 1 :])})", flush=True)
+                    print(
+                        f"[{index}/{total}] {step.kind} {step.label}: running (ETA for the rest: "
+                        f"{progress.eta(self.plan.steps[index - 1 :])})",
+                        flush=True,
+                    )
                 start = time.time()
                 self.results[step.key] = run_step(step, self.root)
                 if was_done:
                     print(f"[{index}/{total}] {step.kind} {step.label}: cached")
                 else:
                     progress.record(step, time.time() - start)
-                    print(f"[{index}/{total}] {step.kind} {step.label}: done in {(time.time() - start) / 60:.1f} min", flush=True)
+                    print(
+                        f"[{index}/{total}] {step.kind} {step.label}: done in {(time.time() - start) / 60:.1f} min",
+                        flush=True,
+                    )
 
         return write_report(self)
 
@@ -187,7 +265,9 @@ class ExperimentRunner:
         joints = [config.joint] + [arm.joint for arm in config.arms if arm.joint]
         students = config.students + [config.teacher]
         paths = [source_path(config.data["source"]), config.path, config.quality["inception_weights"]]
-        return [p for p in paths + [j.get("init_from") for j in joints] + [s.get("student_weights") for s in students] if p]
+        return [
+            p for p in paths + [j.get("init_from") for j in joints] + [s.get("student_weights") for s in students] if p
+        ]
 
     def _check_folders(self, overwrite: bool) -> None:
         """Refuse bad output or report folders before anything is written."""
@@ -196,10 +276,16 @@ class ExperimentRunner:
         for folder, flag in ((root, "output_dir"), (report, "report_dir")):
             check_not_an_input(folder, self._input_paths(), flag=flag)
         if report == root or is_within(root, report):
-            raise FolderError(f"report_dir {report} must not be or hold output_dir {root}; choose a report folder inside or beside it")
+            raise FolderError(
+                f"report_dir {report} must not be or hold output_dir {root}; choose a report folder inside or beside "
+                "it"
+            )
         marker = read_marker(root) if os.path.isdir(root) else None
         if overwrite and os.path.isdir(root) and os.listdir(root) and (marker or {}).get("kind") != "experiment":
-            raise FolderError(f"output_dir {root} was not written by `dakter experiment`; --overwrite empties only an experiment's own folder")
+            raise FolderError(
+                f"output_dir {root} was not written by `dakter experiment`; --overwrite empties only an experiment's "
+                "own folder"
+            )
         claim_folder(root, "experiment", {}, overwrite=overwrite, flag="output_dir", write=False)
         if not is_within(report, root) or not overwrite:
             claim_folder(report, "experiment-report", {"experiment": self.config.name}, flag="report_dir", write=False)
@@ -219,14 +305,21 @@ class ExperimentRunner:
     # ------------------------------------------------------------------ the steps
     def _run_data(self, step: Step, work: str) -> Dict[str, Any]:
         data = self.config.data
-        options = {key: data[key] for key in ("sensor", "classes", "num_classes", "size", "seed") if data.get(key) is not None}
-        normalization = normalization_from_options(data["source"], data.get("intensity") or "linear", data.get("clip_percentiles"))
+        options = {
+            key: data[key] for key in ("sensor", "classes", "num_classes", "size", "seed") if data.get(key) is not None
+        }
+        normalization = normalization_from_options(
+            data["source"], data.get("intensity") or "linear", data.get("clip_percentiles")
+        )
         export_dataset(ExportSettings(source=data["source"], out=work, normalization=normalization, **options))
         saved = load_saved(work)
         for split in (data["train_split"], data["test_split"]):
             if split not in saved:
                 raise ValueError(f"data.source {data['source']}: no split {split!r}; splits: {list(saved)}")
-        return {"splits": {name: len(split) for name, split in saved.items()}, "fingerprints": {name: dataset_fingerprint(split) for name, split in saved.items()}}
+        return {
+            "splits": {name: len(split) for name, split in saved.items()},
+            "fingerprints": {name: dataset_fingerprint(split) for name, split in saved.items()},
+        }
 
     def _train_split(self):
         split = self.config.data["train_split"]
@@ -235,8 +328,16 @@ class ExperimentRunner:
     def _run_balance(self, step: Step, work: str) -> Dict[str, Any]:
         resolution = balance_resolution_of(step.settings["balance_resolution"], step.settings["resolution"])
         _, stats = snr_balance(self._train_split(), resolution, show_progress=True)
-        print(f"balancing factor b = {stats.b:.4f} ({stats.num_images} training images at {resolution or 'native'} px)")
-        return {"b": stats.b, "power_image": stats.power_image, "power_label": stats.power_label, "num_images": stats.num_images, "resolution": resolution}
+        print(
+            f"balancing factor b = {stats.b:.4f} ({stats.num_images} training images at {resolution or 'native'} px)"
+        )
+        return {
+            "b": stats.b,
+            "power_image": stats.power_image,
+            "power_label": stats.power_label,
+            "num_images": stats.num_images,
+            "resolution": resolution,
+        }
 
     def _input_step(self, step: Step, name: str) -> Step:
         """The step that `step` reads as input `name` (e.g. "joint", "generated")."""
@@ -247,7 +348,14 @@ class ExperimentRunner:
         if step.key in self.plan.balance_of_joint:  # the SNR value: the balance step's b, not computed again
             balance = self.result(self.plan.balance_of_joint[step.key])
             settings.update(balance_arguments(balance["b"], balance["resolution"]))
-        args = JointTrainingArguments(**settings, data=self.work(self.plan.data), split=self.config.data["train_split"], output_dir=work, resume_from_checkpoint="latest", report_to="none")
+        args = JointTrainingArguments(
+            **settings,
+            data=self.work(self.plan.data),
+            split=self.config.data["train_split"],
+            output_dir=work,
+            resume_from_checkpoint="latest",
+            report_to="none",
+        )
         pipeline = train(args)
 
         config = DAKTerPipeline.load_config(pipeline)
@@ -257,10 +365,17 @@ class ExperimentRunner:
 
     def _run_generate(self, step: Step, work: str) -> Dict[str, Any]:
         settings, joint = step.settings, self._input_step(step, "joint")
-        num_samples = max(1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]]))
+        num_samples = max(
+            1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]])
+        )
         generation = GenerationSettings(
-            num_samples=num_samples, base_seed=settings["seed"], batch_size=settings["batch_size"],
-            num_inference_steps=settings["steps"], eta=settings["eta"], scheduler=settings["scheduler"], dtype=settings["dtype"],
+            num_samples=num_samples,
+            base_seed=settings["seed"],
+            batch_size=settings["batch_size"],
+            num_inference_steps=settings["steps"],
+            eta=settings["eta"],
+            scheduler=settings["scheduler"],
+            dtype=settings["dtype"],
         )
         generate_dataset(os.path.join(self.work(joint), "pipeline"), work, generation)
         return {"num_samples": num_samples}
@@ -272,7 +387,9 @@ class ExperimentRunner:
         settings = step.settings
         report = quality_report(real, generated, max_images=settings["max_images"], show_progress=True)
         try:
-            report["frechet"] = frechet_distances(real["image"], generated["image"], weights=settings["inception_weights"])
+            report["frechet"] = frechet_distances(
+                real["image"], generated["image"], weights=settings["inception_weights"]
+            )
         except (InceptionWeightsMissing, ImportError) as missing:  # FID is optional; the note says how to get it
             report["frechet"] = {"fid": None, "sfid": None, "note": str(missing)}
         os.makedirs(work, exist_ok=True)
@@ -286,8 +403,20 @@ class ExperimentRunner:
         generated = [self.work(self._input_step(step, "generated"))] if "generated" in step.inputs else []
         teacher = self.work(self.plan.teacher) if "teacher" in step.inputs else None
         data = self.config.data
-        args = StudentArguments(real=self.work(self.plan.data), generated=generated, scale=scale, mode=mode, teacher=teacher, train_split=data["train_split"], test_split=data["test_split"], card_name=f"{self.config.name}: {step.label}", **student_kwargs)
-        training = StudentTrainingArguments(output_dir=work, seed=seed, report_to="none", resume_from_checkpoint="latest", **training_kwargs)
+        args = StudentArguments(
+            real=self.work(self.plan.data),
+            generated=generated,
+            scale=scale,
+            mode=mode,
+            teacher=teacher,
+            train_split=data["train_split"],
+            test_split=data["test_split"],
+            card_name=f"{self.config.name}: {step.label}",
+            **student_kwargs,
+        )
+        training = StudentTrainingArguments(
+            output_dir=work, seed=seed, report_to="none", resume_from_checkpoint="latest", **training_kwargs
+        )
         train_student(args, training)
         with open(os.path.join(work, "test_metrics.json"), encoding="utf-8") as handle:
             metrics = json.load(handle)

@@ -24,6 +24,7 @@ from dakter_hf import __version__
 from dakter_hf.utils.files import atomic_write_json, read_json
 from dakter_hf.utils.ownership import FolderLock
 
+
 DONE = "done.json"
 
 
@@ -40,15 +41,34 @@ def code_description() -> Dict[str, Any]:
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()) if commit else None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = (
+            bool(
+                subprocess.run(
+                    ["git", "status", "--porcelain", "--untracked-files=no"],
+                    cwd=here,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+            )
+            if commit
+            else None
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {"package_version": code_version(), "git_commit": commit, "git_dirty": dirty}
 
 
 def step_key(kind: str, settings: Dict[str, Any], inputs: Dict[str, Any]) -> str:
-    payload = json.dumps({"kind": kind, "settings": settings, "inputs": inputs, "code": code_version()}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"kind": kind, "settings": settings, "inputs": inputs, "code": code_version()}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -70,7 +90,11 @@ class Step:
     def folder(self, root: str) -> str:
         """`<root>/<kind>/<label>-<key>`; the key alone finds it (another plan may label the same step otherwise)."""
         found = glob.glob(os.path.join(glob.escape(os.path.join(root, self.kind)), f"*-{self.key}"))
-        return found[0] if found else os.path.join(root, self.kind, f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.label)}-{self.key}")
+        return (
+            found[0]
+            if found
+            else os.path.join(root, self.kind, f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', self.label)}-{self.key}")
+        )
 
 
 def read_done(folder: str) -> Optional[Dict[str, Any]]:
@@ -85,11 +109,28 @@ def run_step(step: Step, root: str) -> Dict[str, Any]:
     if done is not None:
         return done["result"]
     os.makedirs(folder, exist_ok=True)
-    atomic_write_json(os.path.join(folder, "step.json"), {"kind": step.kind, "label": step.label, "settings": step.settings, "inputs": step.inputs, "code": code_version()})
+    atomic_write_json(
+        os.path.join(folder, "step.json"),
+        {
+            "kind": step.kind,
+            "label": step.label,
+            "settings": step.settings,
+            "inputs": step.inputs,
+            "code": code_version(),
+        },
+    )
     with FolderLock(folder, flag=f"step {step.kind}/{step.label}"):
         start = time.time()
         result = step.run(step, os.path.join(folder, "work"))
-        atomic_write_json(os.path.join(folder, DONE), {"result": result, "seconds": time.time() - start, "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "code": code_description()})
+        atomic_write_json(
+            os.path.join(folder, DONE),
+            {
+                "result": result,
+                "seconds": time.time() - start,
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "code": code_description(),
+            },
+        )
     return result
 
 

@@ -23,6 +23,7 @@ from scipy import stats
 
 from dakter_hf.utils.markdown import markdown_table, percent
 
+
 __all__ = ["summarize", "table1_markdown", "table4_markdown", "parse_markdown_table", "scale_points"]
 
 # Table 1 metric -> key of a run's metrics dict (test_metrics.json).
@@ -54,9 +55,16 @@ def _paired(metric: str, arm: Dict[int, Optional[float]], base: Dict[int, Option
     """Paired comparison arm - baseline over the seeds where both have a value."""
     seeds = sorted(s for s in arm if s in base and arm[s] is not None and base[s] is not None)
     diffs = np.array([arm[s] - base[s] for s in seeds], dtype=np.float64)
-    out = {"metric": metric, "n_pairs": len(seeds), "seeds": seeds,
-           "mean_diff": float(diffs.mean()) if len(seeds) else None,
-           "ci_low": None, "ci_high": None, "p_value": None, "verdict": "too few paired seeds"}
+    out = {
+        "metric": metric,
+        "n_pairs": len(seeds),
+        "seeds": seeds,
+        "mean_diff": float(diffs.mean()) if len(seeds) else None,
+        "ci_low": None,
+        "ci_high": None,
+        "p_value": None,
+        "verdict": "too few paired seeds",
+    }
     if len(seeds) < 2:
         return out
     half = stats.t.ppf((1 + confidence) / 2, len(seeds) - 1) * diffs.std(ddof=1) / math.sqrt(len(seeds))
@@ -97,18 +105,29 @@ def _groups(runs: Sequence[Mapping], baseline_arm: str) -> Dict[tuple, List[Mapp
     return {key: [groups[key][s] for s in sorted(groups[key])] for key in sorted(groups, key=order)}
 
 
-def summarize(runs: Sequence[Mapping], baseline_arm: str = "real", confidence: float = 0.95,
-              class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def summarize(
+    runs: Sequence[Mapping],
+    baseline_arm: str = "real",
+    confidence: float = 0.95,
+    class_names: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
     """Table 1 and Table 4 as one JSON-able dict (see the report in the module docstring)."""
     if class_names is None:  # union of the runs' per_category keys, in order of appearance
         class_names = list(dict.fromkeys(n for r in runs for n in (r["metrics"].get("per_category") or {})))
     groups = _groups(runs, baseline_arm)
-    by_seed = {key: {m: {int(r["seed"]): _value(r["metrics"].get(k)) for r in group}
-                     for m, k in TABLE1_METRICS.items()} for key, group in groups.items()}
+    by_seed = {
+        key: {m: {int(r["seed"]): _value(r["metrics"].get(k)) for r in group} for m, k in TABLE1_METRICS.items()}
+        for key, group in groups.items()
+    }
     table1, table4 = [], []
     for (student, arm, scale), group in groups.items():
-        head = {"student": student, "arm": arm, "scale": scale, "n": len(group),
-                "seeds": [int(r["seed"]) for r in group]}
+        head = {
+            "student": student,
+            "arm": arm,
+            "scale": scale,
+            "n": len(group),
+            "seeds": [int(r["seed"]) for r in group],
+        }
         row1 = dict(head)
         for m, k in TABLE1_METRICS.items():
             values = [_value(r["metrics"].get(k)) for r in group]
@@ -117,15 +136,28 @@ def summarize(runs: Sequence[Mapping], baseline_arm: str = "real", confidence: f
             values = [_value(r["metrics"].get(k)) for r in group]
             row1[m] = {**_stats(values), "values": values}
         base = by_seed.get((student, baseline_arm, None), {m: {} for m in TABLE1_METRICS})
-        row1["vs_baseline"] = None if arm == baseline_arm else {
-            m: _paired(m, by_seed[(student, arm, scale)][m], base[m], confidence) for m in TABLE1_METRICS}
+        row1["vs_baseline"] = (
+            None
+            if arm == baseline_arm
+            else {m: _paired(m, by_seed[(student, arm, scale)][m], base[m], confidence) for m in TABLE1_METRICS}
+        )
         table1.append(row1)
-        classes = [{"class": name, **{m: _stats([_class_value(r["metrics"], name, i, m) for r in group])
-                                      for m in CLASS_METRICS}} for i, name in enumerate(class_names)]
+        classes = [
+            {
+                "class": name,
+                **{m: _stats([_class_value(r["metrics"], name, i, m) for r in group]) for m in CLASS_METRICS},
+            }
+            for i, name in enumerate(class_names)
+        ]
         means = {m: _stats([_value(r["metrics"].get(k)) for r in group]) for m, k in TABLE4_MEANS.items()}
         table4.append({**head, "means": means, "classes": classes})
-    return {"baseline_arm": baseline_arm, "confidence": confidence, "class_names": list(class_names),
-            "table1": table1, "table4": table4}
+    return {
+        "baseline_arm": baseline_arm,
+        "confidence": confidence,
+        "class_names": list(class_names),
+        "table1": table1,
+        "table4": table4,
+    }
 
 
 # ---------------------------------------------------------------- Markdown
@@ -137,7 +169,7 @@ def _signed(value: Optional[float]) -> str:
 
 
 def _mean_std(s: Mapping) -> str:
-    """"mean ± std" in percent; just the mean when there is no std (one seed)."""
+    """ "mean ± std" in percent; just the mean when there is no std (one seed)."""
     if s["mean"] is None or s["std"] is None:
         return percent(s["mean"])
     return f"{percent(s['mean'])} ± {percent(s['std'])}"
@@ -164,25 +196,51 @@ def _render(header: List[str], rows: List[List[str]], legend: str) -> str:
 def table1_markdown(summary: Mapping) -> str:
     """Table 1: mIoU and F1 per (student, arm, scale), with the paired difference to the baseline."""
     base, conf = summary["baseline_arm"], f"{100 * summary['confidence']:g} %"
-    header = ["Student", "Arm", "Scale", "n", "mIoU (%)", "F1 (%)", "ECE (%)",
-              f"Δ mIoU vs {base} ({conf} CI)", "p (mIoU)", "Verdict (mIoU)",
-              f"Δ F1 vs {base} ({conf} CI)", "p (F1)", "Verdict (F1)"]
+    header = [
+        "Student",
+        "Arm",
+        "Scale",
+        "n",
+        "mIoU (%)",
+        "F1 (%)",
+        "ECE (%)",
+        f"Δ mIoU vs {base} ({conf} CI)",
+        "p (mIoU)",
+        "Verdict (mIoU)",
+        f"Δ F1 vs {base} ({conf} CI)",
+        "p (F1)",
+        "Verdict (F1)",
+    ]
     rows, pairs = [], set()
     for r in summary["table1"]:
-        cells = [r["student"], r["arm"], _scale(r, base), str(r["n"]), _mean_std(r["miou"]), _mean_std(r["f1"]),
-                 _mean_std(r.get("ece") or {"mean": None, "std": None})]
+        cells = [
+            r["student"],
+            r["arm"],
+            _scale(r, base),
+            str(r["n"]),
+            _mean_std(r["miou"]),
+            _mean_std(r["f1"]),
+            _mean_std(r.get("ece") or {"mean": None, "std": None}),
+        ]
         for m in TABLE1_METRICS:
             c = (r["vs_baseline"] or {}).get(m)
             cells += [_delta(c), _p(c["p_value"]), c["verdict"]] if c else ["-", "-", "-"]
             pairs.update([c["n_pairs"]] if c else [])
         rows.append(cells)
     fewest = min((n for n in pairs if n >= 2), default=None)
-    width = "" if fewest is None else f"With n = {fewest} pairs the interval is t = {stats.t.ppf((1 + summary['confidence']) / 2, fewest - 1):.2f} standard errors wide on each side: "
-    legend = (f"Percent, mean ± sample std over seeds. Δ: arm − {base} in points, paired over shared seeds "
-              f"(n pairs = {', '.join(map(str, sorted(pairs))) or 'n/a'}), {conf} Student-t interval on the "
-              f"per-seed differences; p: two-sided paired t-test. {width}'no clear difference' does not mean equal. "
-              "ECE: expected calibration error of the top-class probability per test pixel (15 bins; lower is "
-              "better; not temperature-scaled).")
+    width = (
+        ""
+        if fewest is None
+        else f"With n = {fewest} pairs the interval is t = "
+        f"{stats.t.ppf((1 + summary['confidence']) / 2, fewest - 1):.2f} standard errors wide on each side: "
+    )
+    legend = (
+        f"Percent, mean ± sample std over seeds. Δ: arm − {base} in points, paired over shared seeds "
+        f"(n pairs = {', '.join(map(str, sorted(pairs))) or 'n/a'}), {conf} Student-t interval on the "
+        f"per-seed differences; p: two-sided paired t-test. {width}'no clear difference' does not mean equal. "
+        "ECE: expected calibration error of the top-class probability per test pixel (15 bins; lower is "
+        "better; not temperature-scaled)."
+    )
     return _render(header, rows, legend)
 
 
@@ -197,8 +255,10 @@ def table4_markdown(summary: Mapping) -> str:
         cells += [_mean_std(r["means"][m]) for m in TABLE4_MEANS]
         cells += [_mean_std(c[m]) for c in r["classes"] for m in CLASS_METRICS]
         rows.append(cells)
-    legend = ("Percent, mean ± sample std (ddof=1) over the n seeds; n/a: missing or class absent in every "
-              "seed (left out of the means). With n = 3 the std is itself very uncertain.")
+    legend = (
+        "Percent, mean ± sample std (ddof=1) over the n seeds; n/a: missing or class absent in every "
+        "seed (left out of the means). With n = 3 the std is itself very uncertain."
+    )
     return _render(header, rows, legend)
 
 
@@ -217,8 +277,9 @@ def parse_markdown_table(text: str) -> List[Dict[str, str]]:
     return [dict(zip(header, r)) for r in body]
 
 
-def scale_points(summary: Mapping, metric: str = "miou", student: Optional[str] = None
-                 ) -> Dict[str, List[Tuple[Optional[float], Optional[float], Optional[float]]]]:
+def scale_points(
+    summary: Mapping, metric: str = "miou", student: Optional[str] = None
+) -> Dict[str, List[Tuple[Optional[float], Optional[float], Optional[float]]]]:
     """{arm: [(scale, mean, std), ...]} by scale, for a plot of `metric` vs augmentation scale.
 
     The baseline arm is under its own name with one point of scale None (draw it

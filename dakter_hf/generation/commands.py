@@ -8,7 +8,9 @@ from dakter_hf.data.options import add_source_options, load_from_args
 
 
 def _register_generate(sub) -> None:
-    parser = sub.add_parser("generate", help="sample a DAKTer pipeline into a Hugging Face dataset (image, soft_label, mask)")
+    parser = sub.add_parser(
+        "generate", help="sample a DAKTer pipeline into a Hugging Face dataset (image, soft_label, mask)"
+    )
     parser.add_argument("--pipeline", required=True, help="pipeline folder or Hub id")
     parser.add_argument("--out", required=True, help="output dataset folder")
     count = parser.add_mutually_exclusive_group(required=True)
@@ -17,18 +19,34 @@ def _register_generate(sub) -> None:
     parser.add_argument("--real", default=None, help="real training data for --scale (sos:ROOT, saved dir, ...)")
     add_source_options(parser, seed=False)
     parser.add_argument("--seed", type=int, default=0, help="base seed: sample i uses seed + i")
-    parser.add_argument("--batch-size", type=int, default=8, help="samples per pipeline call (does not change the result)")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="samples per pipeline call (does not change the result)"
+    )
     parser.add_argument("--shard-size", type=int, default=256, help="rows per parquet shard (the unit of resumption)")
-    parser.add_argument("--steps", type=int, default=200, help="sampler steps (paper: 200 DDIM steps; DPM-Solver++ needs far fewer)")
-    parser.add_argument("--scheduler", default=None, help="ddim (default: the pipeline's), dpm++, dpm++-3m, unipc, euler, euler-ancestral, heun, or a diffusers scheduler class name")
-    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights' precision while sampling (default: as saved)")
+    parser.add_argument(
+        "--steps", type=int, default=200, help="sampler steps (paper: 200 DDIM steps; DPM-Solver++ needs far fewer)"
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="ddim (default: the pipeline's), dpm++, dpm++-3m, unipc, euler, euler-ancestral, heun, or a diffusers "
+        "scheduler class name",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "fp16", "bf16"],
+        help="weights' precision while sampling (default: as saved)",
+    )
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the paper)")
     parser.add_argument("--label-noise", default="consistent", choices=["consistent", "literal"])
     parser.add_argument("--license", default="other", help="licence field of the dataset card")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: Accelerate's choice)")
     parser.add_argument("--no-save-to-disk", action="store_true", help="write only the parquet shards")
     parser.add_argument("--overwrite", action="store_true", help="delete --out first")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload card and shards as a Hub dataset repo")
+    parser.add_argument(
+        "--push-to-hub", default=None, metavar="REPO", help="upload card and shards as a Hub dataset repo"
+    )
     parser.add_argument("--private", action="store_true", help="create the Hub dataset repo as private")
     parser.set_defaults(func=_cmd_generate)
 

@@ -88,7 +88,12 @@ def generate_dataset(
 
 
 def claim_output(
-    out: str, pipeline: str, pipe: DAKTerPipeline, config: GenerationConfig, workers: Workers, overwrite: bool,
+    out: str,
+    pipeline: str,
+    pipe: DAKTerPipeline,
+    config: GenerationConfig,
+    workers: Workers,
+    overwrite: bool,
     hold: contextlib.ExitStack,
 ) -> None:
     """Claim `out` for this generation (same settings and the same weights, or nothing) and lock it.

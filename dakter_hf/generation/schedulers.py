@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 import diffusers
 import torch
 
+
 # name -> (diffusers class name, config overrides)
 SCHEDULERS: Dict[str, Tuple[str, Dict]] = {
     "ddim": ("DDIMScheduler", {}),
@@ -24,7 +25,13 @@ SCHEDULERS: Dict[str, Tuple[str, Dict]] = {
     "euler-ancestral": ("EulerAncestralDiscreteScheduler", {"prediction_type": "epsilon"}),
     "heun": ("HeunDiscreteScheduler", {}),
 }
-ALIASES = {"dpmsolver++": "dpm++", "dpm-solver++": "dpm++", "dpm": "dpm++", "euler-a": "euler-ancestral", "euler_a": "euler-ancestral"}
+ALIASES = {
+    "dpmsolver++": "dpm++",
+    "dpm-solver++": "dpm++",
+    "dpm": "dpm++",
+    "euler-a": "euler-ancestral",
+    "euler_a": "euler-ancestral",
+}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DTYPE_NAMES = {value: key for key, value in DTYPES.items()}
 
@@ -42,11 +49,19 @@ def make_scheduler(name: str, config):
     elif hasattr(diffusers, name) and name.endswith("Scheduler"):
         class_name, overrides = name, {}
     else:
-        raise ValueError(f"--scheduler must be one of {scheduler_choices()} or a diffusers scheduler class name, got {name!r}")
+        raise ValueError(
+            f"--scheduler must be one of {scheduler_choices()} or a diffusers scheduler class name, got {name!r}"
+        )
     cls = getattr(diffusers, class_name)
-    if config.get("rescale_betas_zero_snr") and "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters:
+    if (
+        config.get("rescale_betas_zero_snr")
+        and "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters
+    ):
         # it would keep the flag in its config but sample on the un-rescaled betas: refuse instead
-        raise ValueError(f"--scheduler {name}: {class_name} cannot rescale betas to zero terminal SNR, which this model was trained on; use ddim, dpm++, unipc or euler")
+        raise ValueError(
+            f"--scheduler {name}: {class_name} cannot rescale betas to zero terminal SNR, which this model was "
+            "trained on; use ddim, dpm++, unipc or euler"
+        )
     return cls.from_config(config, **overrides)
 
 
@@ -58,7 +73,11 @@ def with_scheduler(pipe, name: Optional[str]):
     if name is None:
         return pipe
     scheduler = make_scheduler(name, pipe.scheduler.config)
-    config = {key: value for key, value in pipe.config.items() if not key.startswith("_") and key not in ("unet", "scheduler")}
+    config = {
+        key: value
+        for key, value in pipe.config.items()
+        if not key.startswith("_") and key not in ("unet", "scheduler")
+    }
     clone = type(pipe)(unet=pipe.unet, scheduler=scheduler, **config)
     clone.set_progress_bar_config(disable=True)
     return clone
@@ -99,4 +118,6 @@ def check_dtype_runs(pipe) -> None:
     except (RuntimeError, NotImplementedError) as error:
         name = DTYPE_NAMES.get(unet.dtype, str(unet.dtype))
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"--dtype {name} does not run on {unet.device.type} with this torch build ({first}); use --dtype fp32") from None
+        raise ValueError(
+            f"--dtype {name} does not run on {unet.device.type} with this torch build ({first}); use --dtype fp32"
+        ) from None

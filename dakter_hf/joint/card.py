@@ -10,6 +10,7 @@ import yaml
 
 from dakter_hf.utils.files import atomic_write_text
 
+
 CARD_TEMPLATE = """---
 {metadata}---
 
@@ -50,7 +51,9 @@ out.masks        # argmax masks
 """
 
 
-def write_model_card(directory: str, args, class_names, balance, objective, unet, run, display_path: str = None) -> str:
+def write_model_card(
+    directory: str, args, class_names, balance, objective, unet, run, display_path: str = None
+) -> str:
     """Write README.md (with Hub metadata) next to model_index.json.
 
     `balance` is the run's `joint.balance.Balance`. `run` holds what actually happened:

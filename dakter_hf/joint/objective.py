@@ -17,7 +17,15 @@ from diffusers import DDIMScheduler, DDPMScheduler
 
 from dakter_hf.pipelines.pipeline_dakter import check_label_options, encode_labels, num_label_channels
 
-PREDICTION_ALIASES = {"sample": "sample", "x0": "sample", "epsilon": "epsilon", "eps": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction"}
+
+PREDICTION_ALIASES = {
+    "sample": "sample",
+    "x0": "sample",
+    "epsilon": "epsilon",
+    "eps": "epsilon",
+    "v": "v_prediction",
+    "v_prediction": "v_prediction",
+}
 
 
 def canonical_prediction_type(name: str) -> str:
@@ -69,7 +77,10 @@ class DAKTerObjective:
         check_label_options(label_loss, label_encoding, float(balancing_factor))
         prediction = canonical_prediction_type(image_prediction_type)
         if prediction == "epsilon" and zero_terminal_snr:
-            raise ValueError("image_prediction_type='epsilon' cannot be used with zero_terminal_snr: x0 is undefined at the last step; use 'v' or 'sample'")
+            raise ValueError(
+                "image_prediction_type='epsilon' cannot be used with zero_terminal_snr: x0 is undefined at the last "
+                "step; use 'v' or 'sample'"
+            )
         if snr_gamma is not None and snr_gamma <= 0:
             raise ValueError(f"snr_gamma must be > 0 or None, got {snr_gamma}")
         self.num_classes = num_classes
@@ -127,7 +138,9 @@ class DAKTerObjective:
         if images.ndim != 4 or images.shape[1] != 1:
             raise ValueError(f"images must be (B, 1, H, W), got {tuple(images.shape)}")
         if masks.shape != (images.shape[0], *images.shape[2:]):
-            raise ValueError(f"masks must be (B, H, W) = {(images.shape[0], *images.shape[2:])}, got {tuple(masks.shape)}")
+            raise ValueError(
+                f"masks must be (B, H, W) = {(images.shape[0], *images.shape[2:])}, got {tuple(masks.shape)}"
+            )
         batch, device = images.shape[0], images.device
         clean, codes = self._clean_and_codes(images, masks)
         if noise is None:  # drawn where the generator lives, then moved
@@ -135,7 +148,9 @@ class DAKTerObjective:
             noise = torch.randn(clean.shape, generator=generator, device=noise_device, dtype=clean.dtype).to(device)
         if timesteps is None:
             steps_device = generator.device if generator is not None else device
-            timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=steps_device).to(device)
+            timesteps = torch.randint(
+                0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=steps_device
+            ).to(device)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         output = unet(noisy, timesteps).sample
 
@@ -155,7 +170,9 @@ class DAKTerObjective:
             label_loss = F.cross_entropy(label_output.float(), masks.long())
         else:  # plain DDPM / SatSynth: regress the unscaled {-1, 1} codes
             label_loss = F.mse_loss(label_output.float(), codes.float())
-        return JointLossOutput(loss=image_loss + label_loss, image_loss=image_loss, label_loss=label_loss, timesteps=timesteps)
+        return JointLossOutput(
+            loss=image_loss + label_loss, image_loss=image_loss, label_loss=label_loss, timesteps=timesteps
+        )
 
     def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma weights (Hang et al. 2023) for the chosen image target."""

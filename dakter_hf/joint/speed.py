@@ -13,6 +13,7 @@ import torch
 
 from dakter_hf.data.decoded import DATA_CACHE_CHOICES
 
+
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
@@ -48,7 +49,9 @@ def adamw(parameters: Iterable[torch.nn.Parameter], device, **kwargs) -> torch.o
     return torch.optim.AdamW(parameters, fused=fused or None, **kwargs)
 
 
-def apply_model_options(model: torch.nn.Module, channels_last: bool = False, compile: bool = False, compile_mode: str = "default") -> List[Tuple[str, str]]:
+def apply_model_options(
+    model: torch.nn.Module, channels_last: bool = False, compile: bool = False, compile_mode: str = "default"
+) -> List[Tuple[str, str]]:
     """channels_last memory format and torch.compile, in place (parameter names and
     state_dict keys do not change, so checkpoints and saved pipelines are as without).
     Returns (option, what happened) pairs for the log."""
@@ -66,7 +69,9 @@ def apply_model_options(model: torch.nn.Module, channels_last: bool = False, com
 
 def contiguous_state_dict(state_dict):
     """channels_last weights are not contiguous in the NCHW sense; safetensors needs them to be."""
-    return {name: (value.contiguous() if isinstance(value, torch.Tensor) else value) for name, value in state_dict.items()}
+    return {
+        name: (value.contiguous() if isinstance(value, torch.Tensor) else value) for name, value in state_dict.items()
+    }
 
 
 def check_speed_options(data_cache: str, mixed_precision: str, torch_compile_mode: str) -> None:

@@ -8,36 +8,44 @@ from diffusers import UNet2DModel
 
 from dakter_hf.pipelines.pipeline_dakter import num_label_channels
 
+
 UNET_PRESETS: Dict[str, Dict[str, Any]] = {
     # tests: seconds on a CPU at 16-32 px
-    "tiny": dict(
-        sample_size=32,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        attention_head_dim=8,
-    ),
+    "tiny": {
+        "sample_size": 32,
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 8,
+        "attention_head_dim": 8,
+    },
     # CPU experiments at 64 px
-    "small": dict(
-        sample_size=64,
-        block_out_channels=(32, 64, 128, 128),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=32,
-        attention_head_dim=32,
-    ),
+    "small": {
+        "sample_size": 64,
+        "block_out_channels": (32, 64, 128, 128),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 32,
+        "attention_head_dim": 32,
+    },
     # GPU, the paper's scale (DDPM 256 px layout, attention at 16 x 16)
-    "paper": dict(
-        sample_size=256,
-        block_out_channels=(128, 128, 256, 256, 512, 512),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-        attention_head_dim=64,
-    ),
+    "paper": {
+        "sample_size": 256,
+        "block_out_channels": (128, 128, 256, 256, 512, 512),
+        "layers_per_block": 2,
+        "down_block_types": (
+            "DownBlock2D",
+            "DownBlock2D",
+            "DownBlock2D",
+            "DownBlock2D",
+            "AttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "attention_head_dim": 64,
+    },
 }
 
 

@@ -10,10 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 
+
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 
 
@@ -25,7 +33,10 @@ def chromium_path() -> str:
     found = shutil.which("chromium")
     if found:
         return found
-    raise FileNotFoundError("no chromium found at /usr/bin/chromium: install it with `apt-get install -y chromium` (or set DAKTER_CHROMIUM)")
+    raise FileNotFoundError(
+        "no chromium found at /usr/bin/chromium: install it with `apt-get install -y chromium` (or set "
+        "DAKTER_CHROMIUM)"
+    )
 
 
 def launch_chromium(playwright):

@@ -14,13 +14,18 @@ def repo_models_root() -> str:
 
 
 def _register_space(sub) -> None:
-    parser = sub.add_parser("space", help="run the Gradio Space: generate SAR images with soft labels, segment uploaded scenes")
+    parser = sub.add_parser(
+        "space", help="run the Gradio Space: generate SAR images with soft labels, segment uploaded scenes"
+    )
     add_arguments(parser)
     parser.set_defaults(func=_cmd_space)
 
 
 def _cmd_space(args) -> int:
-    from dakter_hf.space.launch import create_demo, launch  # gradio loads when the Space runs: `dakter --help` stays fast
+    from dakter_hf.space.launch import (
+        create_demo,
+        launch,
+    )  # gradio loads when the Space runs: `dakter --help` stays fast
 
     root = args.models_root or repo_models_root()
     demo = create_demo(args.pipeline, args.students, root, args.max_pixels)

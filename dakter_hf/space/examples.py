@@ -13,6 +13,7 @@ from PIL import Image
 
 from dakter_hf.utils.files import atomic_path
 
+
 EXAMPLE_SIZE, EXAMPLE_SEED = 256, 7
 EXAMPLE_NAME = "synthetic_example_scene.png"
 

@@ -75,7 +75,9 @@ def colour_bar(height: int, width: int = 14) -> np.ndarray:
     return _heat(ramp)
 
 
-def probability_panel(probabilities: np.ndarray, class_names: Sequence[str], title: Optional[str] = None) -> np.ndarray:
+def probability_panel(
+    probabilities: np.ndarray, class_names: Sequence[str], title: Optional[str] = None
+) -> np.ndarray:
     """(C, H, W) probabilities in [0, 1] -> one RGB picture: a titled heat map per class and a colour bar."""
     classes, height, width = probabilities.shape
     dh, dw = display_size(height, width, smallest=160, largest=384)
@@ -97,7 +99,9 @@ def probability_panel(probabilities: np.ndarray, class_names: Sequence[str], tit
     for value, y in ((1.0, pad), (0.5, pad + dh // 2 - 6), (0.0, pad + dh - 12)):
         draw.text((x + bar_w + 3, y), f"{value:.1f}", fill="black", font=font)
     if title:
-        draw.text((canvas.width - pad - draw.textlength(title, font=font), pad + dh + 3), title, fill="dimgray", font=font)
+        draw.text(
+            (canvas.width - pad - draw.textlength(title, font=font), pad + dh + 3), title, fill="dimgray", font=font
+        )
     return np.asarray(canvas)
 
 
@@ -131,5 +135,9 @@ def legend_html(class_names: Sequence[str]) -> str:
             items.append(f"<span style='margin-right:1em'>{name}: not painted</span>")
             continue
         r, g, b = (int(v) for v in PALETTE[index % len(PALETTE)])
-        items.append(f"<span style='margin-right:1em'><span style='display:inline-block;width:0.9em;height:0.9em;background:rgb({r},{g},{b});border:1px solid #444;vertical-align:middle'></span> {name}</span>")
+        items.append(
+            "<span style='margin-right:1em'><span "
+            f"style='display:inline-block;width:0.9em;height:0.9em;background:rgb({r},{g},{b});border:1px solid "
+            f"#444;vertical-align:middle'></span> {name}</span>"
+        )
     return "<div>" + "".join(items) + "</div>"

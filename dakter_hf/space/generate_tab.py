@@ -24,6 +24,7 @@ from dakter_hf.generation.schedulers import with_scheduler
 from dakter_hf.space.figures import overlay, probability_panel, resize_for_display
 from dakter_hf.utils.files import atomic_write
 
+
 # label -> `dakter_hf.generation.schedulers` name; DPM-Solver++ reaches DDIM-200's quality in about 25 steps
 SAMPLERS = {"DDIM": "ddim", "DPM-Solver++": "dpm++", "UniPC": "unipc", "Euler": "euler"}
 MAX_SAMPLES, MAX_STEPS = 16, 1000
@@ -35,8 +36,8 @@ Progress = Callable[..., None]
 
 @dataclass
 class GenerateResult:
-    images: List[tuple]         # (display RGB uint8, caption)
-    overlays: List[tuple]       # argmax mask over the image
+    images: List[tuple]  # (display RGB uint8, caption)
+    overlays: List[tuple]  # argmax mask over the image
     probabilities: List[tuple]  # per-class probability maps + colour bar
     zip_path: str
     status: str
@@ -47,12 +48,18 @@ def check_generate_inputs(seed, num_samples, steps, sampler, temperature) -> tup
     if sampler not in SAMPLERS:
         raise ValueError(f"Sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
     values = []
-    for name, value, low, high in (("Seed", seed, 0, 2**31 - 1), ("Number of samples", num_samples, 1, MAX_SAMPLES), ("Steps", steps, 1, MAX_STEPS)):
+    for name, value, low, high in (
+        ("Seed", seed, 0, 2**31 - 1),
+        ("Number of samples", num_samples, 1, MAX_SAMPLES),
+        ("Steps", steps, 1, MAX_STEPS),
+    ):
         if value is None or float(value) != int(float(value)) or not low <= int(float(value)) <= high:
             raise ValueError(f"{name} must be a whole number from {low} to {high}; got {value!r}.")
         values.append(int(float(value)))
     if temperature is None or not MIN_TEMPERATURE <= float(temperature) <= MAX_TEMPERATURE:
-        raise ValueError(f"Soft-label temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}; got {temperature!r}.")
+        raise ValueError(
+            f"Soft-label temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}; got {temperature!r}."
+        )
     return values[0], values[1], values[2], float(temperature)
 
 
@@ -73,7 +80,10 @@ def sample(pipe, seed: int, num_samples: int, steps: int, progress: Optional[Pro
     for start in range(0, num_samples, CHUNK):
         count = min(CHUNK, num_samples - start)
         if progress:
-            progress(start / num_samples, desc=f"sampling {start + 1}-{start + count} of {num_samples} ({steps} {sampler} steps)")
+            progress(
+                start / num_samples,
+                desc=f"sampling {start + 1}-{start + count} of {num_samples} ({steps} {sampler} steps)",
+            )
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
         out = pipe(batch_size=count, num_inference_steps=steps, generator=generators, output_type="np")
         images.append(out.images[..., 0])
@@ -83,7 +93,17 @@ def sample(pipe, seed: int, num_samples: int, steps: int, progress: Optional[Pro
     return np.concatenate(images), (np.concatenate(soft) if soft else None), np.concatenate(masks)
 
 
-def generate(pipe, seed, num_samples, steps, sampler, temperature, workdir: str, pipeline_name: str = "", progress: Optional[Progress] = None) -> GenerateResult:
+def generate(
+    pipe,
+    seed,
+    num_samples,
+    steps,
+    sampler,
+    temperature,
+    workdir: str,
+    pipeline_name: str = "",
+    progress: Optional[Progress] = None,
+) -> GenerateResult:
     """Sample, draw, and write one zip with image PNG, mask PNG and soft-label .npy per sample."""
     seed, num_samples, steps, temperature = check_generate_inputs(seed, num_samples, steps, sampler, temperature)
     class_names = list(pipe.config.class_names)
@@ -101,15 +121,33 @@ def generate(pipe, seed, num_samples, steps, sampler, temperature, workdir: str,
         shown_images.append((resize_for_display(greys[i]), caption))
         shown_overlays.append((resize_for_display(overlay(greys[i], masks[i])), caption))
         shown_probs.append((probability_panel(probabilities[i], class_names, title=f"T = {temperature:g}"), caption))
-    zip_path = write_samples_zip(os.path.join(workdir, f"dakter_samples_seed{seed}_n{num_samples}.zip"), greys, masks, soft, seeds=[seed + i for i in range(num_samples)], info={
-        "pipeline": pipeline_name, "sampler": sampler, "num_inference_steps": steps, "eta": 0.0, "class_names": class_names,
-        "balancing_factor": float(pipe.config.balancing_factor), "display_temperature": temperature,
-        "soft_label": "float32 logits (C, H, W); class probabilities = softmax(logits / T)" if soft is not None else "none (model trained with L2 labels)",
-        "mask": "PNG, pixel value = class id (argmax of the logits)",
-    })
+    zip_path = write_samples_zip(
+        os.path.join(workdir, f"dakter_samples_seed{seed}_n{num_samples}.zip"),
+        greys,
+        masks,
+        soft,
+        seeds=[seed + i for i in range(num_samples)],
+        info={
+            "pipeline": pipeline_name,
+            "sampler": sampler,
+            "num_inference_steps": steps,
+            "eta": 0.0,
+            "class_names": class_names,
+            "balancing_factor": float(pipe.config.balancing_factor),
+            "display_temperature": temperature,
+            "soft_label": "float32 logits (C, H, W); class probabilities = softmax(logits / T)"
+            if soft is not None
+            else "none (model trained with L2 labels)",
+            "mask": "PNG, pixel value = class id (argmax of the logits)",
+        },
+    )
     oil = masks.astype(bool).mean() if len(class_names) == 2 else None
     share = f"; pixels of class `{class_names[1]}`: {100 * oil:.1f} %" if oil is not None else ""
-    status = f"Generated {num_samples} sample(s) of {greys.shape[2]} x {greys.shape[1]} px with {steps} {sampler} steps from seed {seed}{share}. Probability maps at T = {temperature:g}."
+    size = f"{greys.shape[2]} x {greys.shape[1]} px"
+    status = (
+        f"Generated {num_samples} sample(s) of {size} with {steps} {sampler} steps from seed {seed}{share}. "
+        f"Probability maps at T = {temperature:g}."
+    )
     return GenerateResult(shown_images, shown_overlays, shown_probs, zip_path, status)
 
 
@@ -119,7 +157,9 @@ def _png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_samples_zip(path: str, greys: np.ndarray, masks: np.ndarray, soft: Optional[np.ndarray], seeds: List[int], info: dict) -> str:
+def write_samples_zip(
+    path: str, greys: np.ndarray, masks: np.ndarray, soft: Optional[np.ndarray], seeds: List[int], info: dict
+) -> str:
     """The download: sample_XX_image.png, sample_XX_mask.png, sample_XX_soft_label.npy, generation.json."""
     with atomic_write(path, "wb") as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for i, seed in enumerate(seeds):

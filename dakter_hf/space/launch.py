@@ -14,7 +14,13 @@ from dakter_hf.space.options import MAX_UPLOAD, add_arguments, max_pixels_from
 from dakter_hf.space.ui import build_demo
 
 
-def create_demo(pipeline: Optional[str] = None, students: Optional[str] = None, models_root: Optional[str] = None, max_pixels: Optional[int] = None, workdir: Optional[str] = None):
+def create_demo(
+    pipeline: Optional[str] = None,
+    students: Optional[str] = None,
+    models_root: Optional[str] = None,
+    max_pixels: Optional[int] = None,
+    workdir: Optional[str] = None,
+):
     """Resolve and load the models, then build the Blocks (not launched)."""
 
     limit = max_pixels_from(max_pixels)
@@ -29,7 +35,11 @@ def launch(demo, host: Optional[str] = None, port: Optional[int] = None, **kwarg
 
 
 def main(argv: Optional[List[str]] = None, models_root: Optional[str] = None) -> int:
-    args = add_arguments(argparse.ArgumentParser(description="DAKTer Gradio Space: generate SAR images with soft labels, segment your own scene.")).parse_args(argv)
+    args = add_arguments(
+        argparse.ArgumentParser(
+            description="DAKTer Gradio Space: generate SAR images with soft labels, segment your own scene."
+        )
+    ).parse_args(argv)
     demo = create_demo(args.pipeline, args.students, args.models_root or models_root, args.max_pixels)
     launch(demo, args.host, args.port)
     return 0

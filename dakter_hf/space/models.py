@@ -21,8 +21,11 @@ from dakter_hf.generation.loading import load_pipeline
 from dakter_hf.students.models import load_student, student_resolution
 from dakter_hf.students.segment import student_normalization, training_pixel_scale
 
+
 PIPELINE_ENV, STUDENTS_ENV = "DAKTER_PIPELINE", "DAKTER_STUDENTS"
-SYNTHETIC_NOTE = "synthetic SAR scenes (`dakter_hf.data.simulate`), made by `spaces/make_default_models.py`: not real data"
+SYNTHETIC_NOTE = (
+    "synthetic SAR scenes (`dakter_hf.data.simulate`), made by `spaces/make_default_models.py`: not real data"
+)
 
 
 @dataclass
@@ -35,7 +38,9 @@ class ModelSpecs:
         """True for the committed default models (trained on synthetic scenes)."""
         if not self.default_root or not os.path.isdir(spec):
             return False
-        return os.path.commonpath([os.path.abspath(spec), os.path.abspath(self.default_root)]) == os.path.abspath(self.default_root)
+        return os.path.commonpath([os.path.abspath(spec), os.path.abspath(self.default_root)]) == os.path.abspath(
+            self.default_root
+        )
 
 
 @dataclass
@@ -64,10 +69,19 @@ class SpaceModels:
 def default_students(root: str) -> List[str]:
     if not os.path.isdir(root):
         return []
-    return [os.path.join(root, name) for name in sorted(os.listdir(root)) if name.startswith("student-") and os.path.isdir(os.path.join(root, name))]
+    return [
+        os.path.join(root, name)
+        for name in sorted(os.listdir(root))
+        if name.startswith("student-") and os.path.isdir(os.path.join(root, name))
+    ]
 
 
-def resolve_specs(pipeline: Optional[str] = None, students: Optional[str] = None, default_root: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> ModelSpecs:
+def resolve_specs(
+    pipeline: Optional[str] = None,
+    students: Optional[str] = None,
+    default_root: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> ModelSpecs:
     """Pick the model specs; a FileNotFoundError saying what to pass when nothing is found."""
     env = os.environ if env is None else env
     pipeline = pipeline or env.get(PIPELINE_ENV) or None
@@ -79,7 +93,10 @@ def resolve_specs(pipeline: Optional[str] = None, students: Optional[str] = None
         chosen = default_students(default_root)
     if not pipeline or not chosen:
         where = f" and nothing in {default_root}" if default_root else ""
-        raise FileNotFoundError(f"no models given{where}: pass --pipeline/--students (or set {PIPELINE_ENV}/{STUDENTS_ENV}), or run `python spaces/make_default_models.py`")
+        raise FileNotFoundError(
+            f"no models given{where}: pass --pipeline/--students (or set {PIPELINE_ENV}/{STUDENTS_ENV}), or run "
+            "`python spaces/make_default_models.py`"
+        )
     return ModelSpecs(pipeline=pipeline, students=chosen, default_root=default_root)
 
 
@@ -123,12 +140,23 @@ def load_models(specs: ModelSpecs) -> SpaceModels:
             raise ValueError(f"student {spec}: no input size recorded (processor size or config.dakter_resolution)")
         class_names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
         name = _student_name(spec, students)
-        students[name] = LoadedStudent(name, spec, model.eval(), processor, resolution, training_pixel_scale(model), class_names, student_normalization(model), read_card(spec), specs.is_default(spec))
+        students[name] = LoadedStudent(
+            name,
+            spec,
+            model.eval(),
+            processor,
+            resolution,
+            training_pixel_scale(model),
+            class_names,
+            student_normalization(model),
+            read_card(spec),
+            specs.is_default(spec),
+        )
     return SpaceModels(pipeline, specs.pipeline, read_card(specs.pipeline), specs.is_default(specs.pipeline), students)
 
 
 def display_spec(spec: str) -> str:
-    """A folder relative to the working folder when inside it (what a reader can find; no server paths), else as given."""
+    """A folder relative to the working folder when inside it (readers can find it; no server paths), else as is."""
     if os.path.isdir(spec):
         relative = os.path.relpath(os.path.abspath(spec))
         return relative if not relative.startswith("..") else os.path.basename(os.path.normpath(spec))
@@ -139,7 +167,8 @@ def training_data_text(card: dict, default: bool, student: bool = False) -> str:
     """What a model learnt from, for the About tab."""
     if student and card:
         generated = ", ".join(f"`{g}`" for g in card.get("generated") or []) or "none"
-        text = f"real `{card.get('real')}` ({card.get('num_real_images', '?')} images), generated {generated} ({card.get('num_generated_images', 0)}), arm `{card.get('mode')}`"
+        real = f"real `{card.get('real')}` ({card.get('num_real_images', '?')} images)"
+        text = f"{real}, generated {generated} ({card.get('num_generated_images', 0)}), arm `{card.get('mode')}`"
     elif card:
         text = f"`{card.get('data')}` ({card.get('num_train_images', '?')} images)"
     else:

@@ -14,6 +14,7 @@ import argparse
 import os
 from typing import Optional
 
+
 # 16.8 Mpixel: a 4096 x 4096 scene takes ~1-2 GB and about a minute on a 2-vCPU Space
 DEFAULT_MAX_PIXELS = 4096 * 4096
 MAX_UPLOAD = "256mb"  # Gradio refuses bigger uploads before they reach the app
@@ -21,10 +22,21 @@ MAX_UPLOAD = "256mb"  # Gradio refuses bigger uploads before they reach the app
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--pipeline", default=None, help="DAKTer pipeline folder or Hub id (env DAKTER_PIPELINE)")
-    parser.add_argument("--students", default=None, help="comma-separated student folders or Hub ids (env DAKTER_STUDENTS)")
-    parser.add_argument("--models-root", default=None, help="folder with pipeline/ and student-*/ used when none are given")
-    parser.add_argument("--max-pixels", type=int, default=None, help=f"largest scene in pixels (env DAKTER_MAX_PIXELS; default {DEFAULT_MAX_PIXELS})")
-    parser.add_argument("--host", default=None, help="address to listen on (default: Gradio's, 127.0.0.1; a Space sets 0.0.0.0)")
+    parser.add_argument(
+        "--students", default=None, help="comma-separated student folders or Hub ids (env DAKTER_STUDENTS)"
+    )
+    parser.add_argument(
+        "--models-root", default=None, help="folder with pipeline/ and student-*/ used when none are given"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help=f"largest scene in pixels (env DAKTER_MAX_PIXELS; default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--host", default=None, help="address to listen on (default: Gradio's, 127.0.0.1; a Space sets 0.0.0.0)"
+    )
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860)")
     return parser
 

@@ -31,12 +31,12 @@ from dakter_hf.utils.files import atomic_path
 class Scene:
     """A scene ready for a student: grey uint8 pixels plus what the file said about the ground."""
 
-    grey: np.ndarray                                # (H, W) uint8
-    valid: Optional[np.ndarray] = None              # (H, W) bool, False at no-data pixels; None = all valid
-    pixel_spacing: Optional[Tuple[float, float]] = None   # metres (x, y), from the file
-    spacing_note: str = ""                          # where the spacing came from
-    geotags: List[tuple] = field(default_factory=list)    # tifffile extratags to copy to outputs
-    description: str = ""                           # format, depth, size, normalisation
+    grey: np.ndarray  # (H, W) uint8
+    valid: Optional[np.ndarray] = None  # (H, W) bool, False at no-data pixels; None = all valid
+    pixel_spacing: Optional[Tuple[float, float]] = None  # metres (x, y), from the file
+    spacing_note: str = ""  # where the spacing came from
+    geotags: List[tuple] = field(default_factory=list)  # tifffile extratags to copy to outputs
+    description: str = ""  # format, depth, size, normalisation
 
     @property
     def valid_count(self) -> int:
@@ -77,9 +77,14 @@ def read_scene(path: str, max_pixels: Optional[int], normalization=None) -> Scen
     spacing, note, geotags = georeference(grey.raster.tags, height)
     kind_name = "GeoTIFF" if geotags else grey.raster.kind
     bands = f", {raw.shape[-1]} bands" if raw.ndim == 3 else ""
-    return Scene(grey=grey.image, valid=None if grey.valid.all() else grey.valid, pixel_spacing=spacing,
-                 spacing_note=note, geotags=geotags,
-                 description=f"{kind_name} ({raw.dtype}{bands}, {normalization.describe()}), {width} x {height} px")
+    return Scene(
+        grey=grey.image,
+        valid=None if grey.valid.all() else grey.valid,
+        pixel_spacing=spacing,
+        spacing_note=note,
+        geotags=geotags,
+        description=f"{kind_name} ({raw.dtype}{bands}, {normalization.describe()}), {width} x {height} px",
+    )
 
 
 def page_message(error: DataError) -> str:
@@ -88,8 +93,10 @@ def page_message(error: DataError) -> str:
         width, height = error.width, error.height
         if width < 1 or height < 1:
             return f"The image header gives an empty size ({width} x {height})."
-        return (f"The image is {width} x {height} = {width * height:,} pixels; this Space segments at most "
-                f"{error.max_pixels:,} pixels. Crop or downsample it first.")
+        return (
+            f"The image is {width} x {height} = {width * height:,} pixels; this Space segments at most "
+            f"{error.max_pixels:,} pixels. Crop or downsample it first."
+        )
     text = error.reason if isinstance(error, RasterError) else str(error)
     if isinstance(error, PixelLimitError) and error.max_pixels:
         text += f"; this Space segments at most {error.max_pixels:,} pixels"

@@ -35,17 +35,17 @@ Progress = Callable[..., None]
 
 @dataclass
 class SegmentResult:
-    overlay: np.ndarray           # RGB uint8 for display (long side <= 1024 px)
-    probabilities: np.ndarray     # per-class probability maps + colour bar (display)
-    oil_percent: float           # oil-covered share of the valid pixels, in %
+    overlay: np.ndarray  # RGB uint8 for display (long side <= 1024 px)
+    probabilities: np.ndarray  # per-class probability maps + colour bar (display)
+    oil_percent: float  # oil-covered share of the valid pixels, in %
     oil_area_km2: Optional[float]  # None without a pixel spacing
-    mask_path: str               # palette PNG, pixel = class id, 255 = no data
-    geotiff_path: str            # float32 oil probability, input's georeferencing
+    mask_path: str  # palette PNG, pixel = class id, 255 = no data
+    geotiff_path: str  # float32 oil probability, input's georeferencing
     status: str
-    uncertainty: np.ndarray       # entropy map + colour bar (display)
-    uncertainty_path: str        # float32 entropy (nats), input's georeferencing
-    confidence: float            # the oil probability the confident area asks for
-    confident_percent: float     # share of the valid pixels that are oil with p(oil) >= confidence, in %
+    uncertainty: np.ndarray  # entropy map + colour bar (display)
+    uncertainty_path: str  # float32 entropy (nats), input's georeferencing
+    confidence: float  # the oil probability the confident area asks for
+    confident_percent: float  # share of the valid pixels that are oil with p(oil) >= confidence, in %
     confident_area_km2: Optional[float]  # None without a pixel spacing
 
 
@@ -54,8 +54,10 @@ def choose_spacing(scene: Scene, spacing_m) -> Tuple[Optional[Tuple[float, float
     if spacing_m not in (None, "") and float(spacing_m) != 0:
         value = float(spacing_m)
         if not 0 < value <= 100_000:
-            raise ValueError(f"Pixel spacing must be a positive number of metres (up to 100 km); got {spacing_m!r}. "
-                             "Leave it empty to use the file's.")
+            raise ValueError(
+                f"Pixel spacing must be a positive number of metres (up to 100 km); got {spacing_m!r}. "
+                "Leave it empty to use the file's."
+            )
         return (value, value), "as entered"
     return scene.pixel_spacing, scene.spacing_note or "no pixel spacing in the file"
 
@@ -66,8 +68,15 @@ def window_count(height: int, width: int, scale: float, window: int) -> int:
     return len(plan_tiles(h, w, window, overlap=OVERLAP).origins)
 
 
-def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: str,
-            progress: Optional[Progress] = None, confidence: float = CONFIDENCE) -> SegmentResult:
+def segment(
+    path: str,
+    student,
+    spacing_m,
+    max_pixels: Optional[int],
+    workdir: str,
+    progress: Optional[Progress] = None,
+    confidence: float = CONFIDENCE,
+) -> SegmentResult:
     """Segment the file at `path` with `student` (a `models.LoadedStudent`) and write the downloads into `workdir`.
 
     `confidence`: the oil probability an oil pixel needs to count in the confident oil area (0.5 to 1).
@@ -83,8 +92,9 @@ def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: s
     windows = window_count(height, width, student.pixel_scale, student.resolution)
     if progress:
         progress(0.1, desc=f"segmenting: {windows} windows of {student.resolution} px")
-    probabilities = segment_array(scene.grey, student.model, student.processor, overlap=OVERLAP, batch_size=16,
-                                  device="cpu")
+    probabilities = segment_array(
+        scene.grey, student.model, student.processor, overlap=OVERLAP, batch_size=16, device="cpu"
+    )
     if progress:
         progress(0.9, desc="writing the mask and the GeoTIFF")
     oil = oil_class_index(student.class_names)
@@ -103,9 +113,11 @@ def segment(path: str, student, spacing_m, max_pixels: Optional[int], workdir: s
     stem = os.path.splitext(os.path.basename(path))[0][:60] or "scene"
     mask_path = write_mask_png(os.path.join(workdir, f"{stem}_mask.png"), mask, PALETTE)
     geotiff_path = write_probability_geotiff(
-        os.path.join(workdir, f"{stem}_oil_probability.tif"), probabilities[oil], scene.geotags, scene.valid)
+        os.path.join(workdir, f"{stem}_oil_probability.tif"), probabilities[oil], scene.geotags, scene.valid
+    )
     uncertainty_path = write_probability_geotiff(
-        os.path.join(workdir, f"{stem}_uncertainty.tif"), entropy, scene.geotags, scene.valid)
+        os.path.join(workdir, f"{stem}_uncertainty.tif"), entropy, scene.geotags, scene.valid
+    )
 
     shown_probabilities = probabilities if scene.valid is None else np.where(scene.valid, probabilities, 0)
     if area is not None:

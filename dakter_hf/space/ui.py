@@ -25,6 +25,7 @@ from dakter_hf.space.figures import legend_html
 from dakter_hf.space.models import SpaceModels, display_spec
 from dakter_hf.space.options import DEFAULT_MAX_PIXELS, MAX_UPLOAD
 
+
 logger = logging.getLogger(__name__)
 KEEP_OUTPUTS_S = 3600  # request folders older than this are deleted at the next request
 SCENE_TYPES = [".jpg", ".jpeg", ".png", ".tif", ".tiff"]
@@ -41,7 +42,9 @@ def page_errors():
         raise gr.Error(str(error), print_exception=False) from None
     except Exception as error:  # a bug: keep the traceback for the log, not for the user
         logger.exception("Space callback failed")
-        raise gr.Error(f"Something went wrong ({type(error).__name__}); the details are in the server log.", print_exception=False) from None
+        raise gr.Error(
+            f"Something went wrong ({type(error).__name__}); the details are in the server log.", print_exception=False
+        ) from None
 
 
 def request_folder(workdir: str) -> str:
@@ -54,17 +57,33 @@ def request_folder(workdir: str) -> str:
     return tempfile.mkdtemp(prefix="request-", dir=workdir)
 
 
-def build_demo(models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, workdir: Optional[str] = None) -> gr.Blocks:
+def build_demo(
+    models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, workdir: Optional[str] = None
+) -> gr.Blocks:
     """The whole app; `workdir` holds the files users download (default: a new temporary folder)."""
     workdir = workdir or tempfile.mkdtemp(prefix="dakter-space-")
     os.makedirs(workdir, exist_ok=True)
     class_names = list(models.pipeline.config.class_names)
     student_names = list(models.students)
-    pixel_limit = f"{max_pixels:,} pixels (e.g. {int(max_pixels ** 0.5)} x {int(max_pixels ** 0.5)})" if max_pixels else "no pixel limit"
+    pixel_limit = (
+        f"{max_pixels:,} pixels (e.g. {int(max_pixels**0.5)} x {int(max_pixels**0.5)})"
+        if max_pixels
+        else "no pixel limit"
+    )
 
     def on_generate(seed, num_samples, steps, sampler, temperature, progress=gr.Progress()):
         with page_errors():
-            result = generate_tab.generate(models.pipeline, seed, num_samples, steps, sampler, temperature, request_folder(workdir), pipeline_name=display_spec(models.pipeline_spec), progress=progress)
+            result = generate_tab.generate(
+                models.pipeline,
+                seed,
+                num_samples,
+                steps,
+                sampler,
+                temperature,
+                request_folder(workdir),
+                pipeline_name=display_spec(models.pipeline_spec),
+                progress=progress,
+            )
         return result.images, result.overlays, result.probabilities, result.zip_path, result.status
 
     def on_segment(path, student_name, spacing, confidence=segment_tab.CONFIDENCE, progress=gr.Progress()):
@@ -73,12 +92,30 @@ def build_demo(models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXE
                 raise ValueError("Upload a SAR image first (JPEG, PNG or TIFF), or load the synthetic example scene.")
             if student_name not in models.students:
                 raise ValueError(f"Unknown student {student_name!r}; choose one of {', '.join(student_names)}.")
-            result = segment_tab.segment(path, models.students[student_name], spacing, max_pixels,
-                                         request_folder(workdir), progress=progress, confidence=confidence)
+            result = segment_tab.segment(
+                path,
+                models.students[student_name],
+                spacing,
+                max_pixels,
+                request_folder(workdir),
+                progress=progress,
+                confidence=confidence,
+            )
         legend = legend_html(models.students[student_name].class_names)
-        return (result.overlay, legend, result.probabilities, result.oil_percent, result.oil_area_km2,
-                result.mask_path, result.geotiff_path, result.status,
-                result.uncertainty, result.uncertainty_path, result.confident_percent, result.confident_area_km2)
+        return (
+            result.overlay,
+            legend,
+            result.probabilities,
+            result.oil_percent,
+            result.oil_area_km2,
+            result.mask_path,
+            result.geotiff_path,
+            result.status,
+            result.uncertainty,
+            result.uncertainty_path,
+            result.confident_percent,
+            result.confident_area_km2,
+        )
 
     def on_example():
         with page_errors():
@@ -92,58 +129,155 @@ def build_demo(models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXE
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (sample i uses seed + i)")
                     num_samples = gr.Slider(1, generate_tab.MAX_SAMPLES, value=4, step=1, label="Number of samples")
                     steps = gr.Slider(1, generate_tab.MAX_STEPS, value=50, step=1, label="Sampling steps (paper: 200)")
-                    sampler = gr.Dropdown(choices=list(generate_tab.SAMPLERS), value="DDIM", label="Sampler", info="DDIM as in the paper; DPM-Solver++ needs about 25 steps for DDIM-200's quality.")
+                    sampler = gr.Dropdown(
+                        choices=list(generate_tab.SAMPLERS),
+                        value="DDIM",
+                        label="Sampler",
+                        info="DDIM as in the paper; DPM-Solver++ needs about 25 steps for DDIM-200's quality.",
+                    )
                     with gr.Accordion("Advanced", open=False):
-                        temperature = gr.Slider(generate_tab.MIN_TEMPERATURE, generate_tab.MAX_TEMPERATURE, value=1.0, step=0.1, label="Soft-label temperature T: maps show softmax(logits / T) (students distil at T = 2)")
+                        temperature = gr.Slider(
+                            generate_tab.MIN_TEMPERATURE,
+                            generate_tab.MAX_TEMPERATURE,
+                            value=1.0,
+                            step=0.1,
+                            label="Soft-label temperature T: maps show softmax(logits / T) (students distil at T = 2)",
+                        )
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                     generate_status = gr.Markdown(elem_id="generate-status")
-                    samples_zip = gr.File(label="Download all: image PNG, mask PNG, soft labels .npy per sample", height=110, elem_id="generate-zip")
+                    samples_zip = gr.File(
+                        label="Download all: image PNG, mask PNG, soft labels .npy per sample",
+                        height=110,
+                        elem_id="generate-zip",
+                    )
                 with gr.Column(scale=3):
-                    images = gr.Gallery(label="Generated SAR images", columns=4, height=300, object_fit="contain", format="png", elem_id="generated-images")
-                    overlays = gr.Gallery(label="Argmax mask over the image", columns=4, height=300, object_fit="contain", format="png", elem_id="generated-overlays")
+                    images = gr.Gallery(
+                        label="Generated SAR images",
+                        columns=4,
+                        height=300,
+                        object_fit="contain",
+                        format="png",
+                        elem_id="generated-images",
+                    )
+                    overlays = gr.Gallery(
+                        label="Argmax mask over the image",
+                        columns=4,
+                        height=300,
+                        object_fit="contain",
+                        format="png",
+                        elem_id="generated-overlays",
+                    )
                     gr.HTML(legend_html(class_names))
-                    probabilities = gr.Gallery(label="Per-class probability maps (soft labels)", columns=2, height=340, object_fit="contain", format="png", elem_id="generated-probabilities")
-            generate_button.click(on_generate, [seed, num_samples, steps, sampler, temperature], [images, overlays, probabilities, samples_zip, generate_status], api_name="generate")
+                    probabilities = gr.Gallery(
+                        label="Per-class probability maps (soft labels)",
+                        columns=2,
+                        height=340,
+                        object_fit="contain",
+                        format="png",
+                        elem_id="generated-probabilities",
+                    )
+            generate_button.click(
+                on_generate,
+                [seed, num_samples, steps, sampler, temperature],
+                [images, overlays, probabilities, samples_zip, generate_status],
+                api_name="generate",
+            )
 
         with gr.Tab("Segment", id="segment"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=260):
-                    scene = gr.File(label="SAR image: JPEG, PNG or TIFF/GeoTIFF (8/16-bit or float32; grey or RGB)", file_types=SCENE_TYPES, type="filepath", elem_id="scene-file")
+                    scene = gr.File(
+                        label="SAR image: JPEG, PNG or TIFF/GeoTIFF (8/16-bit or float32; grey or RGB)",
+                        file_types=SCENE_TYPES,
+                        type="filepath",
+                        elem_id="scene-file",
+                    )
                     student = gr.Dropdown(choices=student_names, value=student_names[0], label="Student")
-                    spacing = gr.Number(value=None, minimum=0, label="Pixel spacing in metres (empty: read from the GeoTIFF)")
+                    spacing = gr.Number(
+                        value=None, minimum=0, label="Pixel spacing in metres (empty: read from the GeoTIFF)"
+                    )
                     confidence = gr.Slider(
-                        0.5, 0.99, value=segment_tab.CONFIDENCE, step=0.01, elem_id="segment-confidence",
-                        label="Confidence: oil pixels counted in the confident area have p(oil) at least this")
-                    gr.Markdown(f"Scenes up to {pixel_limit}, files up to {MAX_UPLOAD.upper()}. Larger scenes are refused: crop or downsample them first.")
+                        0.5,
+                        0.99,
+                        value=segment_tab.CONFIDENCE,
+                        step=0.01,
+                        elem_id="segment-confidence",
+                        label="Confidence: oil pixels counted in the confident area have p(oil) at least this",
+                    )
+                    gr.Markdown(
+                        f"Scenes up to {pixel_limit}, files up to {MAX_UPLOAD.upper()}. Larger scenes are refused: "
+                        "crop or downsample them first."
+                    )
                     with gr.Row():
                         example_button = gr.Button("Synthetic example scene", size="sm")
                         segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                     segment_status = gr.Markdown(elem_id="segment-status")
                     with gr.Row():
-                        oil_percent = gr.Number(label="Oil-covered fraction of the scene (%)", interactive=False, elem_id="oil-percent")
+                        oil_percent = gr.Number(
+                            label="Oil-covered fraction of the scene (%)", interactive=False, elem_id="oil-percent"
+                        )
                         oil_area = gr.Number(label="Oil area (km²)", interactive=False, elem_id="oil-area")
                     with gr.Row():
-                        confident_percent = gr.Number(label="Confident oil: fraction of the scene (%)",
-                                                      interactive=False, elem_id="confident-oil-percent")
-                        confident_area = gr.Number(label="Confident oil area (km²)", interactive=False,
-                                                   elem_id="confident-oil-area")
+                        confident_percent = gr.Number(
+                            label="Confident oil: fraction of the scene (%)",
+                            interactive=False,
+                            elem_id="confident-oil-percent",
+                        )
+                        confident_area = gr.Number(
+                            label="Confident oil area (km²)", interactive=False, elem_id="confident-oil-area"
+                        )
                 with gr.Column(scale=3):
-                    scene_overlay = gr.Image(label="Classes over the scene", type="numpy", format="png", interactive=False, elem_id="segment-overlay")
+                    scene_overlay = gr.Image(
+                        label="Classes over the scene",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        elem_id="segment-overlay",
+                    )
                     scene_legend = gr.HTML(legend_html(models.students[student_names[0]].class_names))
-                    scene_probabilities = gr.Image(label="Per-class probability maps", type="numpy", format="png", interactive=False, elem_id="segment-probabilities")
-                    scene_uncertainty = gr.Image(label="Uncertainty: entropy of the class probabilities (nats)",
-                                                 type="numpy", format="png", interactive=False,
-                                                 elem_id="segment-uncertainty")
+                    scene_probabilities = gr.Image(
+                        label="Per-class probability maps",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        elem_id="segment-probabilities",
+                    )
+                    scene_uncertainty = gr.Image(
+                        label="Uncertainty: entropy of the class probabilities (nats)",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        elem_id="segment-uncertainty",
+                    )
                     with gr.Row():
-                        mask_file = gr.File(label="Mask PNG (pixel = class id, 255 = no data)", height=110, elem_id="mask-file")
-                        geotiff_file = gr.File(label="Oil probability GeoTIFF (float32, input's georeferencing)", height=110, elem_id="geotiff-file")
+                        mask_file = gr.File(
+                            label="Mask PNG (pixel = class id, 255 = no data)", height=110, elem_id="mask-file"
+                        )
+                        geotiff_file = gr.File(
+                            label="Oil probability GeoTIFF (float32, input's georeferencing)",
+                            height=110,
+                            elem_id="geotiff-file",
+                        )
                         uncertainty_file = gr.File(
                             label="Uncertainty GeoTIFF (entropy in nats, float32, input's georeferencing)",
-                            height=110, elem_id="uncertainty-file")
+                            height=110,
+                            elem_id="uncertainty-file",
+                        )
             example_button.click(on_example, None, [scene, spacing], api_name="example_scene")
-            segment_outputs = [scene_overlay, scene_legend, scene_probabilities, oil_percent, oil_area, mask_file,
-                               geotiff_file, segment_status, scene_uncertainty, uncertainty_file, confident_percent,
-                               confident_area]
+            segment_outputs = [
+                scene_overlay,
+                scene_legend,
+                scene_probabilities,
+                oil_percent,
+                oil_area,
+                mask_file,
+                geotiff_file,
+                segment_status,
+                scene_uncertainty,
+                uncertainty_file,
+                confident_percent,
+                confident_area,
+            ]
             segment_inputs = [scene, student, spacing, confidence]
             segment_button.click(on_segment, segment_inputs, segment_outputs, api_name="segment")
 

@@ -5,6 +5,7 @@ Imports are lazy so `import dakter_hf.students` stays cheap.
 
 from dakter_hf.utils.lazy import lazy_exports
 
+
 _EXPORTS = {
     "StudentLossConfig": "losses",
     "student_loss": "losses",

@@ -12,9 +12,11 @@ from dakter_hf.students.metrics import format_table4_row
 from dakter_hf.students.models import REMOTE_CODE_FAMILIES, input_channels, model_class, student_family
 from dakter_hf.utils.files import atomic_write_text
 
+
 ARM_TEXT = {
     "real": "real data only",
-    "hard": "real + generated data, generated samples with their argmax labels (CE + Dice; the paper's 'DAKTer without KD')",
+    "hard": "real + generated data, generated samples with their argmax labels (CE + Dice; the paper's 'DAKTer "
+    "without KD')",
     "dakter": "real + generated data with the DAKTer knowledge-transfer loss (KD on the soft labels + CE + Dice)",
 }
 
@@ -65,7 +67,9 @@ def write_student_card(directory: str, model, args, training, class_names, sampl
 
     family = student_family(args.student)
     architecture = model_class(family).__name__
-    auto_class = "Mask2FormerForUniversalSegmentation" if family == "mask2former" else "AutoModelForSemanticSegmentation"
+    auto_class = (
+        "Mask2FormerForUniversalSegmentation" if family == "mask2former" else "AutoModelForSemanticSegmentation"
+    )
     num_generated = int(samples.is_generated.sum())
     num_real = len(samples) - num_generated
     id2label = dict(enumerate(class_names))
@@ -123,11 +127,14 @@ def write_student_card(directory: str, model, args, training, class_names, sampl
         architecture=architecture,
         student=args.student,
         parameters=model.num_parameters() / 1e6,
-        arm=ARM_TEXT[args.mode] + (" and a teacher's soft labels on the real images (teacher-KD baseline)" if args.teacher else ""),
+        arm=ARM_TEXT[args.mode]
+        + (" and a teacher's soft labels on the real images (teacher-KD baseline)" if args.teacher else ""),
         real=args.real,
         train_split=args.train_split,
         num_real=num_real,
-        generated=", ".join(f"`{g}`" for g in args.generated) + f" ({num_generated} rows = {args.scale:g} x real)" if args.generated else "none",
+        generated=", ".join(f"`{g}`" for g in args.generated) + f" ({num_generated} rows = {args.scale:g} x real)"
+        if args.generated
+        else "none",
         teacher=f"`{args.teacher}`" if args.teacher else "none",
         class_list=", ".join(f"{i} = {n}" for i, n in id2label.items()),
         channels=input_channels(model),
@@ -151,4 +158,3 @@ def write_student_card(directory: str, model, args, training, class_names, sampl
         arguments=json.dumps(dataclasses.asdict(args), indent=2, default=str),
     )
     return atomic_write_text(os.path.join(directory, "README.md"), text)
-

@@ -11,10 +11,17 @@ from dakter_hf.utils.files import atomic_write_json
 
 # ------------------------------------------------------------------------- evaluate
 def _register_evaluate(sub) -> None:
-    parser = sub.add_parser("evaluate", help="a student's segmentation metrics (mIoU, F1, precision, recall, per class) on a split")
+    parser = sub.add_parser(
+        "evaluate", help="a student's segmentation metrics (mIoU, F1, precision, recall, per class) on a split"
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="student folder (from train_student.py) or Hub id")
-    which.add_argument("--constant", type=int, metavar="CLASS_ID", help="score the predictor that says this class everywhere (0: the all-background baseline)")
+    which.add_argument(
+        "--constant",
+        type=int,
+        metavar="CLASS_ID",
+        help="score the predictor that says this class everywhere (0: the all-background baseline)",
+    )
     parser.add_argument("--data", required=True, help=SOURCE_HELP)
     add_source_options(parser)
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
@@ -36,20 +43,35 @@ def _cmd_evaluate(args) -> int:
     if args.constant is not None:
         split = load_from_args(args, args.data, args.split)[args.split]
         result, resolution = evaluate_constant(split, args.constant), None
-        print(f"constant class {args.constant} on {args.data} [{args.split}], {result['num_images']} images, native size:")
+        print(
+            f"constant class {args.constant} on {args.data} [{args.split}], {result['num_images']} images, native "
+            "size:"
+        )
     else:
         model, processor = load_student(args.model)
         resolution = args.resolution or student_resolution(model, processor)
         if not resolution or resolution <= 0:
             raise ValueError("--resolution is needed: the student records no input size")
         split = load_from_args(args, args.data, args.split)[args.split]
-        result = evaluate_student(model, split, resolution, batch_size=args.batch_size, device=args.device or _default_device())
-        print(f"{args.model} on {args.data} [{args.split}], {result['num_images']} images at {resolution} px (masks at their own size):")
+        result = evaluate_student(
+            model, split, resolution, batch_size=args.batch_size, device=args.device or _default_device()
+        )
+        print(
+            f"{args.model} on {args.data} [{args.split}], {result['num_images']} images at {resolution} px (masks at "
+            "their own size):"
+        )
     print(format_table4_row(result, dict(enumerate(class_names_of(split)))))
     if "ece" in result:
         print(format_calibration_row(result, dict(enumerate(class_names_of(split)))))
     if args.json:
-        record = {"model": args.model, "constant": args.constant, "data": args.data, "split": args.split, "resolution": resolution, **to_json(result)}
+        record = {
+            "model": args.model,
+            "constant": args.constant,
+            "data": args.data,
+            "split": args.split,
+            "resolution": resolution,
+            **to_json(result),
+        }
         print(f"wrote {atomic_write_json(args.json, record)}")
     return 0
 
@@ -62,13 +84,25 @@ def _default_device() -> str:
 
 # -------------------------------------------------------------------------- segment
 def _register_segment(sub) -> None:
-    parser = sub.add_parser("segment", help="masks and class probabilities for SAR images of any size (overlapping tiles)")
+    parser = sub.add_parser(
+        "segment", help="masks and class probabilities for SAR images of any size (overlapping tiles)"
+    )
     parser.add_argument("inputs", nargs="+", help="image files or folders of images (PNG, JPEG, TIFF)")
     parser.add_argument("--model", required=True, help="student folder (from train_student.py) or Hub id")
-    parser.add_argument("--out", required=True, help=(
-        "output folder: NAME_mask.png, NAME_probabilities.npy, NAME_oil.png, NAME_oil_probability.tif and "
-        "NAME_entropy.tif (per-pixel uncertainty, nats; both float32 with the input's georeferencing) per image"))
-    parser.add_argument("--pixel-scale", default="auto", help="resize factor applied before tiling; auto: the student's training scale (its resolution / the training images' size)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help=(
+            "output folder: NAME_mask.png, NAME_probabilities.npy, NAME_oil.png, NAME_oil_probability.tif and "
+            "NAME_entropy.tif (per-pixel uncertainty, nats; both float32 with the input's georeferencing) per image"
+        ),
+    )
+    parser.add_argument(
+        "--pixel-scale",
+        default="auto",
+        help="resize factor applied before tiling; auto: the student's training scale (its resolution / the training "
+        "images' size)",
+    )
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
@@ -114,7 +148,17 @@ def _cmd_segment(args) -> int:
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     os.makedirs(args.out, exist_ok=True)
     for path in files:
-        written = segment_file(path, model, processor, args.out, pixel_scale=scale, overlap=args.overlap, batch_size=args.batch_size, device=args.device or _default_device(), oil_class=oil_class_index(names))
+        written = segment_file(
+            path,
+            model,
+            processor,
+            args.out,
+            pixel_scale=scale,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device or _default_device(),
+            oil_class=oil_class_index(names),
+        )
         print(f"{path}: {written['summary']} -> {written['mask']}")
     return 0
 

@@ -31,6 +31,7 @@ from dakter_hf.data.transforms import dihedral, draw_dihedral
 from dakter_hf.errors import DataError
 from dakter_hf.utils.hub import is_hub_id
 
+
 UNIT_RANGE = unit_range_table()  # uint8 grey -> [-1, 1] by lookup
 AUGMENTATION_SCALES = (0.5, 1.0, 1.5, 2.0)  # the paper's Fig. 5 (any positive value is accepted)
 
@@ -44,8 +45,12 @@ def load_generated(spec: str) -> datasets.Dataset:
         try:
             return datasets.load_dataset(spec, split="train")
         except Exception as error:  # datasets raises many kinds here (offline, missing repo, ...)
-            raise DataError(f"--generated {spec}: could not load this Hub dataset ({type(error).__name__}: {error})") from None
-    raise DataError(f"--generated {spec}: no such folder (expected a folder written by `dakter generate`, or a Hub dataset id)")
+            raise DataError(
+                f"--generated {spec}: could not load this Hub dataset ({type(error).__name__}: {error})"
+            ) from None
+    raise DataError(
+        f"--generated {spec}: no such folder (expected a folder written by `dakter generate`, or a Hub dataset id)"
+    )
 
 
 def generated_rows(real_count: int, generated: Sequence[datasets.Dataset], scale: float) -> List[tuple]:
@@ -55,7 +60,10 @@ def generated_rows(real_count: int, generated: Sequence[datasets.Dataset], scale
     wanted = int(round(scale * real_count))
     available = sum(len(g) for g in generated)
     if wanted > available:
-        raise DataError(f"--scale {scale} of {real_count} real images needs {wanted} generated rows; the generated set(s) hold {available}")
+        raise DataError(
+            f"--scale {scale} of {real_count} real images needs {wanted} generated rows; the generated set(s) hold "
+            f"{available}"
+        )
     rows, cursor = [], [0] * len(generated)
     while len(rows) < wanted:
         for index, dataset in enumerate(generated):
@@ -72,7 +80,16 @@ class StudentSamples(torch.utils.data.Dataset):
     transform moves the image, the mask and the soft label.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, soft_labels: Optional[np.ndarray], soft_index: np.ndarray, is_generated: np.ndarray, num_classes: int, augment: bool = False):
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        soft_labels: Optional[np.ndarray],
+        soft_index: np.ndarray,
+        is_generated: np.ndarray,
+        num_classes: int,
+        augment: bool = False,
+    ):
         self.images, self.masks, self.soft_labels = images, masks, soft_labels
         self.soft_index, self.is_generated = soft_index, is_generated
         self.num_classes, self.augment = num_classes, augment
@@ -144,14 +161,18 @@ def build_training_samples(
     soft, soft_index, flags = [], [-1] * len(images), [False] * len(images)
     if teacher_soft_labels is not None:
         if len(teacher_soft_labels) != len(images):
-            raise ValueError(f"teacher soft labels cover {len(teacher_soft_labels)} images, the real split has {len(images)}")
+            raise ValueError(
+                f"teacher soft labels cover {len(teacher_soft_labels)} images, the real split has {len(images)}"
+            )
         soft = [resize_soft_label(s, resolution) for s in teacher_soft_labels]
         soft_index = list(range(len(images)))
     for dataset in generated:
         if class_names_of(dataset) != class_names:
             raise DataError(f"a generated dataset has classes {class_names_of(dataset)}, the real data {class_names}")
         if use_soft_labels and "soft_label" not in dataset.column_names:
-            raise DataError("a generated dataset has no soft_label column (made by an L2-label generator?); use --mode hard")
+            raise DataError(
+                "a generated dataset has no soft_label column (made by an L2-label generator?); use --mode hard"
+            )
     chosen = generated_rows(len(images), generated, scale) if generated else []
     for dataset_index, row_index in tqdm(chosen, desc="decoding generated samples", leave=False):
         row = generated[dataset_index][row_index]
@@ -189,4 +210,12 @@ def build_eval_samples(split: datasets.Dataset, resolution: int) -> StudentSampl
     if len({m.shape for m in masks}) > 1:
         images, masks = _decode_real(split, resolution, "decoding evaluation images")
     count = len(images)
-    return StudentSamples(np.stack(images), np.stack(masks), None, np.full(count, -1), np.zeros(count, dtype=bool), len(class_names_of(split)), augment=False)
+    return StudentSamples(
+        np.stack(images),
+        np.stack(masks),
+        None,
+        np.full(count, -1),
+        np.zeros(count, dtype=bool),
+        len(class_names_of(split)),
+        augment=False,
+    )

@@ -22,12 +22,21 @@ from transformers import initialization as init
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
+
 # ResNet layouts for `deeplabv3plus_config`. Stem + stage1 give stride 4, each later stage halves again.
 _RESNETS = {
-    "resnet18": dict(layer_type="basic", embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2]),
-    "resnet50": dict(
-        layer_type="bottleneck", embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3]
-    ),
+    "resnet18": {
+        "layer_type": "basic",
+        "embedding_size": 64,
+        "hidden_sizes": [64, 128, 256, 512],
+        "depths": [2, 2, 2, 2],
+    },
+    "resnet50": {
+        "layer_type": "bottleneck",
+        "embedding_size": 64,
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "depths": [3, 4, 6, 3],
+    },
 }
 
 
@@ -91,9 +100,7 @@ class DeepLabV3PlusConfig(PretrainedConfig):
         self.atrous_rates = list(self.atrous_rates)
         backbone_channels = getattr(self.backbone_config, "num_channels", self.num_channels)
         if backbone_channels != self.num_channels:
-            raise ValueError(
-                f"num_channels={self.num_channels} but backbone_config.num_channels={backbone_channels}"
-            )
+            raise ValueError(f"num_channels={self.num_channels} but backbone_config.num_channels={backbone_channels}")
         if len(self.backbone_config.out_features) < 2:
             raise ValueError("backbone_config needs two out_features: low-level (stride 4) and high-level")
 

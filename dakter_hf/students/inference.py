@@ -48,18 +48,29 @@ def grey_to_unit_tensor(image) -> torch.Tensor:
     return torch.from_numpy(image_to_unit_range(image).astype(np.float32))[None]
 
 
-def predict_split(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, desc: Optional[str] = None):
+def predict_split(
+    model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None, desc: Optional[str] = None
+):
     """(logits at the input size, labels) per batch of a real split, images resized to `resolution`."""
 
     predict = student_predictor(model, device)
-    loader = torch.utils.data.DataLoader(build_eval_samples(split, resolution), batch_size=batch_size, collate_fn=student_collate)
+    loader = torch.utils.data.DataLoader(
+        build_eval_samples(split, resolution), batch_size=batch_size, collate_fn=student_collate
+    )
     for batch in tqdm(loader, desc=desc, disable=desc is None, leave=False):
         logits = predict(batch["pixel_values"])
         yield logits, batch["labels"].to(logits.device)
 
 
-def evaluate_student(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None,
-                     show_progress: bool = True, temperature: float = 1.0) -> dict:
+def evaluate_student(
+    model,
+    split,
+    resolution: int,
+    batch_size: int = 16,
+    device: Optional[str] = None,
+    show_progress: bool = True,
+    temperature: float = 1.0,
+) -> dict:
     """Table-4 and calibration metrics of `model` on a real split (predictions upsampled to the masks' size).
 
     The probabilities of each batch go to the accumulator's bin counts and are dropped: memory does
@@ -68,9 +79,13 @@ def evaluate_student(model, split, resolution: int, batch_size: int = 16, device
 
     names = class_names_of(split)
     if model.config.num_labels != len(names):
-        raise ValueError(f"the student predicts {model.config.num_labels} classes, the data has {len(names)} ({names})")
+        raise ValueError(
+            f"the student predicts {model.config.num_labels} classes, the data has {len(names)} ({names})"
+        )
     accumulator = SegmentationMetricAccumulator(len(names), id2label=dict(enumerate(names)))
-    for logits, labels in predict_split(model, split, resolution, batch_size, device, desc="evaluating" if show_progress else None):
+    for logits, labels in predict_split(
+        model, split, resolution, batch_size, device, desc="evaluating" if show_progress else None
+    ):
         probabilities = (resize_logits(logits, labels.shape[-2:]) / temperature).softmax(1)
         accumulator.update(probabilities.argmax(1), labels, probabilities=probabilities)
     result = accumulator.compute()
@@ -94,8 +109,15 @@ def temperature_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> float
     return float(log_t.detach().exp())
 
 
-def fit_temperature(model, split, resolution: int, batch_size: int = 16, device: Optional[str] = None,
-                    max_pixels: int = 1_000_000, seed: int = 0) -> float:
+def fit_temperature(
+    model,
+    split,
+    resolution: int,
+    batch_size: int = 16,
+    device: Optional[str] = None,
+    max_pixels: int = 1_000_000,
+    seed: int = 0,
+) -> float:
     """Temperature scaling (Guo et al. 2017): T fitted by NLL on `split`, a held-out part of train (never test).
 
     Keeps the logits (at the masks' size) of at most `max_pixels` valid pixels, drawn evenly over the images.

@@ -47,6 +47,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+
 KD_TEMPERATURE = 2.0  # the paper's T (Eq. 3)
 IGNORE_INDEX = 255  # label value excluded from every loss and metric (transformers' segmentation default)
 BOUNDARY_WEIGHT = 1.0  # CBD-Net reference's weight of the boundary term (cbdnet-resnet34 students' default)
@@ -115,7 +116,12 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     return _per_sample_mean(pixel, _valid(labels, ignore_index))
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = KD_TEMPERATURE, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = KD_TEMPERATURE,
+    valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """T^2 * mean over pixels of KL(q || softmax(student / T)), q = softmax(teacher / T); (B,).
 
     KL differs from the paper's cross-entropy form (Eq. 4) by the entropy of q, which
@@ -130,7 +136,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return temperature**2 * _per_sample_mean(pixel, valid)
 
 
-def dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, valid: Optional[torch.Tensor] = None, smooth: float = 1.0) -> torch.Tensor:
+def dice_loss(
+    probabilities: torch.Tensor, targets: torch.Tensor, valid: Optional[torch.Tensor] = None, smooth: float = 1.0
+) -> torch.Tensor:
     """Soft Dice loss per sample, 1 - mean over classes of (2|P T| + s) / (|P| + |T| + s); (B,).
 
     `probabilities` and `targets` are (B, C, H, W); targets may be one-hot or soft. The
@@ -144,8 +152,9 @@ def dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, valid: Optiona
     return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean(1)
 
 
-def class_edges(maps: torch.Tensor, kernel: int = BOUNDARY_KERNEL,
-                valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+def class_edges(
+    maps: torch.Tensor, kernel: int = BOUNDARY_KERNEL, valid: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Inner edges of (B, C, H, W) class maps, maxpool_k(1 - m) - (1 - m): 1 on a class pixel next to another class.
 
     On soft maps (probabilities) the edge is soft. Max pooling pads with -inf, so the image border is no edge;
@@ -217,8 +226,14 @@ def student_loss(
     batch, num_classes = logits.shape[0], logits.shape[1]
     logits = resize_logits(logits, labels.shape[-2:])
     device = logits.device
-    has_soft_label = torch.zeros(batch, dtype=torch.bool, device=device) if has_soft_label is None else has_soft_label.to(device).bool()
-    is_generated = torch.zeros(batch, dtype=torch.bool, device=device) if is_generated is None else is_generated.to(device).bool()
+    has_soft_label = (
+        torch.zeros(batch, dtype=torch.bool, device=device)
+        if has_soft_label is None
+        else has_soft_label.to(device).bool()
+    )
+    is_generated = (
+        torch.zeros(batch, dtype=torch.bool, device=device) if is_generated is None else is_generated.to(device).bool()
+    )
     any_soft = bool(has_soft_label.any())  # one device sync per batch
     if any_soft and soft_labels is None:
         raise ValueError("has_soft_label is set for some samples but no soft_labels were given")

@@ -43,6 +43,7 @@ import torch
 
 from dakter_hf.utils.markdown import markdown_table, percent
 
+
 __all__ = [
     "confusion_matrix",
     "metrics_from_confusion",
@@ -99,9 +100,7 @@ def confusion_matrix(predictions, references, num_labels: int, ignore_index: Opt
     pred = _as_long_tensor(predictions, device)
     ref = _as_long_tensor(references, device)
     if pred.shape != ref.shape:
-        raise ValueError(
-            f"predictions {tuple(pred.shape)} and references {tuple(ref.shape)} must have the same shape"
-        )
+        raise ValueError(f"predictions {tuple(pred.shape)} and references {tuple(ref.shape)} must have the same shape")
     pred, ref = pred.reshape(-1), ref.reshape(-1)
     if ignore_index is not None:
         keep = ref != ignore_index
@@ -383,8 +382,11 @@ def format_table4_row(result: Mapping[str, Any], id2label: Mapping) -> str:
 
 def format_calibration_row(result: Mapping[str, Any], id2label: Mapping) -> str:
     """Markdown header + one row: ECE (%), Brier, NLL and the class-wise ECE (%) of every class."""
-    columns = [("ECE (%)", percent(result["ece"])), ("Brier", f"{result['brier']:.4f}"),
-               ("NLL", f"{result['nll']:.4f}")]
+    columns = [
+        ("ECE (%)", percent(result["ece"])),
+        ("Brier", f"{result['brier']:.4f}"),
+        ("NLL", f"{result['nll']:.4f}"),
+    ]
     columns += [(f"ECE {_label_name(id2label, c)} (%)", percent(v)) for c, v in enumerate(result["per_category_ece"])]
     return "\n".join(markdown_table([title for title, _ in columns], [[value for _, value in columns]], align="right"))
 
@@ -407,7 +409,11 @@ def to_json(result: Mapping[str, Any]) -> Dict[str, Any]:
         if isinstance(value, Mapping):
             return {str(k): convert(v) for k, v in value.items()}
         if isinstance(value, (np.ndarray, list, tuple)):
-            return [convert(v) for v in np.asarray(value).tolist()] if isinstance(value, np.ndarray) else [convert(v) for v in value]
+            return (
+                [convert(v) for v in np.asarray(value).tolist()]
+                if isinstance(value, np.ndarray)
+                else [convert(v) for v in value]
+            )
         if isinstance(value, (float, np.floating)):
             return None if math.isnan(float(value)) else float(value)
         if isinstance(value, np.integer):

@@ -37,6 +37,7 @@ from dakter_hf.students.cbdnet import CBDNetForSemanticSegmentation, cbdnet_conf
 from dakter_hf.students.deeplabv3plus import DeepLabV3PlusForSemanticSegmentation, deeplabv3plus_config
 from dakter_hf.utils.hub import is_hub_id
 
+
 SEGFORMER_SIZES = {
     # hidden sizes, depths, decoder size (Xie et al. 2021, Table 6)
     "b0": ([32, 64, 160, 256], [2, 2, 2, 2], 256),
@@ -47,9 +48,17 @@ SEGFORMER_SIZES = {
     "b5": ([64, 128, 320, 512], [3, 6, 40, 3], 768),
 }
 STUDENT_NAMES = tuple(f"segformer-{size}" for size in SEGFORMER_SIZES) + (
-    "mask2former-swin-tiny", "deeplabv3plus-resnet18", "deeplabv3plus-resnet50", "cbdnet-resnet34")
-FAMILY_OF_MODEL_TYPE = {"segformer": "segformer", "mask2former": "mask2former",
-                        "dakter_deeplabv3plus": "deeplabv3plus", "dakter_cbdnet": "cbdnet"}
+    "mask2former-swin-tiny",
+    "deeplabv3plus-resnet18",
+    "deeplabv3plus-resnet50",
+    "cbdnet-resnet34",
+)
+FAMILY_OF_MODEL_TYPE = {
+    "segformer": "segformer",
+    "mask2former": "mask2former",
+    "dakter_deeplabv3plus": "deeplabv3plus",
+    "dakter_cbdnet": "cbdnet",
+}
 REMOTE_CODE_FAMILIES = ("deeplabv3plus", "cbdnet")  # saved with their modelling file: trust_remote_code=True
 INPUT_SCALING = "pixel / 127.5 - 1"
 
@@ -69,25 +78,47 @@ def student_config(name: str, id2label: Dict[int, str], num_channels: int = 1, *
     """The transformers config of a named student (random init), with `overrides` applied."""
     if name not in STUDENT_NAMES:
         raise ValueError(f"--student must be one of {', '.join(STUDENT_NAMES)}, got {name!r}")
-    labels = {"id2label": {int(k): v for k, v in id2label.items()}, "label2id": {v: int(k) for k, v in id2label.items()}}
+    labels = {
+        "id2label": {int(k): v for k, v in id2label.items()},
+        "label2id": {v: int(k) for k, v in id2label.items()},
+    }
     family = student_family(name)
     if family == "segformer":
         from transformers import SegformerConfig
 
         hidden, depths, decoder = SEGFORMER_SIZES[name.split("-")[1]]
-        values = dict(num_channels=num_channels, hidden_sizes=hidden, depths=depths, decoder_hidden_size=decoder, num_attention_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], semantic_loss_ignore_index=255)
+        values = {
+            "num_channels": num_channels,
+            "hidden_sizes": hidden,
+            "depths": depths,
+            "decoder_hidden_size": decoder,
+            "num_attention_heads": [1, 2, 5, 8],
+            "sr_ratios": [8, 4, 2, 1],
+            "semantic_loss_ignore_index": 255,
+        }
         values.update(overrides)
         return SegformerConfig(**values, **labels)
     if family == "mask2former":
         from transformers import Mask2FormerConfig, SwinConfig
 
-        swin = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, num_channels=num_channels, out_features=["stage1", "stage2", "stage3", "stage4"])
+        swin = {
+            "embed_dim": 96,
+            "depths": [2, 2, 6, 2],
+            "num_heads": [3, 6, 12, 24],
+            "window_size": 7,
+            "num_channels": num_channels,
+            "out_features": ["stage1", "stage2", "stage3", "stage4"],
+        }
         swin.update(overrides.pop("backbone", {}))
-        return Mask2FormerConfig(backbone_config=SwinConfig(**swin), use_pretrained_backbone=False, **overrides, **labels)
+        return Mask2FormerConfig(
+            backbone_config=SwinConfig(**swin), use_pretrained_backbone=False, **overrides, **labels
+        )
     if family == "cbdnet":  # overrides: CBDNetConfig fields, and `backbone` for ResNetConfig fields
         return cbdnet_config(len(id2label), id2label=labels["id2label"], num_channels=num_channels, **overrides)
 
-    config = deeplabv3plus_config(len(id2label), id2label=labels["id2label"], num_channels=num_channels, backbone=name.split("-")[1])
+    config = deeplabv3plus_config(
+        len(id2label), id2label=labels["id2label"], num_channels=num_channels, backbone=name.split("-")[1]
+    )
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
@@ -108,7 +139,9 @@ def model_class(family: str):
     return DeepLabV3PlusForSemanticSegmentation
 
 
-def build_student(name: str, id2label: Dict[int, str], weights: Optional[str] = None, seed: Optional[int] = None, **overrides):
+def build_student(
+    name: str, id2label: Dict[int, str], weights: Optional[str] = None, seed: Optional[int] = None, **overrides
+):
     """A student model: random init from its config, or `weights` (Hub id or local path).
 
     With `weights`, the classifier is re-initialised for `id2label` when its size
@@ -119,14 +152,19 @@ def build_student(name: str, id2label: Dict[int, str], weights: Optional[str] = 
     if seed is not None:
         torch.manual_seed(seed)
     if weights:
-        labels = {"id2label": {int(k): v for k, v in id2label.items()}, "label2id": {v: int(k) for k, v in id2label.items()}}
+        labels = {
+            "id2label": {int(k): v for k, v in id2label.items()},
+            "label2id": {v: int(k) for k, v in id2label.items()},
+        }
         try:
             if family == "cbdnet" and _model_type_of(weights) == "resnet":  # an (ImageNet) ResNet: the encoder only
                 model = load_resnet_encoder(weights, len(id2label), labels["id2label"], **overrides)
             else:
                 model = cls.from_pretrained(weights, ignore_mismatched_sizes=True, **labels)
         except OSError as error:
-            raise FileNotFoundError(f"--student_weights {weights}: could not load {cls.__name__} weights ({error})") from None
+            raise FileNotFoundError(
+                f"--student_weights {weights}: could not load {cls.__name__} weights ({error})"
+            ) from None
         if student_family(model) != family:
             raise ValueError(f"--student_weights {weights} holds a {model.config.model_type} model, not a {family}")
     else:
@@ -162,7 +200,9 @@ def to_model_input(images: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"the model takes {channels} channel(s); got images with {images.shape[1]}")
 
 
-def mask2former_semantic_logits(class_queries_logits: torch.Tensor, masks_queries_logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def mask2former_semantic_logits(
+    class_queries_logits: torch.Tensor, masks_queries_logits: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
     """Mask2Former queries -> (B, C, h, w) per-pixel log-probabilities (see the module docstring)."""
     class_probabilities = class_queries_logits.float().softmax(-1)[..., :-1]  # drop "no object"
     mask_probabilities = masks_queries_logits.float().sigmoid()
@@ -187,9 +227,18 @@ def make_image_processor(model, resolution: int):
     """The image processor saved with a student: resize, pixel / 127.5 - 1, one or three channels."""
 
     channels = input_channels(model)
-    common = dict(do_resize=True, do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5] * channels, image_std=[0.5] * channels)
+    common = {
+        "do_resize": True,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5] * channels,
+        "image_std": [0.5] * channels,
+    }
     if student_family(model) == "mask2former":
-        return Mask2FormerImageProcessor(size={"height": resolution, "width": resolution}, ignore_index=255, do_reduce_labels=False, **common)
+        return Mask2FormerImageProcessor(
+            size={"height": resolution, "width": resolution}, ignore_index=255, do_reduce_labels=False, **common
+        )
     return SegformerImageProcessor(size={"height": resolution, "width": resolution}, do_reduce_labels=False, **common)
 
 
@@ -197,7 +246,9 @@ def load_student(path: str):
     """A saved student (any family) and its image processor, with plain transformers classes."""
 
     if not os.path.isdir(path) and not is_hub_id(path):
-        raise FileNotFoundError(f"--model {path}: no such folder (expected a student saved by train_student.py, or a Hub id)")
+        raise FileNotFoundError(
+            f"--model {path}: no such folder (expected a student saved by train_student.py, or a Hub id)"
+        )
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:

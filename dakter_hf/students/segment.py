@@ -39,9 +39,17 @@ def training_pixel_scale(model) -> float:
     return float(getattr(model.config, "dakter_pixel_scale", None) or 1.0)
 
 
-def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional[float] = None, overlap: float = 0.25,
-                  batch_size: int = 8, device: str = "cpu", max_pixels: Optional[int] = None,
-                  progress: bool = False) -> np.ndarray:
+def segment_array(
+    grey: np.ndarray,
+    model,
+    processor=None,
+    pixel_scale: Optional[float] = None,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    device: str = "cpu",
+    max_pixels: Optional[int] = None,
+    progress: bool = False,
+) -> np.ndarray:
     """(C, H, W) float32 class probabilities for a grey uint8 scene of any size.
 
     The scene is resized by `pixel_scale` (default: the student's training scale), cut
@@ -57,11 +65,19 @@ def segment_array(grey: np.ndarray, model, processor=None, pixel_scale: Optional
     if scale != 1.0:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=scale < 1)[0]
-    probabilities = predict_tiled(image, probability_predictor(model, device), window=window, overlap=overlap,
-                                  batch_size=batch_size, max_pixels=max_pixels, progress=progress)
+    probabilities = predict_tiled(
+        image,
+        probability_predictor(model, device),
+        window=window,
+        overlap=overlap,
+        batch_size=batch_size,
+        max_pixels=max_pixels,
+        progress=progress,
+    )
     if probabilities.shape[-2:] != (height, width):
-        probabilities = F.interpolate(probabilities[None], size=(height, width), mode="bilinear",
-                                      align_corners=False)[0]
+        probabilities = F.interpolate(probabilities[None], size=(height, width), mode="bilinear", align_corners=False)[
+            0
+        ]
     return probabilities.cpu().numpy()
 
 
@@ -102,8 +118,13 @@ def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kw
     if valid is not None:
         probabilities = np.where(valid, probabilities, np.float32("nan"))
     stem = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
-    paths = {"mask": stem + "_mask.png", "probabilities": stem + "_probabilities.npy", "oil": stem + "_oil.png",
-             "oil_probability": stem + "_oil_probability.tif", "entropy": stem + "_entropy.tif"}
+    paths = {
+        "mask": stem + "_mask.png",
+        "probabilities": stem + "_probabilities.npy",
+        "oil": stem + "_oil.png",
+        "oil_probability": stem + "_oil_probability.tif",
+        "entropy": stem + "_entropy.tif",
+    }
     _save_png(Image.fromarray(mask, mode="L"), paths["mask"])
     oil = np.nan_to_num(probabilities[oil_class], nan=0.0)
     _save_png(Image.fromarray((oil * 255).round().astype(np.uint8), mode="L"), paths["oil"])
@@ -118,8 +139,9 @@ def segment_file(path: str, model, processor, out: str, oil_class: int = 1, **kw
     oil_percent = 100.0 * int((mask == oil_class).sum()) / count if count else 0.0
     nodata = f", {height * width - count:,} no-data pixels left out" if valid is not None else ""
     mean_entropy = float(np.nanmean(entropy)) if count else float("nan")
-    paths["summary"] = (f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}, "
-                        f"mean entropy {mean_entropy:.3f} nats")
+    paths["summary"] = (
+        f"{width}x{height}, oil {oil_percent:.2f} % of the valid pixels{nodata}, mean entropy {mean_entropy:.3f} nats"
+    )
     return paths
 
 

@@ -64,7 +64,9 @@ def _starts(size: int, window: int, stride: int) -> List[int]:
     return sorted(set(range(0, size - window, stride)) | {size - window})
 
 
-def plan_tiles(height: int, width: int, window: int, overlap: float = 0.25, stride: Optional[int] = None) -> TilingPlan:
+def plan_tiles(
+    height: int, width: int, window: int, overlap: float = 0.25, stride: Optional[int] = None
+) -> TilingPlan:
     """Origins covering every pixel, all windows inside the (padded) image.
 
     stride defaults to window - round(overlap * window); an explicit `stride`
@@ -195,7 +197,9 @@ def predict_tiled(
             _check_output(out, len(batch), window)
             out = out.to(device=device, dtype=torch.float32) * w
             if acc is None:
-                acc = torch.zeros(out.shape[1], plan.padded_height, plan.padded_width, dtype=torch.float32, device=device)
+                acc = torch.zeros(
+                    out.shape[1], plan.padded_height, plan.padded_width, dtype=torch.float32, device=device
+                )
             for (y, x), prob in zip(batch, out):
                 acc[:, y : y + window, x : x + window] += prob
         acc /= _weight_sum(plan, w)

@@ -33,7 +33,13 @@ from dakter_hf.data.raster import Normalization, normalization_for
 from dakter_hf.data.sources import load_source, source_path
 from dakter_hf.errors import DataError
 from dakter_hf.students.card import write_student_card
-from dakter_hf.students.data import build_eval_samples, build_training_samples, generated_rows, load_generated, student_collate
+from dakter_hf.students.data import (
+    build_eval_samples,
+    build_training_samples,
+    generated_rows,
+    load_generated,
+    student_collate,
+)
 from dakter_hf.students.inference import evaluate_student, fit_temperature
 from dakter_hf.students.losses import BOUNDARY_WEIGHT, KD_TEMPERATURE, StudentLossConfig
 from dakter_hf.students.metrics import make_batch_compute_metrics, to_json
@@ -44,6 +50,7 @@ from dakter_hf.utils.arguments import RepeatableList, parse_arguments
 from dakter_hf.utils.files import atomic_write_json
 from dakter_hf.utils.ownership import FolderLock, claim_folder, dataset_fingerprint, folder_fingerprint
 
+
 logger = logging.getLogger(__name__)
 MODES = ("real", "hard", "dakter")
 
@@ -52,36 +59,97 @@ MODES = ("real", "hard", "dakter")
 class StudentArguments:
     """What to train on and how; every field is a flag of train_student.py and a --config key."""
 
-    real: str = field(default="simulate:64", metadata={"help": "real data: sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved dataset dir"})
-    generated: List[str] = field(default_factory=list, metadata={"help": "generated dataset dir or Hub id (repeatable; on the command line it replaces the config file's list)", "action": RepeatableList})
-    scale: float = field(default=1.0, metadata={"help": "generated rows as a multiple of the real training set (paper: 0.5, 1, 1.5, 2)"})
-    mode: str = field(default="dakter", metadata={"help": "real (real only), hard (generated with argmax labels + CE), dakter (generated with KD)"})
-    teacher: Optional[str] = field(default=None, metadata={"help": "a trained student dir: its soft labels on the real images give the teacher-KD baseline"})
-    student: str = field(default="segformer-b3", metadata={"help": f"one of {', '.join(STUDENT_NAMES)} (paper: segformer-b3)"})
-    student_weights: Optional[str] = field(default=None, metadata={"help": "pretrained weights (Hub id or local path); default: random init"})
-    student_config: Optional[str] = field(default=None, metadata={"help": "JSON dict of config overrides for the random-init student (e.g. a smaller depth)"})
+    real: str = field(
+        default="simulate:64",
+        metadata={"help": "real data: sos:ROOT, osd:ROOT, folder:ROOT, simulate:N or a saved dataset dir"},
+    )
+    generated: List[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "generated dataset dir or Hub id (repeatable; on the command line it replaces the config file's "
+            "list)",
+            "action": RepeatableList,
+        },
+    )
+    scale: float = field(
+        default=1.0, metadata={"help": "generated rows as a multiple of the real training set (paper: 0.5, 1, 1.5, 2)"}
+    )
+    mode: str = field(
+        default="dakter",
+        metadata={"help": "real (real only), hard (generated with argmax labels + CE), dakter (generated with KD)"},
+    )
+    teacher: Optional[str] = field(
+        default=None,
+        metadata={"help": "a trained student dir: its soft labels on the real images give the teacher-KD baseline"},
+    )
+    student: str = field(
+        default="segformer-b3", metadata={"help": f"one of {', '.join(STUDENT_NAMES)} (paper: segformer-b3)"}
+    )
+    student_weights: Optional[str] = field(
+        default=None, metadata={"help": "pretrained weights (Hub id or local path); default: random init"}
+    )
+    student_config: Optional[str] = field(
+        default=None,
+        metadata={"help": "JSON dict of config overrides for the random-init student (e.g. a smaller depth)"},
+    )
     resolution: int = field(default=256, metadata={"help": "student input size (SOS and OSD patches: 256)"})
     sensor: str = field(default="palsar", metadata={"help": "SOS sensor: palsar or sentinel"})
     classes: Optional[str] = field(default=None, metadata={"help": "comma-separated class names for folder:ROOT"})
     num_classes: int = field(default=2, metadata={"help": "classes of simulate:N"})
-    intensity: str = field(default="linear", metadata={"help": "16-bit/float images of folder:ROOT: linear (as stored) or db (linear power to dB)"})
-    clip_percentiles: Optional[str] = field(default=None, metadata={"help": "LOW,HIGH percentiles stretched to 0..255 (default: 8-bit as stored, other depths 1,99)"})
+    intensity: str = field(
+        default="linear",
+        metadata={"help": "16-bit/float images of folder:ROOT: linear (as stored) or db (linear power to dB)"},
+    )
+    clip_percentiles: Optional[str] = field(
+        default=None,
+        metadata={"help": "LOW,HIGH percentiles stretched to 0..255 (default: 8-bit as stored, other depths 1,99)"},
+    )
     train_split: str = field(default="train", metadata={"help": "real training split"})
     test_split: Optional[str] = field(default="test", metadata={"help": "split evaluated at the end (none: skip)"})
-    validation_fraction: float = field(default=0.0, metadata={"help": "hold out this fraction of the real training split for evaluation during training"})
+    validation_fraction: float = field(
+        default=0.0,
+        metadata={"help": "hold out this fraction of the real training split for evaluation during training"},
+    )
     temperature: float = field(default=KD_TEMPERATURE, metadata={"help": "KD temperature T (paper: 2)"})
     ce_weight: float = field(default=1.0, metadata={"help": "lambda_ce (paper: 1)"})
     kd_weight: float = field(default=0.1, metadata={"help": "lambda_kd (paper: 0.1)"})
     dice_weight: float = field(default=0.5, metadata={"help": "lambda_dice (paper: 0.5)"})
-    generated_ce: bool = field(default=True, metadata={"help": "also CE against the argmax for generated samples (false: Eq. 5 read literally)"})
-    boundary_weight: Optional[float] = field(default=None, metadata={"help": (
-        "weight of CBD-Net's boundary term (1 - boundary F1 of the mask edges; generated samples: the argmax "
-        f"edges); default {BOUNDARY_WEIGHT:g} (the reference's) for cbdnet-resnet34, 0 for the other students")})
-    generated_dice_target: str = field(default="hard", metadata={"help": "Dice target of generated samples: hard (argmax; the KD arm then differs from --mode hard by the KD term only) or soft (probabilities)"})
-    augment: bool = field(default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"})
-    max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"})
-    card_name: Optional[str] = field(default=None, metadata={"help": "title of the model card (default: student, mode and data)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace what --output_dir holds (never an input); without it a used folder is only continued with the same settings"})
+    generated_ce: bool = field(
+        default=True,
+        metadata={"help": "also CE against the argmax for generated samples (false: Eq. 5 read literally)"},
+    )
+    boundary_weight: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": (
+                "weight of CBD-Net's boundary term (1 - boundary F1 of the mask edges; generated samples: the argmax "
+                f"edges); default {BOUNDARY_WEIGHT:g} (the reference's) for cbdnet-resnet34, 0 for the other students"
+            )
+        },
+    )
+    generated_dice_target: str = field(
+        default="hard",
+        metadata={
+            "help": "Dice target of generated samples: hard (argmax; the KD arm then differs from --mode hard by the "
+            "KD term only) or soft (probabilities)"
+        },
+    )
+    augment: bool = field(
+        default=True, metadata={"help": "random flips / rot90, the same for image, mask and soft label"}
+    )
+    max_train_minutes: Optional[float] = field(
+        default=None, metadata={"help": "stop training after this much wall time (then save and evaluate)"}
+    )
+    card_name: Optional[str] = field(
+        default=None, metadata={"help": "title of the model card (default: student, mode and data)"}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace what --output_dir holds (never an input); without it a used folder is only continued "
+            "with the same settings"
+        },
+    )
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -105,9 +173,13 @@ class StudentArguments:
                 if not isinstance(json.loads(self.student_config), dict):
                     raise ValueError
             except ValueError:
-                raise ValueError(f"--student_config must be a JSON object of config fields, got {self.student_config!r}") from None
+                raise ValueError(
+                    f"--student_config must be a JSON object of config fields, got {self.student_config!r}"
+                ) from None
             if self.student_weights:
-                raise ValueError("--student_config applies to random-init students; it cannot change --student_weights")
+                raise ValueError(
+                    "--student_config applies to random-init students; it cannot change --student_weights"
+                )
         self.loss_config()  # validates temperature, weights and the Dice target
 
         Normalization.from_options(self.intensity, self.clip_percentiles)  # validates --intensity / --clip_percentiles
@@ -118,23 +190,35 @@ class StudentArguments:
         boundary = self.boundary_weight
         if boundary is None:
             boundary = BOUNDARY_WEIGHT if self.student.startswith("cbdnet") else 0.0
-        return StudentLossConfig(temperature=self.temperature, ce_weight=self.ce_weight, kd_weight=kd_weight,
-                                 dice_weight=self.dice_weight, generated_ce=self.generated_ce,
-                                 generated_dice_target=dice_target, boundary_weight=boundary)
+        return StudentLossConfig(
+            temperature=self.temperature,
+            ce_weight=self.ce_weight,
+            kd_weight=kd_weight,
+            dice_weight=self.dice_weight,
+            generated_ce=self.generated_ce,
+            generated_dice_target=dice_target,
+            boundary_weight=boundary,
+        )
 
 
 @dataclass
 class StudentTrainingArguments(TrainingArguments):
     """transformers' TrainingArguments with the paper's defaults for students (lr 1e-4, batch 32, 400 epochs)."""
 
-    output_dir: Optional[str] = field(default="outputs/dakter-student", metadata={"help": "where checkpoints, the student and its card go"})
+    output_dir: Optional[str] = field(
+        default="outputs/dakter-student", metadata={"help": "where checkpoints, the student and its card go"}
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW lr (paper: 1e-4)"})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "batch size per device (paper: 32)"})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "evaluation batch size per device"})
     num_train_epochs: float = field(default=400.0, metadata={"help": "epochs over real + generated data (paper: 400)"})
-    remove_unused_columns: Optional[bool] = field(default=False, metadata={"help": "must stay false: batches carry soft labels"})
+    remove_unused_columns: Optional[bool] = field(
+        default=False, metadata={"help": "must stay false: batches carry soft labels"}
+    )
     batch_eval_metrics: bool = field(default=True, metadata={"help": "accumulate metrics per batch (no logits held)"})
-    label_names: Optional[List[str]] = field(default_factory=lambda: ["labels"], metadata={"help": "label keys of a batch"})
+    label_names: Optional[List[str]] = field(
+        default_factory=lambda: ["labels"], metadata={"help": "label keys of a batch"}
+    )
     logging_steps: float = field(default=50, metadata={"help": "log every N steps"})
     save_strategy: str = field(default="steps", metadata={"help": "checkpoint strategy"})
     save_steps: float = field(default=500, metadata={"help": "checkpoint every N steps"})
@@ -146,7 +230,18 @@ def _settings(args: StudentArguments, training: TrainingArguments) -> dict:
     keep = json.loads(json.dumps(dataclasses.asdict(args), default=str))
     keep.pop("max_train_minutes")
     keep.pop("card_name")  # presentation only
-    for name in ("learning_rate", "per_device_train_batch_size", "num_train_epochs", "max_steps", "seed", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim"):
+    for name in (
+        "learning_rate",
+        "per_device_train_batch_size",
+        "num_train_epochs",
+        "max_steps",
+        "seed",
+        "gradient_accumulation_steps",
+        "weight_decay",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "optim",
+    ):
         keep[name] = str(getattr(training, name))
     return keep
 
@@ -199,7 +294,15 @@ def atrous_rates_for(resolution: int) -> tuple:
 
 def load_real(args: StudentArguments, seed: int):
     class_list = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    return load_source(args.real, sensor=args.sensor, class_names=class_list, num_classes=args.num_classes, size=args.resolution, seed=seed, normalization=input_normalization(args))
+    return load_source(
+        args.real,
+        sensor=args.sensor,
+        class_names=class_list,
+        num_classes=args.num_classes,
+        size=args.resolution,
+        seed=seed,
+        normalization=input_normalization(args),
+    )
 
 
 def input_normalization(args: StudentArguments):
@@ -218,14 +321,22 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     if training.remove_unused_columns:
         raise ValueError("--remove_unused_columns must be false for students (batches carry soft labels)")
     if args.validation_fraction > 0 and training.eval_strategy == "no":
-        raise ValueError("--validation_fraction needs --eval_strategy steps or epoch (otherwise the held-out images are only lost to training)")
+        raise ValueError(
+            "--validation_fraction needs --eval_strategy steps or epoch (otherwise the held-out images are only lost "
+            "to training)"
+        )
     if training.eval_strategy != "no" and args.validation_fraction == 0:
-        raise ValueError("--eval_strategy needs --validation_fraction > 0: students are never selected on the test split")
+        raise ValueError(
+            "--eval_strategy needs --validation_fraction > 0: students are never selected on the test split"
+        )
     real = load_real(args, training.seed)
     if args.train_split not in real:
         raise DataError(f"--real {args.real}: no split {args.train_split!r}; splits: {list(real)}")
     if args.test_split and args.test_split not in real:
-        raise DataError(f"--real {args.real}: no split {args.test_split!r} to test on; splits: {list(real)} (or pass --test_split none)")
+        raise DataError(
+            f"--real {args.real}: no split {args.test_split!r} to test on; splits: {list(real)} (or pass --test_split "
+            "none)"
+        )
     generated = [load_generated(spec) for spec in args.generated]
     train_split, validation_split = real[args.train_split], None
     if args.validation_fraction > 0:
@@ -237,27 +348,66 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
         generated_rows(len(train_split), generated, args.scale)  # enough generated rows for --scale
     if args.teacher:
         if not os.path.isdir(args.teacher):
-            raise FileNotFoundError(f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)")
+            raise FileNotFoundError(
+                f"--teacher {args.teacher}: no such folder (expected a student saved by train_student.py)"
+            )
         from transformers import AutoConfig
 
         from dakter_hf.students import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ config
 
         teacher_labels = AutoConfig.from_pretrained(args.teacher).num_labels  # the weights load later, once
         if teacher_labels != len(class_names):
-            raise ValueError(f"--teacher {args.teacher} predicts {teacher_labels} classes; the real data has {len(class_names)} ({class_names})")
-    overrides = {"atrous_rates": atrous_rates_for(args.resolution)} if args.student.startswith("deeplabv3plus") and not args.student_weights else {}
+            raise ValueError(
+                f"--teacher {args.teacher} predicts {teacher_labels} classes; the real data has {len(class_names)} "
+                f"({class_names})"
+            )
+    overrides = (
+        {"atrous_rates": atrous_rates_for(args.resolution)}
+        if args.student.startswith("deeplabv3plus") and not args.student_weights
+        else {}
+    )
     overrides.update(json.loads(args.student_config) if args.student_config else {})
     model = build_student(args.student, id2label, weights=args.student_weights, seed=training.seed, **overrides)
     checkpoint = training.resume_from_checkpoint
     if checkpoint and checkpoint != "latest" and not os.path.isdir(checkpoint):
         raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint folder")
 
-    inputs = {"real": dataset_fingerprint(train_split), "generated": [dataset_fingerprint(g) for g in generated], "teacher": folder_fingerprint(args.teacher) if args.teacher else None}
+    inputs = {
+        "real": dataset_fingerprint(train_split),
+        "generated": [dataset_fingerprint(g) for g in generated],
+        "teacher": folder_fingerprint(args.teacher) if args.teacher else None,
+    }
     with contextlib.ExitStack() as hold:
-        return _train_claimed(args, training, inputs, hold, real, generated, train_split, validation_split, class_names, id2label, model, checkpoint)
+        return _train_claimed(
+            args,
+            training,
+            inputs,
+            hold,
+            real,
+            generated,
+            train_split,
+            validation_split,
+            class_names,
+            id2label,
+            model,
+            checkpoint,
+        )
 
 
-def _train_claimed(args, training, inputs, hold, real, generated, train_split, validation_split, class_names, id2label, model, checkpoint) -> str:
+def _train_claimed(
+    args,
+    training,
+    inputs,
+    hold,
+    real,
+    generated,
+    train_split,
+    validation_split,
+    class_names,
+    id2label,
+    model,
+    checkpoint,
+) -> str:
     with training.main_process_first(desc="claiming the output folder"):
         claim = _claim_output_dir(args, training, inputs, hold)
     if claim.record.get("finished"):
@@ -268,11 +418,33 @@ def _train_claimed(args, training, inputs, hold, real, generated, train_split, v
     teacher = None
     if args.teacher:
         with training.main_process_first(desc="teacher soft labels"):
-            teacher = teacher_soft_labels(args.teacher, train_split, os.path.join(training.output_dir, "teacher_soft_labels"), write=training.process_index == 0)
-    samples = build_training_samples(train_split, args.resolution, generated=generated, scale=args.scale, use_soft_labels=args.mode == "dakter", teacher_soft_labels=teacher, augment=args.augment)
-    logger.info("%d training samples (%d real, %d generated), classes %s", len(samples), int((~samples.is_generated).sum()), int(samples.is_generated.sum()), class_names)
+            teacher = teacher_soft_labels(
+                args.teacher,
+                train_split,
+                os.path.join(training.output_dir, "teacher_soft_labels"),
+                write=training.process_index == 0,
+            )
+    samples = build_training_samples(
+        train_split,
+        args.resolution,
+        generated=generated,
+        scale=args.scale,
+        use_soft_labels=args.mode == "dakter",
+        teacher_soft_labels=teacher,
+        augment=args.augment,
+    )
+    logger.info(
+        "%d training samples (%d real, %d generated), classes %s",
+        len(samples),
+        int((~samples.is_generated).sum()),
+        int(samples.is_generated.sum()),
+        class_names,
+    )
     model.config.dakter_resolution = args.resolution
-    model.config.sar_input = {**model.config.sar_input, "normalization": input_normalization(args).to_dict()}  # applied again by `dakter segment`
+    model.config.sar_input = {
+        **model.config.sar_input,
+        "normalization": input_normalization(args).to_dict(),
+    }  # applied again by `dakter segment`
     width, height = train_split[0]["image"].size
     model.config.dakter_pixel_scale = args.resolution / max(width, height)  # `dakter segment` resizes scenes by this
     processor = make_image_processor(model, args.resolution)
@@ -301,26 +473,36 @@ def _train_claimed(args, training, inputs, hold, real, generated, train_split, v
         final = trainer.accelerator.unwrap_model(trainer.model)
         test_result = None
         if args.test_split:
-            test_result = evaluate_student(final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size)
+            test_result = evaluate_student(
+                final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size
+            )
             if validation_split is not None:  # temperature scaling: T from the held-out part of train, never from test
                 batch = training.per_device_eval_batch_size
-                temperature = fit_temperature(final, validation_split, args.resolution, batch_size=batch,
-                                              seed=training.seed)
-                scaled = evaluate_student(final, real[args.test_split], args.resolution, batch_size=batch,
-                                          temperature=temperature)
+                temperature = fit_temperature(
+                    final, validation_split, args.resolution, batch_size=batch, seed=training.seed
+                )
+                scaled = evaluate_student(
+                    final, real[args.test_split], args.resolution, batch_size=batch, temperature=temperature
+                )
                 test_result["temperature_scaling"] = {
                     "temperature": temperature,
                     "fitted_on": f"{len(validation_split)} held-out training images (--validation_fraction)",
                     **{k: scaled[k] for k in ("ece", "brier", "nll", "per_category_ece", "reliability")},
                 }
             atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
-        write_student_card(training.output_dir, final, args, training, class_names, samples, trainer.state, test_result)
+        write_student_card(
+            training.output_dir, final, args, training, class_names, samples, trainer.state, test_result
+        )
         claim.update(finished=True)
     return training.output_dir
 
 
 def parse_student_args(argv=None):
-    return parse_arguments((StudentArguments, StudentTrainingArguments), argv, description="Train a DAKTer segmentation student on real + generated SAR data.")
+    return parse_arguments(
+        (StudentArguments, StudentTrainingArguments),
+        argv,
+        description="Train a DAKTer segmentation student on real + generated SAR data.",
+    )
 
 
 def main(argv=None) -> str:

@@ -33,7 +33,10 @@ class DAKTerTrainer(Trainer):
     def __init__(self, *args, loss_config: Optional[StudentLossConfig] = None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.args.remove_unused_columns:
-            raise ValueError("DAKTerTrainer needs TrainingArguments(remove_unused_columns=False): batches carry soft labels and sample flags")
+            raise ValueError(
+                "DAKTerTrainer needs TrainingArguments(remove_unused_columns=False): batches carry soft labels and "
+                "sample flags"
+            )
         self.loss_config = loss_config or StudentLossConfig()
         # compute_loss normalises by num_items_in_batch itself, so the Trainer must count and pass it
         self.model_accepts_loss_kwargs = True
@@ -42,7 +45,14 @@ class DAKTerTrainer(Trainer):
 
     def _loss_terms(self, model, inputs):
         logits = student_logits(model, to_model_input(inputs["pixel_values"], self._channels))
-        out = student_loss(logits, inputs["labels"], inputs.get("soft_labels"), inputs.get("has_soft_label"), inputs.get("is_generated"), self.loss_config)
+        out = student_loss(
+            logits,
+            inputs["labels"],
+            inputs.get("soft_labels"),
+            inputs.get("has_soft_label"),
+            inputs.get("is_generated"),
+            self.loss_config,
+        )
         return logits, out
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):

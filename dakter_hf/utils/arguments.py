@@ -35,6 +35,7 @@ from transformers import HfArgumentParser
 
 from dakter_hf.errors import DataError
 
+
 NONE_WORDS = ("none", "null", "")
 
 
@@ -72,14 +73,22 @@ class RepeatableList(argparse.Action):
 class ArgumentParser(HfArgumentParser):
     """HfArgumentParser whose Optional flags read none/null/empty as None, plus a `config_flag FILE` option."""
 
-    def __init__(self, dataclass_types: Sequence[type], description: Optional[str] = None, config_flag: str = "--config"):
+    def __init__(
+        self, dataclass_types: Sequence[type], description: Optional[str] = None, config_flag: str = "--config"
+    ):
         super().__init__(list(dataclass_types), description=description, allow_abbrev=False)
-        self.field_defaults = {f.name: f.default for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init}
+        self.field_defaults = {
+            f.name: f.default for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init
+        }
         self.nullable_fields = set()
         for dtype in self.dataclass_types:
             hints = typing.get_type_hints(dtype)
             for f in dataclasses.fields(dtype):
-                if f.init and _allows_none(hints[f.name]) and not (isinstance(f.default, str) and _is_none_word(f.default)):
+                if (
+                    f.init
+                    and _allows_none(hints[f.name])
+                    and not (isinstance(f.default, str) and _is_none_word(f.default))
+                ):
                     self.nullable_fields.add(f.name)
         # HfArgumentParser has no hook for the conversion of a flag: wrap the `type` of the actions it made
         for action in self._actions:
@@ -88,11 +97,19 @@ class ArgumentParser(HfArgumentParser):
         self.config_dest = config_flag.lstrip("-").replace("-", "_")
         if self.config_dest in self.field_defaults:
             raise ValueError(f"{config_flag} clashes with a dataclass field of the same name")
-        self.add_argument(config_flag, dest=self.config_dest, default=None, metavar="FILE", help="YAML or JSON file of any of these arguments; the command line wins")
+        self.add_argument(
+            config_flag,
+            dest=self.config_dest,
+            default=None,
+            metavar="FILE",
+            help="YAML or JSON file of any of these arguments; the command line wins",
+        )
 
     def field_action(self, name: str) -> argparse.Action:
         """The flag that fills field `name` (`--name`, not the `--no_name` complement of a bool)."""
-        return next(a for a in self._actions if a.dest == name and a.option_strings and a.option_strings[0] == f"--{name}")
+        return next(
+            a for a in self._actions if a.dest == name and a.option_strings and a.option_strings[0] == f"--{name}"
+        )
 
 
 def read_config_file(path: str) -> Dict[str, Any]:
@@ -109,7 +126,9 @@ def read_config_file(path: str) -> Dict[str, Any]:
     if config is None:  # an empty file
         return {}
     if not isinstance(config, dict):
-        raise ValueError(f"--config {path}: expected a mapping of argument names to values, got {type(config).__name__}")
+        raise ValueError(
+            f"--config {path}: expected a mapping of argument names to values, got {type(config).__name__}"
+        )
     return config
 
 
@@ -189,7 +208,9 @@ def load_config_values(path: str, dataclass_types: Sequence[type]) -> Dict[str, 
     return {name: getattr(owner[name], name) for name in config}
 
 
-def run_launcher(main: Callable[[Optional[Sequence[str]]], Any], prog: str, argv: Optional[Sequence[str]] = None) -> Any:
+def run_launcher(
+    main: Callable[[Optional[Sequence[str]]], Any], prog: str, argv: Optional[Sequence[str]] = None
+) -> Any:
     """Run a training launcher: a user error (bad argument, missing file, refused folder) is one
     line on stderr and exit code 2; tracebacks are left for bugs."""
 

@@ -8,10 +8,23 @@ from typing import List, Optional
 
 def is_hub_id(spec: str) -> bool:
     """owner/name, not an existing local path."""
-    return not os.path.exists(spec) and spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and all(spec.split("/"))
+    return (
+        not os.path.exists(spec)
+        and spec.count("/") == 1
+        and not spec.startswith((".", "/", "~"))
+        and all(spec.split("/"))
+    )
 
 
-def push_folder(folder: str, repo_id: str, private: bool = False, repo_type: str = "model", api: Optional[object] = None, commit_message: Optional[str] = None, ignore_patterns: Optional[List[str]] = None) -> str:
+def push_folder(
+    folder: str,
+    repo_id: str,
+    private: bool = False,
+    repo_type: str = "model",
+    api: Optional[object] = None,
+    commit_message: Optional[str] = None,
+    ignore_patterns: Optional[List[str]] = None,
+) -> str:
     """Create the repo if needed and upload `folder`; returns the repo id.
 
     `api` is a `huggingface_hub.HfApi` (or anything with `create_repo` and
@@ -22,5 +35,11 @@ def push_folder(folder: str, repo_id: str, private: bool = False, repo_type: str
 
         api = HfApi()
     api.create_repo(repo_id=repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type=repo_type, commit_message=commit_message or f"Upload {repo_type} with dakter-hf", ignore_patterns=ignore_patterns)
+    api.upload_folder(
+        folder_path=folder,
+        repo_id=repo_id,
+        repo_type=repo_type,
+        commit_message=commit_message or f"Upload {repo_type} with dakter-hf",
+        ignore_patterns=ignore_patterns,
+    )
     return repo_id

@@ -41,9 +41,13 @@ def markdown_table(
         widths = [0] * len(header)
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(
-            cell.rjust(widths[c]) if align[c] == "right" else cell.ljust(widths[c]) for c, cell in enumerate(cells)
-        ) + " |"
+        return (
+            "| "
+            + " | ".join(
+                cell.rjust(widths[c]) if align[c] == "right" else cell.ljust(widths[c]) for c, cell in enumerate(cells)
+            )
+            + " |"
+        )
 
     def rule(c: int) -> str:
         dashes = "-" * (widths[c] + 2 - (align[c] is not None)) if pad else "---"  # padded: as wide as the cells

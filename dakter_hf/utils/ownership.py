@@ -30,9 +30,9 @@ from typing import Dict, Iterable, List, Optional
 from dakter_hf.errors import FolderError
 from dakter_hf.utils.files import atomic_write_json, read_json
 
+
 MARKER = ".dakter.json"
 LOCK = ".dakter.lock"
-
 
 
 def settings_hash(settings: dict, inputs: Optional[dict] = None) -> str:
@@ -53,7 +53,12 @@ def file_fingerprint(paths: Iterable[str]) -> str:
 
 def folder_fingerprint(folder: str, suffixes=(".safetensors", ".bin", ".json")) -> str:
     """Fingerprint of a model folder: every weight and config file below it."""
-    found = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names if name.endswith(suffixes) and name not in (MARKER, LOCK)]
+    found = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.endswith(suffixes) and name not in (MARKER, LOCK)
+    ]
     return file_fingerprint(found)
 
 
@@ -80,7 +85,10 @@ def check_not_an_input(out: str, input_paths: Iterable[Optional[str]], flag: str
         if not path or not os.path.exists(path):
             continue
         if is_within(path, out) or is_within(out, path):
-            raise FolderError(f"{flag} {out} overlaps the input {path}; writing or deleting it could destroy the input. Choose an output folder outside the inputs")
+            raise FolderError(
+                f"{flag} {out} overlaps the input {path}; writing or deleting it could destroy the input. Choose an "
+                "output folder outside the inputs"
+            )
 
 
 @dataclass
@@ -119,14 +127,25 @@ def claim_folder(
     existing = read_marker(folder) if os.path.isdir(folder) else None
     if existing is not None:
         if existing.get("kind") != kind:
-            raise FolderError(f"{flag} {folder} was written by `{existing.get('kind')}`, not `{kind}`; choose another folder (or --overwrite to replace it)")
+            raise FolderError(
+                f"{flag} {folder} was written by `{existing.get('kind')}`, not `{kind}`; choose another folder (or "
+                "--overwrite to replace it)"
+            )
         if existing.get("settings_hash") != digest:
-            raise FolderError(f"{flag} {folder} holds a {kind} run with other settings or inputs ({_differences(existing, record)}); use another folder or --overwrite")
+            raise FolderError(
+                f"{flag} {folder} holds a {kind} run with other settings or inputs "
+                f"({_differences(existing, record)}); use another folder or --overwrite"
+            )
         if not allow_resume:
-            raise FolderError(f"{flag} {folder} already holds this {kind} run; {resume_hint or 'pass --overwrite to start again'}")
+            raise FolderError(
+                f"{flag} {folder} already holds this {kind} run; {resume_hint or 'pass --overwrite to start again'}"
+            )
         return Claim(folder, kind, True, existing)
     if os.path.isdir(folder) and _visible_entries(folder):
-        raise FolderError(f"{flag} {folder} is not empty and was not written by `{kind}` ({', '.join(sorted(_visible_entries(folder))[:5])}); choose another folder or --overwrite")
+        raise FolderError(
+            f"{flag} {folder} is not empty and was not written by `{kind}` "
+            f"({', '.join(sorted(_visible_entries(folder))[:5])}); choose another folder or --overwrite"
+        )
     if write:
         os.makedirs(folder, exist_ok=True)
         atomic_write_json(os.path.join(folder, MARKER), record)
@@ -180,7 +199,10 @@ class FolderLock:
         """Refuse now if another live process holds the lock (without taking it)."""
         holder = self._holder() if os.path.isfile(self.path) else None
         if holder is not None and holder != os.getpid() and _pid_alive(holder):
-            raise FolderError(f"{self.flag} {self.folder} is being written by another process (PID {holder}); wait for it or choose another folder")
+            raise FolderError(
+                f"{self.flag} {self.folder} is being written by another process (PID {holder}); wait for it or choose "
+                "another folder"
+            )
 
     def __enter__(self):
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -190,7 +212,10 @@ class FolderLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and holder != os.getpid() and _pid_alive(holder):
-                    raise FolderError(f"{self.flag} {self.folder} is being written by another process (PID {holder}); wait for it or choose another folder") from None
+                    raise FolderError(
+                        f"{self.flag} {self.folder} is being written by another process (PID {holder}); wait for it "
+                        "or choose another folder"
+                    ) from None
                 try:
                     os.remove(self.path)  # stale: its writer is gone
                 except FileNotFoundError:

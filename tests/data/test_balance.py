@@ -19,6 +19,7 @@ from dakter_hf.data.balance import (
     normalized_one_hot,
 )
 
+
 # --- mean_power: Parseval and the scaling law ---------------------------------
 
 

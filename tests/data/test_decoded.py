@@ -8,7 +8,6 @@ import contextlib
 import glob
 import os
 
-import numpy as np
 import pytest
 import torch
 from helpers import REPO_ROOT
@@ -17,16 +16,28 @@ from safetensors.torch import load_file
 from dakter_hf.data.decoded import DecodedPairs, dihedral_index_maps
 from dakter_hf.data.sources import load_source
 from dakter_hf.data.transforms import random_dihedral
-from dakter_hf.joint.objective import DAKTerObjective
-from dakter_hf.joint.speed import resolve_mixed_precision
 from dakter_hf.joint.arguments import JointTrainingArguments
 from dakter_hf.joint.batching import BatchPlan, micro_batches
+from dakter_hf.joint.objective import DAKTerObjective
+from dakter_hf.joint.speed import resolve_mixed_precision
 from dakter_hf.joint.training import train
+
 
 torch.set_num_threads(1)
 
-BASE = dict(data="simulate:16", num_classes=2, resolution=16, unet_preset="tiny", train_batch_size=4, report_to="none",
-            max_train_steps=2, checkpointing_steps=100, logging_steps=1, learning_rate=1e-3, sample_inference_steps=2)
+BASE = {
+    "data": "simulate:16",
+    "num_classes": 2,
+    "resolution": 16,
+    "unet_preset": "tiny",
+    "train_batch_size": 4,
+    "report_to": "none",
+    "max_train_steps": 2,
+    "checkpointing_steps": 100,
+    "logging_steps": 1,
+    "learning_rate": 1e-3,
+    "sample_inference_steps": 2,
+}
 
 
 class CpuAccelerator:
@@ -61,7 +72,7 @@ def assert_same_batches(a, b):
 @pytest.mark.parametrize("cache", ["memory", "mmap"])
 def test_decode_once_gives_the_same_batches(tmp_path, augment, cache):
     split = load_source("simulate:24", num_classes=5, size=24, seed=1)["train"]
-    common = dict(resolution=16, augment=augment, seed=7, num_classes=5)
+    common = {"resolution": 16, "augment": augment, "seed": 7, "num_classes": 5}
     # 13 micro-steps cross two epochs (24 rows / batch 4 = 6 per epoch) and start mid-run
     reference = batches_of(split, tmp_path / "a", 13, start=3, data_cache="none", **common)
     decoded = batches_of(split, tmp_path / "b", 13, start=3, data_cache=cache, **common)
@@ -76,8 +87,11 @@ def test_decode_once_gives_the_same_batches(tmp_path, augment, cache):
 def test_decode_once_on_real_sos_jpegs(tmp_path, sos_root):
     """Real JPEG/PNG rows at a resolution that needs resizing (256 -> 48 px)."""
     split = load_source(f"sos:{sos_root}", sensor="palsar", split="train")["train"].select(range(12))
-    common = dict(resolution=48, augment=True, seed=2)
-    assert_same_batches(batches_of(split, tmp_path / "a", 5, data_cache="none", **common), batches_of(split, tmp_path / "b", 5, data_cache="memory", **common))
+    common = {"resolution": 48, "augment": True, "seed": 2}
+    assert_same_batches(
+        batches_of(split, tmp_path / "a", 5, data_cache="none", **common),
+        batches_of(split, tmp_path / "b", 5, data_cache="memory", **common),
+    )
 
 
 def test_index_maps_are_random_dihedral():
@@ -104,17 +118,33 @@ def test_training_runs_are_identical_with_and_without_the_cache(tmp_path):
     weights = {}
     for cache in ("none", "auto"):
         out = tmp_path / cache
-        train(JointTrainingArguments(**{**BASE, "output_dir": str(out), "max_train_steps": 4, "data_cache": cache, "seed": 4}))
+        train(
+            JointTrainingArguments(
+                **{**BASE, "output_dir": str(out), "max_train_steps": 4, "data_cache": cache, "seed": 4}
+            )
+        )
         weights[cache] = load_file(str(out / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
     for name in weights["none"]:
         assert torch.equal(weights["none"][name], weights["auto"][name]), name
 
 
 def test_channels_last_trains_saves_and_resumes(tmp_path):
-    common = dict(channels_last=True, checkpointing_steps=2, seed=1)
-    straight = train(JointTrainingArguments(**{**BASE, "output_dir": str(tmp_path / "a"), "max_train_steps": 4, **common}))
+    common = {"channels_last": True, "checkpointing_steps": 2, "seed": 1}
+    straight = train(
+        JointTrainingArguments(**{**BASE, "output_dir": str(tmp_path / "a"), "max_train_steps": 4, **common})
+    )
     train(JointTrainingArguments(**{**BASE, "output_dir": str(tmp_path / "b"), "max_train_steps": 2, **common}))
-    resumed = train(JointTrainingArguments(**{**BASE, "output_dir": str(tmp_path / "b"), "max_train_steps": 4, "resume_from_checkpoint": "latest", **common}))
+    resumed = train(
+        JointTrainingArguments(
+            **{
+                **BASE,
+                "output_dir": str(tmp_path / "b"),
+                "max_train_steps": 4,
+                "resume_from_checkpoint": "latest",
+                **common,
+            }
+        )
+    )
     a = load_file(os.path.join(straight, "unet", "diffusion_pytorch_model.safetensors"))
     b = load_file(os.path.join(resumed, "unet", "diffusion_pytorch_model.safetensors"))
     for name in a:
@@ -131,18 +161,30 @@ def test_mixed_precision_default():
 
 
 def test_defaults_are_v_on_zero_terminal_snr_and_paper_configs_are_x0():
-    from pathlib import Path
 
     from dakter_hf.joint.arguments import parse_args
 
     defaults = JointTrainingArguments()
     assert defaults.image_prediction == "v_prediction" and defaults.zero_terminal_snr is True
     root = REPO_ROOT / "configs"
-    stage1, stage2 = parse_args(["--config", str(root / "paper_stage1.yaml")]), parse_args(["--config", str(root / "paper_stage2.yaml")])
+    stage1, stage2 = (
+        parse_args(["--config", str(root / "paper_stage1.yaml")]),
+        parse_args(["--config", str(root / "paper_stage2.yaml")]),
+    )
     for args in (stage1, stage2):
         assert args.image_prediction == "sample" and args.zero_terminal_snr is False and args.unet_preset == "paper"
-    assert (stage1.resolution, stage1.learning_rate, stage1.train_batch_size, stage1.max_train_steps) == (128, 2e-5, 64, 100000)
-    assert (stage2.resolution, stage2.learning_rate, stage2.train_batch_size, stage2.max_train_steps) == (256, 1e-5, 16, 50000)
+    assert (stage1.resolution, stage1.learning_rate, stage1.train_batch_size, stage1.max_train_steps) == (
+        128,
+        2e-5,
+        64,
+        100000,
+    )
+    assert (stage2.resolution, stage2.learning_rate, stage2.train_batch_size, stage2.max_train_steps) == (
+        256,
+        1e-5,
+        16,
+        50000,
+    )
     for name in ("sos128_gpu.yaml", "sos256_stage2_gpu.yaml"):
         args = parse_args(["--config", str(root / name)])
         assert args.image_prediction == "v_prediction" and args.zero_terminal_snr is True
@@ -154,7 +196,19 @@ def test_background_thread_prepares_the_same_micro_batches():
 
     split = load_source("simulate:16", num_classes=2, size=16, seed=0)["train"]
     decoded = DecodedPairs.from_split(split, 16, mode="memory")
-    streams = [BatchStream(decoded, BatchPlan(16, 4, 1, 0, 3, start=5), lambda k: step_generator(3, k, 0), 5, True, 1000, 3, background=bg) for bg in (False, True)]
+    streams = [
+        BatchStream(
+            decoded,
+            BatchPlan(16, 4, 1, 0, 3, start=5),
+            lambda k: step_generator(3, k, 0),
+            5,
+            True,
+            1000,
+            3,
+            background=bg,
+        )
+        for bg in (False, True)
+    ]
     for _ in range(7):
         a, b = (next(s) for s in streams)
         for name in ("images", "masks", "codes", "timesteps", "noise"):

@@ -28,10 +28,18 @@ def _b_line(text, prefix="b = "):
 def test_console_script_installed():
     script = shutil.which("dakter", path=str(Path(sys.executable).parent)) or shutil.which("dakter")
     assert script, "the `dakter` console script is not installed (pip install -e .)"
-    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [script, "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert result.returncode == 0, result.stderr
     assert "data" in result.stdout and "balance" in result.stdout
-    result = subprocess.run([script, "data", "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [script, "data", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0 and "--overwrite" in result.stdout
 
 
@@ -93,7 +101,9 @@ def test_existing_out_needs_overwrite(tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "old content"
     assert len(datasets.load_from_disk(str(out / "hf"))["train"]) == 3
 
-    assert main(["data", "--source", "simulate:2", "--size", "32", "--seed", "5", "--out", str(out), "--overwrite"]) == 0
+    assert (
+        main(["data", "--source", "simulate:2", "--size", "32", "--seed", "5", "--out", str(out), "--overwrite"]) == 0
+    )
     assert not (out / "keep.txt").exists()
     replaced = datasets.load_from_disk(str(out / "hf"))["train"]
     assert len(replaced) == 2 and replaced["id"] == ["sim5_000000", "sim5_000001"]

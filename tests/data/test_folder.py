@@ -11,6 +11,7 @@ from PIL import Image
 from dakter_hf.data import class_names_of, load_folder
 from dakter_hf.errors import DataError
 
+
 CLASSES = ["sea", "oil", "ship"]
 
 

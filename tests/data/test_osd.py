@@ -12,6 +12,7 @@ from dakter_hf.data import OSD_CLASSES, class_names_of, load_osd, patch_origins
 from dakter_hf.data.osd import colours_to_ids, select_all_sea
 from dakter_hf.errors import DataError
 
+
 # the OSD colour table, written out (not imported) so a wrong table in the loader fails here
 BLACK, CYAN, RED, BROWN, GREEN = (0, 0, 0), (0, 255, 255), (255, 0, 0), (153, 76, 0), (0, 153, 0)
 COLOURS = np.array([BLACK, CYAN, RED, BROWN, GREEN], dtype=np.uint8)

@@ -72,8 +72,7 @@ def test_nodata_value_and_nan_are_left_out_of_the_stretch_and_reported(tmp_path)
     values[:, :10, :12] = -9999.0  # the file's no-data value
     values[:, 30, 40:45] = np.nan
     path = tmp_path / "sigma0.tif"
-    tifffile.imwrite(path, values, photometric="minisblack", planarconfig="separate",
-                     extratags=[nodata_tag("-9999")])
+    tifffile.imwrite(path, values, photometric="minisblack", planarconfig="separate", extratags=[nodata_tag("-9999")])
     expected_valid = np.ones((40, 50), bool)
     expected_valid[:10, :12] = False
     expected_valid[30, 40:45] = False
@@ -117,8 +116,9 @@ def test_geotags_round_trip_through_the_probability_geotiff(tmp_path):
     values = dual_pol(seed=4)
     values[:, :8, :8] = -9999.0
     source = tmp_path / "scene.tif"
-    tifffile.imwrite(source, values, photometric="minisblack", planarconfig="separate",
-                     extratags=GEOTAGS + [nodata_tag("-9999")])
+    tifffile.imwrite(
+        source, values, photometric="minisblack", planarconfig="separate", extratags=GEOTAGS + [nodata_tag("-9999")]
+    )
     grey = read_grey(str(source))
     spacing, note, geotags = georeference(grey.raster.tags, 40)
     assert spacing == (10.0, 10.0) and note == "from the GeoTIFF"

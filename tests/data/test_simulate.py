@@ -46,7 +46,7 @@ def test_five_classes_schema():
     assert present == {0, 1, 2, 3, 4}
 
 
-@pytest.mark.parametrize("bad", [dict(num_classes=3), dict(num_classes=1), dict(size=4), dict(looks=0.5)])
+@pytest.mark.parametrize("bad", [{"num_classes": 3}, {"num_classes": 1}, {"size": 4}, {"looks": 0.5}])
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         simulate_sar(2, **bad)

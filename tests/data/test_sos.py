@@ -124,9 +124,13 @@ def test_test_split_pairs_sat_and_gt(palsar_test, sos_root):
 
 
 def test_ids_match_file_names_and_source(palsar_train, palsar_test, sos_root):
-    train_stems = sorted(os.path.basename(p)[: -len("_sat.jpg")] for p in glob.glob(os.path.join(sos_root, "train", "palsar", "*_sat.jpg")))
+    train_stems = sorted(
+        os.path.basename(p)[: -len("_sat.jpg")]
+        for p in glob.glob(os.path.join(sos_root, "train", "palsar", "*_sat.jpg"))
+    )
     test_stems = sorted(
-        os.path.basename(p)[: -len("_sat.jpg")] for p in glob.glob(os.path.join(sos_root, "test", "palsar", "sat", "*_sat.jpg"))
+        os.path.basename(p)[: -len("_sat.jpg")]
+        for p in glob.glob(os.path.join(sos_root, "test", "palsar", "sat", "*_sat.jpg"))
     )
     assert palsar_train["train"]["id"] == train_stems  # sorted, one per image file
     assert palsar_test["test"]["id"] == test_stems
@@ -154,7 +158,9 @@ def _write_pair(image_dir, mask_dir, sample_id, size=(16, 16), mask_size=None, m
     if mask_values is None:
         mask_values = np.zeros((mh, mw), dtype=np.uint8)
         mask_values[: mh // 2, : mw // 2] = 255
-    Image.fromarray(np.asarray(mask_values, dtype=np.uint8)).convert("RGB").save(os.path.join(mask_dir, f"{sample_id}_mask.png"))
+    Image.fromarray(np.asarray(mask_values, dtype=np.uint8)).convert("RGB").save(
+        os.path.join(mask_dir, f"{sample_id}_mask.png")
+    )
     return os.path.join(image_dir, f"{sample_id}_sat.jpg"), os.path.join(mask_dir, f"{sample_id}_mask.png")
 
 
@@ -271,7 +277,9 @@ def test_empty_folder(tmp_path, private_cache):
     assert _train_dir(root) in str(error.value)
 
 
-@pytest.mark.parametrize("kwargs", [dict(sensor="radarsat"), dict(sensor="PALSAR"), dict(split="validation"), dict(split="Train")])
+@pytest.mark.parametrize(
+    "kwargs", [{"sensor": "radarsat"}, {"sensor": "PALSAR"}, {"split": "validation"}, {"split": "Train"}]
+)
 def test_invalid_sensor_or_split(tmp_path, kwargs):
     root = tmp_path / "sos"
     os.makedirs(_train_dir(root))

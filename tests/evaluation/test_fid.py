@@ -53,24 +53,43 @@ def gaussian_images(rng, mean, std, n=3000):
 
 def speckle_scenes(rng, level, n=48, size=16):
     """Grey PIL scenes: a constant backscatter level times exponential (1-look) speckle."""
-    return [Image.fromarray(np.clip(level * rng.exponential(1.0, (size, size)), 0, 255).astype(np.uint8), "L") for _ in range(n)]
+    return [
+        Image.fromarray(np.clip(level * rng.exponential(1.0, (size, size)), 0, 255).astype(np.uint8), "L")
+        for _ in range(n)
+    ]
 
 
 def test_fid_matches_independent_and_closed_form_gaussian_values():
     rng = np.random.default_rng(0)
     real, generated = gaussian_images(rng, 100, 20), gaussian_images(rng, 110, 30)
-    result = frechet_distances(list(real), list(generated), feature=PixelFeatures(), batch_size=500, show_progress=False)
-    exact = reference_frechet(real.reshape(len(real), -1).astype(float), generated.reshape(len(generated), -1).astype(float))
+    result = frechet_distances(
+        list(real), list(generated), feature=PixelFeatures(), batch_size=500, show_progress=False
+    )
+    exact = reference_frechet(
+        real.reshape(len(real), -1).astype(float), generated.reshape(len(generated), -1).astype(float)
+    )
     assert result["fid"] == pytest.approx(exact, rel=1e-6)
     assert result["fid"] == pytest.approx(4 * (10**2 + (20 - 30) ** 2), rel=0.1)  # ||mu1-mu2||^2 + D (s1-s2)^2
     assert result["sfid"] is None and result["num_real"] == result["num_generated"] == 3000
-    assert abs(frechet_distances(list(real), list(real), feature=PixelFeatures(), batch_size=500, show_progress=False)["fid"]) < 1e-6
+    assert (
+        abs(
+            frechet_distances(list(real), list(real), feature=PixelFeatures(), batch_size=500, show_progress=False)[
+                "fid"
+            ]
+        )
+        < 1e-6
+    )
 
 
 def test_fid_and_sfid_separate_distributions_and_warn_at_small_n():
     rng = np.random.default_rng(1)
     real, same, dark = speckle_scenes(rng, 100), speckle_scenes(rng, 100), speckle_scenes(rng, 40)
-    kwargs = dict(feature=TinyConv(), spatial_feature=TinyConv(spatial=True), batch_size=16, show_progress=False)
+    kwargs = {
+        "feature": TinyConv(),
+        "spatial_feature": TinyConv(spatial=True),
+        "batch_size": 16,
+        "show_progress": False,
+    }
     identical, close, far = (frechet_distances(real, other, **kwargs) for other in (real, same, dark))
     for key in ("fid", "sfid"):
         assert abs(identical[key]) < 1e-6 * far[key]
@@ -88,7 +107,12 @@ def test_grey_images_become_three_equal_uint8_channels_in_same_size_batches():
             seen.append(images.clone())
             return images[:, 0].float().mean((1, 2))[:, None]
 
-    images = [Image.new("L", (8, 8), 10), np.full((8, 8), 20, np.uint8), np.full((6, 6), 30.4), np.full((6, 6), 40, np.uint8)]
+    images = [
+        Image.new("L", (8, 8), 10),
+        np.full((8, 8), 20, np.uint8),
+        np.full((6, 6), 30.4),
+        np.full((6, 6), 40, np.uint8),
+    ]
     result = frechet_distances(images, images, feature=Record(), batch_size=4, show_progress=False)
     assert [tuple(batch.shape) for batch in seen[:2]] == [(2, 3, 8, 8), (2, 3, 6, 6)]
     assert all(batch.dtype == torch.uint8 and bool((batch == batch[:, :1]).all()) for batch in seen)
@@ -118,14 +142,23 @@ def test_inception_without_torch_fidelity_is_a_clear_import_error(tmp_path, monk
     weights.write_bytes(b"")
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)  # import fails
     with pytest.raises(ImportError, match="pip install torch-fidelity"):
-        frechet_distances([np.zeros((4, 4), np.uint8)] * 2, [np.zeros((4, 4), np.uint8)] * 2, weights=str(weights), show_progress=False)
+        frechet_distances(
+            [np.zeros((4, 4), np.uint8)] * 2,
+            [np.zeros((4, 4), np.uint8)] * 2,
+            weights=str(weights),
+            show_progress=False,
+        )
 
 
 def test_sfid_tap_is_mixed_6d_branch1x1_first_7_channels(tmp_path, monkeypatch):
-    inception_module = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3", reason="torch-fidelity (+ torchvision) not importable")
+    inception_module = pytest.importorskip(
+        "torch_fidelity.feature_extractor_inceptionv3", reason="torch-fidelity (+ torchvision) not importable"
+    )
     from dakter_hf.evaluation.fid import TFInceptionFeatures
 
-    monkeypatch.setattr(inception_module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, *a, **k: None)
+    monkeypatch.setattr(
+        inception_module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state, *a, **k: None
+    )
     torch.save({}, tmp_path / "random.pth")  # random weights: no file to download
     features = TFInceptionFeatures(str(tmp_path / "random.pth"))
     taps = []

@@ -220,7 +220,7 @@ def make_pairs(n, size, seed, looks=4, oil_value=None):
         mask = np.zeros((size, size), dtype=np.uint8)
         if i % 2 == 0:
             r = size // 4
-            mask[r: 2 * r, r: 3 * r] = 1
+            mask[r : 2 * r, r : 3 * r] = 1
             amp[mask == 1] *= 0.3  # dark oil
         image = np.clip(np.rint(amp), 0, 255).astype(np.uint8)
         pairs.append((image, mask))
@@ -295,10 +295,19 @@ def test_quality_report_without_class_names_defaults_to_oil_class_one():
 
 # ------------------------------------------------------------------------- layout
 OLD_PUBLIC_NAMES = [
-    "GREY_LEVELS", "HIGH_FREQUENCY", "speckle_stats", "intensity_histogram", "histogram_distance",
-    "radial_frequencies", "radial_power_spectrum", "spectrum_distance", "alignment_stats", "oil_fraction",
+    "GREY_LEVELS",
+    "HIGH_FREQUENCY",
+    "speckle_stats",
+    "intensity_histogram",
+    "histogram_distance",
+    "radial_frequencies",
+    "radial_power_spectrum",
+    "spectrum_distance",
+    "alignment_stats",
+    "oil_fraction",
     "quality_report",
-    "format_quality_table", "format_quality_comparison",
+    "format_quality_table",
+    "format_quality_comparison",
 ]
 
 

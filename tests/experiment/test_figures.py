@@ -12,6 +12,7 @@ from dakter_hf.data.features import segmentation_features
 from dakter_hf.experiment import figures
 from dakter_hf.generation.card import generated_features
 
+
 CLASSES = ["background", "oil"]
 
 
@@ -45,10 +46,15 @@ def generated_dataset(oil_logit=(20.0, -20.0), value=200, size=16):
 
 
 def test_real_vs_generated_blocks_show_their_own_pixels():
-    image = np.asarray(figures.real_vs_generated_figure(real_dataset(), {"DAKTer": generated_dataset()}, num_samples=2, size=24))
+    image = np.asarray(
+        figures.real_vs_generated_figure(real_dataset(), {"DAKTer": generated_dataset()}, num_samples=2, size=24)
+    )
     block = image.shape[0] // 2
     assert image.shape == (2 * block, 2 * (2 * 24 + 4 * figures.PAD) + figures.PAD, 3)
-    real_pixels, generated_pixels = image[figures.LABEL_HEIGHT : block - figures.PAD], image[block + figures.LABEL_HEIGHT : -figures.PAD]
+    real_pixels, generated_pixels = (
+        image[figures.LABEL_HEIGHT : block - figures.PAD],
+        image[block + figures.LABEL_HEIGHT : -figures.PAD],
+    )
     assert {40, 80, 120} & set(np.unique(real_pixels)) and 200 not in np.unique(real_pixels)
     assert 200 in np.unique(generated_pixels) and not {40, 80, 120} & set(np.unique(generated_pixels))
     assert (real_pixels == figures.PALETTE[1]).all(axis=-1).any()  # oil half of the real masks, cyan
@@ -64,9 +70,14 @@ def test_real_block_can_be_left_out():
 
 def test_soft_label_panel_is_bright_where_oil_is_certain():
     size = 20
-    image = np.asarray(figures.soft_label_figure(generated_dataset((20.0, -20.0)), num_samples=2, size=size)).astype(int)
+    image = np.asarray(figures.soft_label_figure(generated_dataset((20.0, -20.0)), num_samples=2, size=size)).astype(
+        int
+    )
     left = 2 * figures.PAD + size
-    panels = [image[top : top + size, left : left + size] for top in (figures.LABEL_HEIGHT + figures.PAD, figures.LABEL_HEIGHT + 2 * figures.PAD + size)]
+    panels = [
+        image[top : top + size, left : left + size]
+        for top in (figures.LABEL_HEIGHT + figures.PAD, figures.LABEL_HEIGHT + 2 * figures.PAD + size)
+    ]
     assert panels[0].mean() > 200 and panels[1].mean() < 20
     mask_left = left + size + figures.PAD
     assert (image[figures.LABEL_HEIGHT + figures.PAD + 5, mask_left + 5] == figures.PALETTE[1]).all()
@@ -82,7 +93,9 @@ def test_plots_have_a_sensible_size_and_draw_the_baseline():
     plain = figures.scale_curve_figure(points)
     with_baseline = figures.scale_curve_figure(points, baseline=(0.5, 0.02))
     assert plain.size == (500, 350) and np.abs(np.asarray(plain, int) - np.asarray(with_baseline, int)).sum() > 0
-    curves = figures.training_curves_figure({"loss": [(1, 10.0), (2, 1.0), (3, 0.01)], "empty": []}, "joint", smoothing=0.5)
+    curves = figures.training_curves_figure(
+        {"loss": [(1, 10.0), (2, 1.0), (3, 0.01)], "empty": []}, "joint", smoothing=0.5
+    )
     assert curves.size == (600, 350)
 
 
@@ -102,10 +115,17 @@ def test_save_png_replaces_whole_and_leaves_no_temp(tmp_path):
 
 def test_joint_loss_curve_skips_half_written_line(tmp_path):
     assert figures.joint_loss_curve(str(tmp_path)) == {}
-    records = [{"step": 1, "loss": 2.0, "image_loss": 1.5, "label_loss": 0.5, "lr": 1e-4, "images_per_second": 3.0}, {"step": 2, "loss": 1.0, "image_loss": 0.8, "label_loss": 0.2, "lr": 1e-4}]
+    records = [
+        {"step": 1, "loss": 2.0, "image_loss": 1.5, "label_loss": 0.5, "lr": 1e-4, "images_per_second": 3.0},
+        {"step": 2, "loss": 1.0, "image_loss": 0.8, "label_loss": 0.2, "lr": 1e-4},
+    ]
     (tmp_path / "loss_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 3, "lo')
     curves = figures.joint_loss_curve(str(tmp_path))
-    assert curves == {"loss": [(1, 2.0), (2, 1.0)], "image_loss": [(1, 1.5), (2, 0.8)], "label_loss": [(1, 0.5), (2, 0.2)]}
+    assert curves == {
+        "loss": [(1, 2.0), (2, 1.0)],
+        "image_loss": [(1, 1.5), (2, 0.8)],
+        "label_loss": [(1, 0.5), (2, 0.2)],
+    }
     (tmp_path / "loss_history.jsonl").write_text("not json\n")
     with pytest.raises(ValueError, match="loss_history.jsonl"):
         figures.joint_loss_curve(str(tmp_path))
@@ -115,7 +135,9 @@ def test_student_loss_curve_falls_back_to_newest_checkpoint(tmp_path):
     assert figures.student_loss_curve(str(tmp_path)) == []
     for step in (9, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()
-        history = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-3} for s in range(1, step + 1)] + [{"step": step, "eval_loss": 0.3}]
+        history = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-3} for s in range(1, step + 1)] + [
+            {"step": step, "eval_loss": 0.3}
+        ]
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     curve = figures.student_loss_curve(str(tmp_path))
     assert len(curve) == 10 and curve[-1] == (10, 0.1)  # checkpoint-10, not checkpoint-9 (string order)

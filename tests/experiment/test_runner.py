@@ -12,6 +12,7 @@ from dakter_hf.experiment.config import load_experiment_config
 from dakter_hf.experiment.runner import ExperimentRunner
 from dakter_hf.experiment.tables import parse_markdown_table
 
+
 TINY_STUDENT = '{"hidden_sizes": [8, 16, 16, 16], "decoder_hidden_size": 16, "depths": [1, 1, 1, 1]}'
 
 
@@ -19,9 +20,29 @@ def tiny_config(tmp_path, name="tiny.yaml", arms=("real", "dakter-kd"), **change
     config = {
         "name": "tiny",
         "data": {"source": "simulate:12,6", "num_classes": 2, "size": 32, "seed": 0},
-        "joint": {"resolution": 32, "unet_preset": "tiny", "image_prediction": "sample", "zero_terminal_snr": False, "train_batch_size": 4, "learning_rate": 1e-3, "max_train_steps": 4, "checkpointing_steps": 2, "logging_steps": 1},
+        "joint": {
+            "resolution": 32,
+            "unet_preset": "tiny",
+            "image_prediction": "sample",
+            "zero_terminal_snr": False,
+            "train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "max_train_steps": 4,
+            "checkpointing_steps": 2,
+            "logging_steps": 1,
+        },
         "generation": {"steps": 2, "batch_size": 4},
-        "students": [{"student": "segformer-b0", "resolution": 32, "student_config": TINY_STUDENT, "per_device_train_batch_size": 4, "max_steps": 2, "logging_steps": 1, "save_steps": 2}],
+        "students": [
+            {
+                "student": "segformer-b0",
+                "resolution": 32,
+                "student_config": TINY_STUDENT,
+                "per_device_train_batch_size": 4,
+                "max_steps": 2,
+                "logging_steps": 1,
+                "save_steps": 2,
+            }
+        ],
         "seeds": [0, 1],
         "arms": list(arms),
         "output_dir": str(tmp_path / "run"),
@@ -74,7 +95,12 @@ def test_end_to_end_report_has_tables_figures_and_names_the_config(finished):
     tmp_path, path = finished
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert {(r["arm"], r["seed"]) for r in report["runs"]} == {("real", 0), ("real", 1), ("dakter-kd", 0), ("dakter-kd", 1)}
+    assert {(r["arm"], r["seed"]) for r in report["runs"]} == {
+        ("real", 0),
+        ("real", 1),
+        ("dakter-kd", 0),
+        ("dakter-kd", 1),
+    }
     for name in ("real_vs_generated", "soft_labels", "joint_loss", "student_loss"):
         assert os.path.getsize(tmp_path / "report" / report["figures"][name]) > 1000
         assert f"]({report['figures'][name]})" in markdown
@@ -111,7 +137,12 @@ def test_second_run_trains_nothing_and_an_added_arm_trains_only_itself(finished,
     assert main(["experiment", "--config", tiny_config(tmp_path)]) == 0
     assert (calls.joint, calls.students) == (0, 0)
     # DAKTer without KD shares the joint model and the generated set: only its students train
-    assert main(["experiment", "--config", tiny_config(tmp_path, "more.yaml", arms=("real", "dakter-kd", "dakter-no-kd"))]) == 0
+    assert (
+        main(
+            ["experiment", "--config", tiny_config(tmp_path, "more.yaml", arms=("real", "dakter-kd", "dakter-no-kd"))]
+        )
+        == 0
+    )
     assert (calls.joint, calls.students) == (0, 2)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert {r["arm"] for r in report["runs"]} == {"real", "dakter-kd", "dakter-no-kd"}
@@ -135,7 +166,9 @@ def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path, monkeyp
 
 
 def test_plan_shares_steps_between_arms(tmp_path):
-    config = load_experiment_config(tiny_config(tmp_path, arms=("real", "dakter-no-kd", "dakter-kd", "b-snr", "ddpm-l2")))
+    config = load_experiment_config(
+        tiny_config(tmp_path, arms=("real", "dakter-no-kd", "dakter-kd", "b-snr", "ddpm-l2"))
+    )
     plan = ExperimentRunner(config).plan
     kinds = [step.kind for step in plan.steps]
     assert kinds.count("joint") == 2 and kinds.count("generate") == 2  # CE joint model shared by 3 arms, L2 its own
@@ -163,7 +196,9 @@ def test_keys_change_with_the_source_files_and_with_inception_weights(tmp_path, 
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"w")
     with_weights = keys()
-    assert {name for name in changed if with_weights[name] != changed[name]} == {name for name in changed if name.startswith("quality")}
+    assert {name for name in changed if with_weights[name] != changed[name]} == {
+        name for name in changed if name.startswith("quality")
+    }
 
 
 @pytest.mark.parametrize(
@@ -178,7 +213,10 @@ def test_keys_change_with_the_source_files_and_with_inception_weights(tmp_path, 
         ({"generation": {"stpes": 3}}, "generation: unknown key(s) ['stpes']"),
         ({"generation": {"scheduler": "dpmpp"}}, "generation.scheduler"),
         ({"scales": [1, "x"]}, "scales must be a non-empty list of numbers > 0"),
-        ({"arms": ["real", {"name": "mine", "mode": "dakter", "joint": {"output_dir": "/x"}}]}, "arms[1].joint: ['output_dir'] are set by the experiment runner"),
+        (
+            {"arms": ["real", {"name": "mine", "mode": "dakter", "joint": {"output_dir": "/x"}}]},
+            "arms[1].joint: ['output_dir'] are set by the experiment runner",
+        ),
     ],
 )
 def test_bad_experiment_files_are_refused_before_anything_is_written(tmp_path, changes, message, capsys):
@@ -205,7 +243,20 @@ def test_overwrite_empties_only_an_experiment_folder_and_report_folders_are_chec
     assert (tmp_path / "run" / "precious.txt").read_text() == "mine"
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "notes.md").write_text("mine")
-    assert main(["experiment", "--config", tiny_config(tmp_path, arms=("real",)), "--out", str(tmp_path / "other"), "--report-dir", str(tmp_path / "report")]) == 2
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                tiny_config(tmp_path, arms=("real",)),
+                "--out",
+                str(tmp_path / "other"),
+                "--report-dir",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 2
+    )
     assert "report_dir" in capsys.readouterr().err and not (tmp_path / "other").exists()
     assert (tmp_path / "report" / "notes.md").read_text() == "mine"
 
@@ -242,19 +293,37 @@ def test_scales_satsynth_and_teacher_arms_reuse_the_cache_and_plot_against_scale
     source, _ = finished
     shutil.copytree(source / "run", tmp_path / "run")
     calls = Calls(monkeypatch)
-    path = tiny_config(tmp_path, arms=("real", "dakter-kd", "satsynth", "teacher-kd"), scales=[0.5, 1.0], teacher={"student": "segformer-b0", "resolution": 32, "student_config": TINY_STUDENT, "per_device_train_batch_size": 4, "max_steps": 2})
+    path = tiny_config(
+        tmp_path,
+        arms=("real", "dakter-kd", "satsynth", "teacher-kd"),
+        scales=[0.5, 1.0],
+        teacher={
+            "student": "segformer-b0",
+            "resolution": 32,
+            "student_config": TINY_STUDENT,
+            "per_device_train_batch_size": 4,
+            "max_steps": 2,
+        },
+    )
     assert main(["experiment", "--config", path]) == 0
-    # one new joint model (SatSynth); students: dakter-kd at 0.5, SatSynth at 0.5 and 1, the teacher, the teacher-KD students
+    # one new joint model (SatSynth);
+    # students: dakter-kd at 0.5, SatSynth at 0.5 and 1, the teacher, the teacher-KD students
     assert (calls.joint, calls.students) == (1, 2 + 4 + 1 + 2)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert os.path.getsize(tmp_path / "report" / report["figures"]["scale_segformer-b0"]) > 1000
-    assert {(r["arm"], r["scale"]) for r in report["summary"]["table1"]} >= {("satsynth", 0.5), ("satsynth", 1.0), ("dakter-kd", 0.5), ("teacher-kd", None)}
+    assert {(r["arm"], r["scale"]) for r in report["summary"]["table1"]} >= {
+        ("satsynth", 0.5),
+        ("satsynth", 1.0),
+        ("dakter-kd", 0.5),
+        ("teacher-kd", None),
+    }
 
 
 def test_a_step_callback_receives_its_step_and_work_folder(tmp_path):
     from dakter_hf.experiment.steps import Step, run_step
 
     seen = []
+
     def callback(step, work):
         seen.append((step, work))
         return {"b": 1.0}

@@ -17,6 +17,7 @@ from dakter_hf.experiment.tables import (
     table4_markdown,
 )
 
+
 CLASSES = ["sea", "oil", "lookalike"]
 REAL = {0: 0.60, 1: 0.62, 2: 0.58}
 
@@ -26,8 +27,14 @@ def metrics(miou, f1=None, oil_iou=None, precision=0.7, recall=0.8):
     f1 = miou + 0.1 if f1 is None and miou is not None else f1
     per = {name: {"iou": miou, "f1": f1, "precision": precision, "recall": recall} for name in CLASSES}
     per["oil"] = dict(per["oil"], iou=oil_iou if oil_iou is not None else miou)
-    return {"mean_iou": miou, "mean_f1": f1, "mean_precision": precision, "mean_recall": recall,
-            "overall_accuracy": 0.9, "per_category": per}
+    return {
+        "mean_iou": miou,
+        "mean_f1": f1,
+        "mean_precision": precision,
+        "mean_recall": recall,
+        "overall_accuracy": 0.9,
+        "per_category": per,
+    }
 
 
 def run(arm, seed, miou, scale=1.0, student="unet", **kw):
@@ -119,11 +126,23 @@ def test_identical_differences_do_not_warn_or_break_json():
 
 
 def test_row_order_and_baseline_scale():
-    runs = [run("b_arm", 0, 0.5, scale=2.0), run("a_arm", 0, 0.5, scale=1.0), run("b_arm", 0, 0.5, scale=0.5),
-            run("real", 0, 0.5, scale=0.0), run("a_arm", 0, 0.5, student="aaa"), run("real", 0, 0.5, student="aaa")]
+    runs = [
+        run("b_arm", 0, 0.5, scale=2.0),
+        run("a_arm", 0, 0.5, scale=1.0),
+        run("b_arm", 0, 0.5, scale=0.5),
+        run("real", 0, 0.5, scale=0.0),
+        run("a_arm", 0, 0.5, student="aaa"),
+        run("real", 0, 0.5, student="aaa"),
+    ]
     keys = [(r["student"], r["arm"], r["scale"]) for r in summarize(runs)["table1"]]
-    assert keys == [("aaa", "real", None), ("aaa", "a_arm", 1.0), ("unet", "real", None),
-                    ("unet", "b_arm", 0.5), ("unet", "b_arm", 2.0), ("unet", "a_arm", 1.0)]
+    assert keys == [
+        ("aaa", "real", None),
+        ("aaa", "a_arm", 1.0),
+        ("unet", "real", None),
+        ("unet", "b_arm", 0.5),
+        ("unet", "b_arm", 2.0),
+        ("unet", "a_arm", 1.0),
+    ]
     assert [(r["student"], r["arm"], r["scale"]) for r in summarize(runs)["table4"]] == keys
 
 
@@ -144,14 +163,22 @@ def test_table4_per_class(summary):
 
 
 def test_missing_values_are_none_left_out_and_na():
-    runs = [run("real", 0, 0.5, oil_iou=float("nan")), run("real", 1, 0.7),
-            run("real", 2, float("nan")), run("kd", 0, 0.6), run("kd", 1, None), run("kd", 2, 0.9)]
+    runs = [
+        run("real", 0, 0.5, oil_iou=float("nan")),
+        run("real", 1, 0.7),
+        run("real", 2, float("nan")),
+        run("kd", 0, 0.6),
+        run("kd", 1, None),
+        run("kd", 2, 0.9),
+    ]
     runs[1]["metrics"]["per_category"]["oil"]["iou"] = None  # as a JSON null
     s = summarize(runs)  # class names from per_category
     json.dumps(s, allow_nan=False)
     real, kd = s["table1"]
     assert real["miou"]["values"] == [0.5, 0.7, None]
-    assert real["miou"]["mean"] == pytest.approx(0.6) and real["miou"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert real["miou"]["mean"] == pytest.approx(0.6) and real["miou"]["std"] == pytest.approx(
+        np.std([0.5, 0.7], ddof=1)
+    )
     c = kd["vs_baseline"]["miou"]
     assert c["n_pairs"] == 1 and c["mean_diff"] == pytest.approx(0.1) and c["verdict"] == "too few paired seeds"
     oil = s["table4"][0]["classes"][1]

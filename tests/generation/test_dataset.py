@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 
 from dakter_hf.cli import main
 from dakter_hf.generation.config import KL_TEMPERATURE, GenerationConfig, GenerationSettings
@@ -25,8 +24,10 @@ from dakter_hf.generation.hub import push_generated_dataset
 from dakter_hf.generation.shards import parquet_files
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.unet import make_joint_unet
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.students.losses import KD_TEMPERATURE
 from dakter_hf.utils import files
+
 
 torch.set_num_threads(1)
 
@@ -61,7 +62,9 @@ def reference(pipeline_dir, tmp_path_factory):
 
 
 def load_parquet(out, cache):
-    return datasets.load_dataset("parquet", data_files={"train": parquet_files(str(out))}, split="train", cache_dir=str(cache))
+    return datasets.load_dataset(
+        "parquet", data_files={"train": parquet_files(str(out))}, split="train", cache_dir=str(cache)
+    )
 
 
 def rows_of(dataset):
@@ -98,7 +101,9 @@ def assert_same_rows(a, b, soft_atol=SOFT_TOL):
     assert ("soft_label" in a) == ("soft_label" in b)
     if "soft_label" in a:
         if soft_atol:
-            np.testing.assert_allclose(a["soft_label"].astype(np.float32), b["soft_label"].astype(np.float32), atol=soft_atol, rtol=soft_atol)
+            np.testing.assert_allclose(
+                a["soft_label"].astype(np.float32), b["soft_label"].astype(np.float32), atol=soft_atol, rtol=soft_atol
+            )
         else:
             np.testing.assert_array_equal(a["soft_label"], b["soft_label"])
 
@@ -188,27 +193,57 @@ def test_same_dataset_for_any_batch_size(pipeline_dir, reference, tmp_path):
 def test_same_dataset_for_one_and_two_processes(pipeline_dir, reference, tmp_path, first, second):
     out = tmp_path / "split"
     assert gen(pipeline_dir, out, process_index=first, num_processes=2) is None
-    expected = {0: ["train-00000-of-00003.parquet", "train-00002-of-00003.parquet"], 1: ["train-00001-of-00003.parquet"]}
+    expected = {
+        0: ["train-00000-of-00003.parquet", "train-00002-of-00003.parquet"],
+        1: ["train-00001-of-00003.parquet"],
+    }
     assert shard_files(out) == expected[first]
     assert not (out / "README.md").exists()
     assert gen(pipeline_dir, out, process_index=second, num_processes=2) == str(out)
-    assert_same_rows(rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0)  # same batch size: bit-identical
+    assert_same_rows(
+        rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0
+    )  # same batch size: bit-identical
     config = json.loads((out / "generation_config.json").read_text())
     assert config["soft_label_kl"] is not None
     assert (out / "README.md").exists() and (out / "hf").is_dir()
 
 
 def test_accelerate_launch_two_processes_matches_one(pipeline_dir, reference, tmp_path):
-    """The real multi-process path: `accelerate launch --multi_gpu --num_processes 2` (gloo on a CPU) splits the shards."""
+    """The multi-process path: `accelerate launch --multi_gpu --num_processes 2` (gloo on a CPU) splits the shards."""
     import subprocess
     import sys
 
     out = tmp_path / "launched"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dakter_hf.cli", "generate",
-        "--pipeline", pipeline_dir, "--out", str(out), "-n", str(N), "--steps", str(STEPS),
-        "--shard-size", str(SHARD), "--batch-size", "2", "--license", "cc-by-4.0",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "dakter_hf.cli",
+        "generate",
+        "--pipeline",
+        pipeline_dir,
+        "--out",
+        str(out),
+        "-n",
+        str(N),
+        "--steps",
+        str(STEPS),
+        "--shard-size",
+        str(SHARD),
+        "--batch-size",
+        "2",
+        "--license",
+        "cc-by-4.0",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -267,7 +302,9 @@ def test_kill_while_writing_a_shard(pipeline_dir, reference, tmp_path, monkeypat
     counting = CountingPipe(DAKTerPipeline.from_pretrained(pipeline_dir))
     assert gen(pipeline_dir, out, pipe=counting) == str(out)
     assert counting.calls == 2  # shards 1 and 2, one batch of 2 each
-    assert_same_rows(rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0)  # same batch size: bit-identical
+    assert_same_rows(
+        rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0
+    )  # same batch size: bit-identical
     assert not list(out.rglob("*.tmp"))
 
 
@@ -393,7 +430,11 @@ def test_push_generated_dataset(reference, tmp_path):
     assert "README.md" in uploaded and "generation_config.json" in uploaded
     assert [u for u in uploaded if u.startswith("data/")] == [f"data/train-{k:05d}-of-00003.parquet" for k in range(3)]
     assert not any(u.startswith("hf/") for u in uploaded)
-    remote_rows = rows_of(datasets.load_dataset("parquet", data_files=str(remote / "data" / "*.parquet"), split="train", cache_dir=str(tmp_path / "c")))
+    remote_rows = rows_of(
+        datasets.load_dataset(
+            "parquet", data_files=str(remote / "data" / "*.parquet"), split="train", cache_dir=str(tmp_path / "c")
+        )
+    )
     assert_same_rows(remote_rows, rows_at(reference, tmp_path / "c0"), soft_atol=0)
 
 
@@ -420,7 +461,26 @@ def test_cli_generate_and_quality(pipeline_dir, tmp_path, capsys):
 
 def test_cli_generate_scale(pipeline_dir, tmp_path, capsys):
     out = str(tmp_path / "scaled")
-    assert main(["generate", "--pipeline", pipeline_dir, "--out", out, "--scale", "0.5", "--real", "simulate:8", "--steps", "2", "--batch-size", "4"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--pipeline",
+                pipeline_dir,
+                "--out",
+                out,
+                "--scale",
+                "0.5",
+                "--real",
+                "simulate:8",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "N = 4" in capsys.readouterr().out
     assert len(load_parquet(out, tmp_path / "c")) == 4
 
@@ -472,9 +532,23 @@ def test_generation_config_records_the_same_fields_as_before(reference):
     """Run-only settings (batch size, save_to_disk, the check's T) stay out: folders made before still resume."""
     recorded = set(json.loads((reference / "generation_config.json").read_text()))
     assert recorded == {
-        "generator", "num_samples", "base_seed", "num_inference_steps", "eta", "label_noise", "shard_size",
-        "balancing_factor", "class_names", "resolution", "label_loss", "label_encoding", "image_prediction_type",
-        "license", "scheduler", "dtype", "soft_label_kl",
+        "generator",
+        "num_samples",
+        "base_seed",
+        "num_inference_steps",
+        "eta",
+        "label_noise",
+        "shard_size",
+        "balancing_factor",
+        "class_names",
+        "resolution",
+        "label_loss",
+        "label_encoding",
+        "image_prediction_type",
+        "license",
+        "scheduler",
+        "dtype",
+        "soft_label_kl",
     }
 
 
@@ -497,8 +571,15 @@ def test_old_keyword_call_warns_and_makes_the_same_dataset(pipeline_dir, referen
     out = tmp_path / "old"
     with pytest.warns(FutureWarning, match="GenerationSettings"):
         done = generate_dataset(
-            pipeline_dir, str(out), num_samples=N, batch_size=2, shard_size=SHARD, num_inference_steps=STEPS,
-            license="cc-by-4.0", device="cpu", show_progress=False,
+            pipeline_dir,
+            str(out),
+            num_samples=N,
+            batch_size=2,
+            shard_size=SHARD,
+            num_inference_steps=STEPS,
+            license="cc-by-4.0",
+            device="cpu",
+            show_progress=False,
         )
     assert done == str(out)
     assert_same_rows(rows_at(out, tmp_path / "c"), rows_at(reference, tmp_path / "c0"), soft_atol=0)
@@ -525,9 +606,21 @@ def test_bad_calls_raise_type_errors(pipeline_dir, tmp_path):
 
 # ------------------------------------------------------------------------- layout
 OLD_PUBLIC_NAMES = [
-    "CONFIG_NAME", "DAKTER_CLASS_NAMES", "DATASET_CARD", "GenerationConfig", "check_generation_options",
-    "check_pipeline_kind", "finalize_generated_dataset", "generate_dataset", "generated_features", "load_pipeline",
-    "model_fingerprint", "parquet_files", "push_generated_dataset", "soft_label_kl", "write_dataset_card",
+    "CONFIG_NAME",
+    "DAKTER_CLASS_NAMES",
+    "DATASET_CARD",
+    "GenerationConfig",
+    "check_generation_options",
+    "check_pipeline_kind",
+    "finalize_generated_dataset",
+    "generate_dataset",
+    "generated_features",
+    "load_pipeline",
+    "model_fingerprint",
+    "parquet_files",
+    "push_generated_dataset",
+    "soft_label_kl",
+    "write_dataset_card",
 ]
 
 

@@ -5,9 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from diffusers import (
-    DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
 )
@@ -19,6 +17,8 @@ from dakter_hf.generation.schedulers import (
     configure_sampling,
     make_scheduler,
 )
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+
 
 torch.set_num_threads(1)
 
@@ -71,8 +71,28 @@ def test_scheduler_names_and_class_names():
 @V_PIPELINE
 def test_cli_generate_records_scheduler_and_dtype(pipeline_dir, tmp_path, capsys):
     out = tmp_path / "gen"
-    code = main(["generate", "--pipeline", pipeline_dir, "--out", str(out), "-n", "2", "--batch-size", "2", "--steps", "3",
-                 "--scheduler", "dpm++", "--dtype", "bf16", "--device", "cpu", "--no-save-to-disk"])
+    code = main(
+        [
+            "generate",
+            "--pipeline",
+            pipeline_dir,
+            "--out",
+            str(out),
+            "-n",
+            "2",
+            "--batch-size",
+            "2",
+            "--steps",
+            "3",
+            "--scheduler",
+            "dpm++",
+            "--dtype",
+            "bf16",
+            "--device",
+            "cpu",
+            "--no-save-to-disk",
+        ]
+    )
     assert code == 0
     config = json.loads((out / "generation_config.json").read_text())
     assert config["scheduler"] == "DPMSolverMultistepScheduler" and config["dtype"] == "bf16"
@@ -83,7 +103,25 @@ def test_cli_generate_records_scheduler_and_dtype(pipeline_dir, tmp_path, capsys
 @V_PIPELINE
 def test_default_generation_records_ddim_fp32(pipeline_dir, tmp_path):
     out = tmp_path / "gen"
-    assert main(["generate", "--pipeline", pipeline_dir, "--out", str(out), "-n", "1", "--steps", "2", "--device", "cpu", "--no-save-to-disk"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--pipeline",
+                pipeline_dir,
+                "--out",
+                str(out),
+                "-n",
+                "1",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--no-save-to-disk",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "generation_config.json").read_text())
     assert config["scheduler"] == "DDIMScheduler" and config["dtype"] == "fp32"
 
@@ -105,7 +143,7 @@ def test_unsupported_dtype_gives_one_line_error(monkeypatch):
     pipe = build_pipeline()
 
     def broken(*args, **kwargs):
-        raise RuntimeError('"slow_conv2d_cpu" not implemented for \'Half\'\nmore trace')
+        raise RuntimeError("\"slow_conv2d_cpu\" not implemented for 'Half'\nmore trace")
 
     pipe.to(dtype=torch.float16)
     monkeypatch.setattr(pipe.unet, "forward", broken)

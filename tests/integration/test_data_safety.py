@@ -44,8 +44,36 @@ def test_overwrite_never_deletes_the_commands_own_input(pipeline_dir, tmp_path, 
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(source / "images" / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / "masks" / "a.png")
     raw = tree(source)
-    assert main(["data", "--source", f"folder:{source}", "--classes", "background,oil", "--out", str(source), "--overwrite"]) == 2
-    assert main(["data", "--source", f"folder:{source}", "--classes", "background,oil", "--out", str(tmp_path), "--overwrite"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "--source",
+                f"folder:{source}",
+                "--classes",
+                "background,oil",
+                "--out",
+                str(source),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "data",
+                "--source",
+                f"folder:{source}",
+                "--classes",
+                "background,oil",
+                "--out",
+                str(tmp_path),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
     assert tree(source) == raw
 
 
@@ -55,7 +83,10 @@ def test_overwrite_never_deletes_the_commands_own_input(pipeline_dir, tmp_path, 
 def test_every_command_twice_with_other_settings_keeps_the_first_run(pipeline_dir, tmp_path, capsys, one_thread):
     runs = {
         "data": (["data", "--source", "simulate:4", "--size", "16"], ["--seed", "1"]),
-        "generate": (["generate", "--pipeline", pipeline_dir, "-n", "2", "--steps", "2", "--device", "cpu"], ["--seed", "5"]),
+        "generate": (
+            ["generate", "--pipeline", pipeline_dir, "-n", "2", "--steps", "2", "--device", "cpu"],
+            ["--seed", "5"],
+        ),
         "demo": (["demo", "--steps", "2", "--samples", "2", "--inference-steps", "2"], ["--samples", "3"]),
     }
     for name, (first, second) in runs.items():
@@ -73,8 +104,35 @@ def test_every_command_twice_with_other_settings_keeps_the_first_run(pipeline_di
     from dakter_hf.students.train import main as train_student
 
     save_dataset(simulate_sar(4, size=32, seed=0, num_test_samples=2), str(tmp_path / "real"))
-    tiny = json.dumps(dict(hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], sr_ratios=[1, 1, 1, 1], decoder_hidden_size=8))
-    student = ["--real", str(tmp_path / "real"), "--mode", "real", "--student", "segformer-b0", "--student_config", tiny, "--resolution", "32", "--max_steps", "1", "--per_device_train_batch_size", "2", "--save_strategy", "no", "--output_dir", str(tmp_path / "student")]
+    tiny = json.dumps(
+        {
+            "hidden_sizes": [8, 8, 8, 8],
+            "depths": [1, 1, 1, 1],
+            "num_attention_heads": [1, 1, 1, 1],
+            "sr_ratios": [1, 1, 1, 1],
+            "decoder_hidden_size": 8,
+        }
+    )
+    student = [
+        "--real",
+        str(tmp_path / "real"),
+        "--mode",
+        "real",
+        "--student",
+        "segformer-b0",
+        "--student_config",
+        tiny,
+        "--resolution",
+        "32",
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--save_strategy",
+        "no",
+        "--output_dir",
+        str(tmp_path / "student"),
+    ]
     train_student(student)
     before = tree(tmp_path / "student")
     with pytest.raises(FolderError):
@@ -88,8 +146,20 @@ def test_every_command_twice_with_other_settings_keeps_the_first_run(pipeline_di
 def test_launchers_answer_user_errors_in_one_line(tmp_path):
     root = str(REPO_ROOT)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    for script, args in (("train_joint.py", ["--data", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "o")]), ("train_student.py", ["--real", str(tmp_path / "absent"), "--mode", "real", "--output_dir", str(tmp_path / "s")])):
-        result = subprocess.run([sys.executable, os.path.join(root, "training", script), *args], capture_output=True, text=True, env=env, timeout=300)
+    for script, args in (
+        ("train_joint.py", ["--data", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "o")]),
+        (
+            "train_student.py",
+            ["--real", str(tmp_path / "absent"), "--mode", "real", "--output_dir", str(tmp_path / "s")],
+        ),
+    ):
+        result = subprocess.run(
+            [sys.executable, os.path.join(root, "training", script), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and "absent" in result.stderr.strip().splitlines()[-1]
         assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
@@ -108,13 +178,3 @@ def test_leftover_staging_is_removed_on_the_next_run(pipeline_dir, tmp_path):
     (tmp_path / "ds.tmp-old").mkdir()
     assert main(["data", "--source", "simulate:2", "--size", "16", "--out", str(data)]) == 0
     assert not (tmp_path / "ds.tmp-old").exists()
-
-
-
-
-
-
-
-
-
-

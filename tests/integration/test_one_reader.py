@@ -48,8 +48,12 @@ def space(student, tmp_path_factory):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # shared CPUs (see conftest.one_thread)
-    demo = create_demo(pipeline=str(REPO_ROOT / "spaces" / "models" / "pipeline"), students=student[0],
-                       max_pixels=2_000_000, workdir=str(tmp_path_factory.mktemp("space")))
+    demo = create_demo(
+        pipeline=str(REPO_ROOT / "spaces" / "models" / "pipeline"),
+        students=student[0],
+        max_pixels=2_000_000,
+        workdir=str(tmp_path_factory.mktemp("space")),
+    )
     _, url, _ = launch(demo, prevent_thread_lock=True, quiet=True)
     yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
     demo.close()
@@ -64,8 +68,9 @@ def write_scene(path):
     nodata = np.zeros((HEIGHT, WIDTH), bool)
     nodata[:12, :16] = True
     bands[:, nodata] = -9999.0
-    tifffile.imwrite(path, bands, photometric="minisblack", planarconfig="separate",
-                     extratags=GEOTAGS + [nodata_tag("-9999")])
+    tifffile.imwrite(
+        path, bands, photometric="minisblack", planarconfig="separate", extratags=GEOTAGS + [nodata_tag("-9999")]
+    )
     return bands, nodata
 
 

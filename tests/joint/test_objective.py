@@ -9,13 +9,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from dakter_hf.pipelines.pipeline_dakter import (
-    decode_labels,
-    encode_labels,
-    image_x0_from_output,
-    label_codebook,
-    num_label_channels,
-)
 
 from dakter_hf.data.transforms import random_dihedral
 from dakter_hf.joint.objective import (
@@ -24,6 +17,14 @@ from dakter_hf.joint.objective import (
     canonical_prediction_type,
 )
 from dakter_hf.joint.unet import make_joint_unet
+from dakter_hf.pipelines.pipeline_dakter import (
+    decode_labels,
+    encode_labels,
+    image_x0_from_output,
+    label_codebook,
+    num_label_channels,
+)
+
 
 SIZE = 16
 
@@ -225,12 +226,12 @@ def test_binary_with_ce_raises():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(label_loss="bce"),
-        dict(label_encoding="gray"),
-        dict(image_prediction_type="score"),
-        dict(balancing_factor=0.0),
-        dict(balancing_factor=-1.0),
-        dict(snr_gamma=0.0),
+        {"label_loss": "bce"},
+        {"label_encoding": "gray"},
+        {"image_prediction_type": "score"},
+        {"balancing_factor": 0.0},
+        {"balancing_factor": -1.0},
+        {"snr_gamma": 0.0},
     ],
 )
 def test_bad_objective_options_raise(kwargs):
@@ -248,7 +249,9 @@ def test_binary_l2_full_call():
     recorder = Recorder(output_fn=lambda x, t: output)
     out = objective(recorder, images, masks, timesteps=timesteps, noise=noise)
     codes = encode_labels(masks, C, "binary")
-    assert torch.allclose(recorder.calls[0][0], objective.scheduler.add_noise(torch.cat([images, codes], 1), noise, timesteps))
+    assert torch.allclose(
+        recorder.calls[0][0], objective.scheduler.add_noise(torch.cat([images, codes], 1), noise, timesteps)
+    )
     assert torch.allclose(out.label_loss, torch.tensor(1.0))  # zeros against {-1, 1} codes
 
 
@@ -259,7 +262,13 @@ def test_epsilon_target_is_image_noise():
     images, masks = make_batch(C)
     timesteps, noise = fixed_inputs(objective, images)
     logits = torch.zeros(4, C, SIZE, SIZE)
-    out = objective(Recorder(output_fn=lambda x, t: torch.cat([noise[:, :1], logits], 1)), images, masks, timesteps=timesteps, noise=noise)
+    out = objective(
+        Recorder(output_fn=lambda x, t: torch.cat([noise[:, :1], logits], 1)),
+        images,
+        masks,
+        timesteps=timesteps,
+        noise=noise,
+    )
     assert float(out.image_loss) < 1e-12
     # the label noise is not part of the target
     wrong = torch.cat([noise[:, 1:2], logits], 1)
@@ -277,7 +286,9 @@ def test_v_target_is_velocity():
     v = a.sqrt() * noise[:, :1] - (1 - a).sqrt() * images
     assert torch.allclose(objective.scheduler.get_velocity(images, noise[:, :1], timesteps), v, atol=1e-6)
     logits = torch.zeros(4, C, SIZE, SIZE)
-    out = objective(Recorder(output_fn=lambda x, t: torch.cat([v, logits], 1)), images, masks, timesteps=timesteps, noise=noise)
+    out = objective(
+        Recorder(output_fn=lambda x, t: torch.cat([v, logits], 1)), images, masks, timesteps=timesteps, noise=noise
+    )
     assert float(out.image_loss) < 1e-10
 
 
@@ -295,7 +306,9 @@ def test_image_x0_from_output_recovers_x0(prediction, zero_terminal_snr):
     x0 = torch.rand(len(timesteps), 1, 8, 8, generator=g) * 2 - 1
     eps = torch.randn(x0.shape, generator=g)
     x_t = scheduler.add_noise(x0, eps, timesteps)
-    target = {"sample": x0, "epsilon": eps, "v_prediction": scheduler.get_velocity(x0, eps, timesteps)}[objective.image_prediction_type]
+    target = {"sample": x0, "epsilon": eps, "v_prediction": scheduler.get_velocity(x0, eps, timesteps)}[
+        objective.image_prediction_type
+    ]
     alpha = scheduler.alphas_cumprod[timesteps].reshape(-1, 1, 1, 1)
     recovered = image_x0_from_output(target, x_t, alpha, objective.image_prediction_type)
     assert torch.isfinite(recovered).all()
@@ -336,7 +349,9 @@ def test_min_snr_gamma_weights(prediction):
     output = torch.randn(5, 3, SIZE, SIZE, generator=g)
     out = objective(Recorder(output_fn=lambda x, t: output), images, masks, timesteps=timesteps, noise=noise)
     av = a.view(-1, 1, 1, 1)
-    target = {"sample": images, "epsilon": noise[:, :1], "v": av.sqrt() * noise[:, :1] - (1 - av).sqrt() * images}[prediction]
+    target = {"sample": images, "epsilon": noise[:, :1], "v": av.sqrt() * noise[:, :1] - (1 - av).sqrt() * images}[
+        prediction
+    ]
     per_sample = ((output[:, :1] - target) ** 2).mean(dim=(1, 2, 3))
     assert torch.allclose(out.image_loss, (per_sample * expected).mean(), rtol=1e-4)
     unweighted = DAKTerObjective(2, image_prediction_type=prediction)
@@ -352,8 +367,13 @@ def test_min_snr_on_zero_terminal_snr_is_finite(prediction):
     assert torch.isfinite(weights).all()
     assert float(weights[1]) == 0.0
     images, masks = make_batch(2, batch=2)
-    out = objective(Recorder(output_fn=lambda x, t: torch.zeros_like(x)), images, masks, timesteps=timesteps,
-                    noise=torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
+    out = objective(
+        Recorder(output_fn=lambda x, t: torch.zeros_like(x)),
+        images,
+        masks,
+        timesteps=timesteps,
+        noise=torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
+    )
     assert torch.isfinite(out.loss)
 
 
@@ -408,7 +428,7 @@ def test_random_dihedral_same_transform_for_image_and_mask():
     C, H = 7, 6
     image = torch.arange(H * H, dtype=torch.float32).view(1, 1, H, H).repeat(2, 1, 1, 1)
     image[1] += 1000  # two samples in a batch
-    mask = (image[:, 0].long() % C)
+    mask = image[:, 0].long() % C
     original = image[0, 0].clone()
     dihedral = []
     for k in range(4):

@@ -15,32 +15,33 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+from helpers import REPO_ROOT
 from safetensors.torch import load_file
 
 from dakter_hf.data.balance import compute_balance_stats
 from dakter_hf.data.sources import load_source
 from dakter_hf.joint.arguments import JointTrainingArguments, parse_args
 from dakter_hf.joint.training import train
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+
 
 # A tiny UNet is far faster on one thread than on two oversubscribed ones.
 torch.set_num_threads(1)
 
-from helpers import REPO_ROOT
 
-BASE = dict(
-    data="simulate:16",
-    num_classes=2,
-    resolution=16,
-    unet_preset="tiny",
-    train_batch_size=4,
-    report_to="none",
-    max_train_steps=2,
-    checkpointing_steps=100,
-    logging_steps=1,
-    learning_rate=1e-3,
-    sample_inference_steps=2,
-)
+BASE = {
+    "data": "simulate:16",
+    "num_classes": 2,
+    "resolution": 16,
+    "unet_preset": "tiny",
+    "train_batch_size": 4,
+    "report_to": "none",
+    "max_train_steps": 2,
+    "checkpointing_steps": 100,
+    "logging_steps": 1,
+    "learning_rate": 1e-3,
+    "sample_inference_steps": 2,
+}
 
 
 def make_args(output_dir, **overrides) -> JointTrainingArguments:
@@ -58,7 +59,9 @@ def checkpoint_weights(checkpoint_dir):
 def assert_same_weights(a, b, atol=1e-6):
     assert set(a) == set(b)
     for name in a:
-        assert torch.allclose(a[name], b[name], atol=atol, rtol=0), f"{name} differs (max |diff| {(a[name] - b[name]).abs().max():.3g})"
+        assert torch.allclose(a[name], b[name], atol=atol, rtol=0), (
+            f"{name} differs (max |diff| {(a[name] - b[name]).abs().max():.3g})"
+        )
 
 
 def read_front_matter(path):
@@ -102,7 +105,12 @@ def test_run_writes_pipeline_card_and_history(stage1):
     assert os.path.isfile(os.path.join(out, "training_args.json"))
     assert not list(Path(out).glob("*.tmp"))  # pathlib also sees hidden names (.NAME.<random>.tmp)
 
-    images = pipe(batch_size=2, num_inference_steps=2, generator=[torch.Generator().manual_seed(i) for i in range(2)], output_type="np")
+    images = pipe(
+        batch_size=2,
+        num_inference_steps=2,
+        generator=[torch.Generator().manual_seed(i) for i in range(2)],
+        output_type="np",
+    )
     assert images.images.shape == (2, 16, 16, 1)
     assert images.soft_labels.shape == (2, 2, 16, 16)
 
@@ -110,7 +118,7 @@ def test_run_writes_pipeline_card_and_history(stage1):
 # ------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("use_ema", [False, True], ids=["plain", "ema"])
 def test_resume_matches_uninterrupted_run(tmp_path, use_ema):
-    common = dict(checkpointing_steps=3, use_ema=use_ema, ema_decay=0.9, seed=3)
+    common = {"checkpointing_steps": 3, "use_ema": use_ema, "ema_decay": 0.9, "seed": 3}
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     torch.rand(5)  # unrelated use of the global RNG between runs must not matter
     final_a = train(make_args(a_dir, max_train_steps=6, **common))
@@ -182,7 +190,11 @@ def test_two_stage_training(stage1, tmp_path):
 
 def test_stage2_explicit_balancing_factor_overrides_inherit(stage1, tmp_path):
     _, stage1_pipeline = stage1
-    final = train(make_args(tmp_path / "s2b", resolution=32, init_from=stage1_pipeline, max_train_steps=1, balancing_factor="0.25"))
+    final = train(
+        make_args(
+            tmp_path / "s2b", resolution=32, init_from=stage1_pipeline, max_train_steps=1, balancing_factor="0.25"
+        )
+    )
     assert DAKTerPipeline.from_pretrained(final).config.balancing_factor == 0.25
 
 
@@ -199,7 +211,9 @@ def test_v_prediction_zero_terminal_snr_flow_into_pipeline(tmp_path):
 
 
 def test_l2_binary_labels_five_classes(tmp_path):
-    final = train(make_args(tmp_path / "l2", num_classes=5, label_loss="l2", label_encoding="binary", max_train_steps=1))
+    final = train(
+        make_args(tmp_path / "l2", num_classes=5, label_loss="l2", label_encoding="binary", max_train_steps=1)
+    )
     pipe = DAKTerPipeline.from_pretrained(final)
     assert pipe.unet.config.in_channels == 1 + 3
     assert pipe.unet.config.out_channels == 1 + 3
@@ -211,7 +225,15 @@ def test_l2_binary_labels_five_classes(tmp_path):
 
 
 # ------------------------------------------------------------------- config files
-CONFIG = {"data": "simulate:16", "resolution": 16, "unet_preset": "tiny", "max_train_steps": 5, "use_ema": True, "learning_rate": 0.001, "report_to": "none"}
+CONFIG = {
+    "data": "simulate:16",
+    "resolution": 16,
+    "unet_preset": "tiny",
+    "max_train_steps": 5,
+    "use_ema": True,
+    "learning_rate": 0.001,
+    "report_to": "none",
+}
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
@@ -249,7 +271,22 @@ def test_none_turns_off_clipping_and_checkpoint_limit_on_command_line(tmp_path):
 
 
 def test_command_line_types():
-    args = parse_args(["--resolution", "32", "--learning_rate", "1e-4", "--snr_gamma", "5", "--checkpoints_total_limit", "2", "--image_prediction", "v", "--use_ema", "yes"])
+    args = parse_args(
+        [
+            "--resolution",
+            "32",
+            "--learning_rate",
+            "1e-4",
+            "--snr_gamma",
+            "5",
+            "--checkpoints_total_limit",
+            "2",
+            "--image_prediction",
+            "v",
+            "--use_ema",
+            "yes",
+        ]
+    )
     assert args.resolution == 32 and isinstance(args.resolution, int)
     assert args.learning_rate == pytest.approx(1e-4) and isinstance(args.learning_rate, float)
     assert args.snr_gamma == 5.0 and args.checkpoints_total_limit == 2 and args.use_ema is True
@@ -326,7 +363,12 @@ def test_inherit_without_init_from_raises(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, word",
-    [(dict(resolution=0), "resolution"), (dict(unet_preset="huge"), "unet_preset"), (dict(train_batch_size=0), "train_batch_size"), (dict(image_prediction="x1"), "prediction")],
+    [
+        ({"resolution": 0}, "resolution"),
+        ({"unet_preset": "huge"}, "unet_preset"),
+        ({"train_batch_size": 0}, "train_batch_size"),
+        ({"image_prediction": "x1"}, "prediction"),
+    ],
 )
 def test_bad_arguments_rejected_at_construction(tmp_path, overrides, word):
     with pytest.raises(ValueError, match=word):
@@ -341,11 +383,33 @@ def test_batch_larger_than_dataset_raises(tmp_path):
 # ------------------------------------------------------------------ accelerate launch
 def test_accelerate_launch(tmp_path):
     out = tmp_path / "launched"
-    config = {**BASE, "output_dir": str(out), "max_train_steps": 2, "checkpointing_steps": 1, "checkpoints_total_limit": 1}
+    config = {
+        **BASE,
+        "output_dir": str(out),
+        "max_train_steps": 2,
+        "checkpointing_steps": 1,
+        "checkpoints_total_limit": 1,
+    }
     path = tmp_path / "launch.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "training/train_joint.py", "--config", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+        "training/train_joint.py",
+        "--config",
+        str(path),
+    ]
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"accelerate launch exited {result.returncode}\nstderr:\n{result.stderr[-4000:]}"
     assert os.path.isfile(out / "pipeline" / "model_index.json")

@@ -12,12 +12,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline, DAKTerPipelineOutput
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.unet import UNET_PRESETS, make_joint_unet
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline, DAKTerPipelineOutput
+
 
 SIZE = 16
 STEPS = 5
@@ -77,7 +78,7 @@ def stand_in(num_classes, seed=0, oracle=None):
     config = dict(UNET_PRESETS["tiny"], sample_size=SIZE, in_channels=1 + num_classes, out_channels=1 + num_classes)
     unet = StandInUNet(**config).eval()
     g = gen(100 + seed)
-    unet.fixed_image = (torch.rand(1, 1, SIZE, SIZE, generator=g) * 1.8 - 0.9)
+    unet.fixed_image = torch.rand(1, 1, SIZE, SIZE, generator=g) * 1.8 - 0.9
     unet.fixed_logits = torch.randn(1, num_classes, SIZE, SIZE, generator=g) * 3
     unet.oracle = oracle
     unet.inputs = []
@@ -141,7 +142,10 @@ def test_literal_label_noise_differs_only_in_label_inputs():
     for mode in ("consistent", "literal"):
         unet = stand_in(2)
         pipe = make_pipe(2, b=b, unet=unet)
-        recorded[mode] = (pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(3), label_noise=mode, output_type="np"), unet.inputs)
+        recorded[mode] = (
+            pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(3), label_noise=mode, output_type="np"),
+            unet.inputs,
+        )
     (out_c, in_c), (out_l, in_l) = recorded["consistent"], recorded["literal"]
     np.testing.assert_allclose(out_c.images, out_l.images, atol=1e-6)
     np.testing.assert_array_equal(out_c.soft_labels, out_l.soft_labels)
@@ -168,8 +172,12 @@ def test_clip_image():
     unet.fixed_image = torch.full((1, 1, SIZE, SIZE), 1.5)
     unet.fixed_image[..., : SIZE // 2, :] = -0.5
     clipped = make_pipe(2, unet=unet)(num_inference_steps=STEPS, generator=gen(0), output_type="pt").images
-    assert torch.allclose(clipped[..., SIZE // 2 :, :], torch.ones(1)) and torch.allclose(clipped[..., : SIZE // 2, :], torch.tensor(0.25))
-    raw = make_pipe(2, unet=unet)(num_inference_steps=STEPS, generator=gen(0), output_type="pt", clip_image=False).images
+    assert torch.allclose(clipped[..., SIZE // 2 :, :], torch.ones(1)) and torch.allclose(
+        clipped[..., : SIZE // 2, :], torch.tensor(0.25)
+    )
+    raw = make_pipe(2, unet=unet)(
+        num_inference_steps=STEPS, generator=gen(0), output_type="pt", clip_image=False
+    ).images
     assert torch.allclose(raw, clipped)  # the output is always clamped to [0, 1]
 
 
@@ -200,7 +208,10 @@ def test_batch_of_generators_equals_single_runs(eta):
 def test_output_types():
     C = 3
     pipe = make_pipe(C)
-    outs = {kind: pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(5), output_type=kind) for kind in ("pil", "np", "pt")}
+    outs = {
+        kind: pipe(batch_size=2, num_inference_steps=STEPS, generator=gen(5), output_type=kind)
+        for kind in ("pil", "np", "pt")
+    }
 
     np_out = outs["np"]
     assert isinstance(np_out.images, np.ndarray) and np_out.images.shape == (2, SIZE, SIZE, 1)
@@ -252,7 +263,7 @@ def test_l2_binary_masks_decode_the_last_output():
     unet = stand_in(3)  # 3 bit channels for 5 classes
     codes = torch.tensor([[-1, -1, -1], [-1, -1, 1], [-1, 1, -1], [-1, 1, 1], [1, -1, -1]], dtype=torch.float32)
     ids = torch.arange(SIZE * SIZE).view(SIZE, SIZE) % C
-    unet.fixed_logits = (codes[ids].permute(2, 0, 1)[None] * 0.7)
+    unet.fixed_logits = codes[ids].permute(2, 0, 1)[None] * 0.7
     pipe = make_pipe(C, unet=unet, label_loss="l2", label_encoding="binary")
     out = pipe(batch_size=1, num_inference_steps=STEPS, generator=gen(0), output_type="pt")
     assert torch.equal(out.masks[0], ids)
@@ -265,8 +276,22 @@ TOP_LEVEL_ALLOWED = {"torch", "diffusers", "numpy", "PIL"}
 @pytest.mark.parametrize(
     "options",
     [
-        dict(num_classes=3, b=0.37, label_loss="ce", label_encoding="onehot", image_prediction_type="v_prediction", balance_resolution=64),
-        dict(num_classes=5, b=2.0, label_loss="l2", label_encoding="binary", image_prediction_type="epsilon", balance_resolution=None),
+        {
+            "num_classes": 3,
+            "b": 0.37,
+            "label_loss": "ce",
+            "label_encoding": "onehot",
+            "image_prediction_type": "v_prediction",
+            "balance_resolution": 64,
+        },
+        {
+            "num_classes": 5,
+            "b": 2.0,
+            "label_loss": "l2",
+            "label_encoding": "binary",
+            "image_prediction_type": "epsilon",
+            "balance_resolution": None,
+        },
     ],
 )
 def test_save_and_load_three_ways(tmp_path, options):
@@ -301,7 +326,9 @@ def test_save_and_load_three_ways(tmp_path, options):
     loaded = [
         DAKTerPipeline.from_pretrained(path),
         DiffusionPipeline.from_pretrained(path, trust_remote_code=True),
-        DiffusionPipeline.from_pretrained(path, custom_pipeline=os.path.join(path, "pipeline_dakter.py"), trust_remote_code=True),
+        DiffusionPipeline.from_pretrained(
+            path, custom_pipeline=os.path.join(path, "pipeline_dakter.py"), trust_remote_code=True
+        ),
     ]
     assert type(loaded[0]) is DAKTerPipeline
     for other in loaded:
@@ -341,15 +368,15 @@ def test_class_count_must_match_unet_channels():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(label_loss="bce"),
-        dict(label_encoding="gray"),
-        dict(image_prediction_type="v"),
-        dict(image_prediction_type="eps"),
-        dict(balancing_factor=0.0),
-        dict(balancing_factor=-0.5),
-        dict(balancing_factor=float("nan")),
-        dict(balancing_factor=float("inf")),
-        dict(label_loss="ce", label_encoding="binary"),
+        {"label_loss": "bce"},
+        {"label_encoding": "gray"},
+        {"image_prediction_type": "v"},
+        {"image_prediction_type": "eps"},
+        {"balancing_factor": 0.0},
+        {"balancing_factor": -0.5},
+        {"balancing_factor": float("nan")},
+        {"balancing_factor": float("inf")},
+        {"label_loss": "ce", "label_encoding": "binary"},
     ],
 )
 def test_bad_pipeline_configs_raise(kwargs):
@@ -371,7 +398,10 @@ def test_bad_call_arguments_raise():
 # --------------------------------------------------------------------- zero terminal SNR
 def test_v_prediction_on_zero_terminal_snr_is_finite():
     scheduler = DDIMScheduler(
-        rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction", beta_schedule="linear"
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+        beta_schedule="linear",
     )
     pipe = make_pipe(2, scheduler=scheduler, image_prediction_type="v_prediction")
     assert pipe.scheduler.config.rescale_betas_zero_snr
@@ -410,6 +440,7 @@ from diffusers import (  # noqa: E402
     UniPCMultistepScheduler,
 )
 
+
 SCHEDULERS = {
     "ddim": lambda config: DDIMScheduler.from_config(config),
     "dpmsolver++": lambda config: DPMSolverMultistepScheduler.from_config(config),
@@ -418,7 +449,9 @@ SCHEDULERS = {
     "unipc": lambda config: UniPCMultistepScheduler.from_config(config),
     "euler": lambda config: EulerDiscreteScheduler.from_config(config),
     # Euler ancestral cannot step on x0: set to epsilon, it gets the clean estimate converted
-    "euler-ancestral-epsilon": lambda config: EulerAncestralDiscreteScheduler.from_config(config, prediction_type="epsilon"),
+    "euler-ancestral-epsilon": lambda config: EulerAncestralDiscreteScheduler.from_config(
+        config, prediction_type="epsilon"
+    ),
     "heun": lambda config: HeunDiscreteScheduler.from_config(config),
 }
 
@@ -468,7 +501,10 @@ def test_swapped_scheduler_round_trips_through_save_and_load(tmp_path):
         assert json.load(handle)["_class_name"] == "DPMSolverMultistepScheduler"
     with open(os.path.join(path, "model_index.json"), encoding="utf-8") as handle:
         assert json.load(handle)["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
-    for loaded in (DAKTerPipeline.from_pretrained(path), DiffusionPipeline.from_pretrained(path, trust_remote_code=True)):
+    for loaded in (
+        DAKTerPipeline.from_pretrained(path),
+        DiffusionPipeline.from_pretrained(path, trust_remote_code=True),
+    ):
         assert type(loaded.scheduler) is DPMSolverMultistepScheduler
         assert loaded.scheduler.config.prediction_type == "sample"
         got = quiet(loaded)(batch_size=2, num_inference_steps=STEPS, generator=gen(3), output_type="np")
@@ -484,7 +520,9 @@ def test_scheduler_given_at_construction_keeps_its_class_and_steps_on_x0():
     assert pipe.scheduler.config.prediction_type == "sample" and not pipe.scheduler.config.thresholding
     from diffusers import DDPMScheduler
 
-    assert type(DAKTerPipeline(unet, DDPMScheduler()).scheduler) is DDIMScheduler  # the training scheduler samples as DDIM
+    assert (
+        type(DAKTerPipeline(unet, DDPMScheduler()).scheduler) is DDIMScheduler
+    )  # the training scheduler samples as DDIM
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

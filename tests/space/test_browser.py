@@ -6,13 +6,12 @@ A missing chromium or playwright FAILS this test (it does not skip): the Space's
 must be checked in a browser on every CI run.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from helpers import REPO_ROOT
 from PIL import Image
+
 
 MODELS = REPO_ROOT / "spaces" / "models"
 

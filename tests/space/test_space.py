@@ -13,7 +13,6 @@ import subprocess
 import sys
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from dakter_hf.data.simulate import simulate_sar
 from dakter_hf.students.inference import grey_to_unit_tensor, probability_predictor
 from dakter_hf.students.segment import segment_array
 from dakter_hf.students.tiling import plan_tiles, predict_whole
+
 
 MODELS = REPO_ROOT / "spaces" / "models"
 UTM_KEYS = (1, 1, 0, 4, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633, 3076, 0, 1, 9001)
@@ -70,7 +70,9 @@ def mosaic(height, width, seed=11, tile=64):
     rows, cols = -(-height // tile), -(-width // tile)
     images = simulate_sar(rows * cols, size=tile, seed=seed)["train"]["image"]
     stack = np.stack([np.asarray(image.convert("L")) for image in images])
-    return np.ascontiguousarray(stack.reshape(rows, cols, tile, tile).transpose(0, 2, 1, 3).reshape(rows * tile, cols * tile)[:height, :width])
+    return np.ascontiguousarray(
+        stack.reshape(rows, cols, tile, tile).transpose(0, 2, 1, 3).reshape(rows * tile, cols * tile)[:height, :width]
+    )
 
 
 def scene(height, width, seed=3):
@@ -91,7 +93,9 @@ def test_every_event_has_an_api_name(space):
     names = [fn.api_name for fn in demo.fns.values()]
     assert names and all(names), names
     assert {"generate", "segment", "example_scene"} <= set(names)
-    assert {"/generate", "/segment", "/example_scene"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/generate", "/segment", "/example_scene"} <= set(
+        client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
     assert "2,000,000 pixels" in json.dumps(demo.config)  # the page states the pixel limit
 
 
@@ -109,12 +113,21 @@ def test_generate_outputs_and_zip(space):
 
     with zipfile.ZipFile(zip_path) as archive:
         names = sorted(archive.namelist())
-        assert names == sorted(["generation.json"] + [f"sample_{i:02d}_seed{5 + i}_{kind}" for i in range(2) for kind in ("image.png", "mask.png", "soft_label.npy")])
+        assert names == sorted(
+            ["generation.json"]
+            + [
+                f"sample_{i:02d}_seed{5 + i}_{kind}"
+                for i in range(2)
+                for kind in ("image.png", "mask.png", "soft_label.npy")
+            ]
+        )
         info = json.loads(archive.read("generation.json"))
         soft = np.load(io.BytesIO(archive.read("sample_01_seed6_soft_label.npy")))
         mask = np.asarray(Image.open(io.BytesIO(archive.read("sample_01_seed6_mask.png"))))
         image = Image.open(io.BytesIO(archive.read("sample_01_seed6_image.png")))
-    assert info["seeds"] == [5, 6] and info["class_names"] == ["background", "oil"] and info["display_temperature"] == 2.0
+    assert (
+        info["seeds"] == [5, 6] and info["class_names"] == ["background", "oil"] and info["display_temperature"] == 2.0
+    )
     assert soft.shape == (2, 32, 32) and soft.dtype == np.float32
     assert image.size == (32, 32) and image.mode == "L"
     np.testing.assert_array_equal(mask, soft.argmax(0))
@@ -122,7 +135,9 @@ def test_generate_outputs_and_zip(space):
     # sample i comes from seed + i alone: seed 6 asked on its own gives the same soft label
     *_, single_zip, _ = client.predict(6, 1, 4, "DDIM", 1.0, api_name="/generate")
     with zipfile.ZipFile(single_zip) as archive:
-        np.testing.assert_allclose(np.load(io.BytesIO(archive.read("sample_00_seed6_soft_label.npy"))), soft, atol=1e-5)
+        np.testing.assert_allclose(
+            np.load(io.BytesIO(archive.read("sample_00_seed6_soft_label.npy"))), soft, atol=1e-5
+        )
 
 
 # ---------------------------------------------------------------------------- segment
@@ -132,7 +147,9 @@ def test_segment_geotiff_keeps_georeferencing(space, tmp_path):
     path = tmp_path / "scene.tif"
     tifffile.imwrite(path, grey.astype(np.uint16) * 200 + 17, extratags=GEOTAGS)  # 16-bit, stretched by the app
 
-    overlay, legend, panel, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    overlay, legend, panel, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(
+        handle_file(str(path)), "student-segformer", None, api_name="/segment"
+    )
     assert open_image(overlay).size == (300, 200) and open_image(overlay).mode == "RGB"
     assert open_image(panel).width > 2 * 160
     mask_image = open_image(mask_path)
@@ -154,7 +171,9 @@ def test_segment_geotiff_keeps_georeferencing(space, tmp_path):
     assert tags[34737].startswith("WGS 84 / UTM zone 33N")
 
     # a spacing typed in wins over the file's
-    _, _, _, _, area_20, _, _, status_20, *_ = client.predict(handle_file(str(path)), "student-segformer", 20, api_name="/segment")
+    _, _, _, _, area_20, _, _, status_20, *_ = client.predict(
+        handle_file(str(path)), "student-segformer", 20, api_name="/segment"
+    )
     assert area_20 == pytest.approx(4 * area, rel=1e-4) and "as entered" in status_20
 
 
@@ -164,11 +183,17 @@ def test_segment_float32_geotiff_with_nodata_and_degrees(space, tmp_path):
     values = (scene(128, 160, seed=5).astype(np.float32) / 255) ** 2  # intensity-like floats
     values[:32, :48] = -9999.0
     keys = (1, 1, 0, 2, 1024, 0, 1, 2, 2048, 0, 1, 4326)
-    tags = [(33550, "d", 3, (1e-4, 1e-4, 0.0), True), (33922, "d", 6, (0.0, 0.0, 0.0, 10.0, 45.0064, 0.0), True),
-            (34735, "H", len(keys), keys, True), (42113, "s", 0, "-9999", True)]
+    tags = [
+        (33550, "d", 3, (1e-4, 1e-4, 0.0), True),
+        (33922, "d", 6, (0.0, 0.0, 0.0, 10.0, 45.0064, 0.0), True),
+        (34735, "H", len(keys), keys, True),
+        (42113, "s", 0, "-9999", True),
+    ]
     path = tmp_path / "sigma0.tif"
     tifffile.imwrite(path, values, extratags=tags)
-    _, _, _, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    _, _, _, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(
+        handle_file(str(path)), "student-segformer", None, api_name="/segment"
+    )
     mask = np.asarray(open_image(mask_path))
     assert (mask[:32, :48] == 255).all() and (mask[32:] != 255).all()  # no data stays no data
     valid = mask != 255
@@ -188,7 +213,9 @@ def test_segment_rgb_png_without_spacing(space, tmp_path):
     grey = scene(96, 128, seed=4)
     path = tmp_path / "scene.png"
     Image.fromarray(np.stack([grey] * 3, axis=-1)).save(path)
-    overlay, _, _, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")
+    overlay, _, _, oil_percent, area, mask_path, tif_path, status, *_ = client.predict(
+        handle_file(str(path)), "student-segformer", None, api_name="/segment"
+    )
     assert open_image(overlay).size == (256, 192)  # small scenes are shown enlarged (2x)
     assert open_image(mask_path).size == (128, 96)
     assert 0 <= oil_percent <= 100 and area is None and "unknown" in status
@@ -245,7 +272,9 @@ def test_tiling_1000x700_matches_one_pass_where_windows_agree(space, student, tm
     Image.fromarray(grey).save(path)
     mask_path = client.predict(handle_file(str(path)), "student-segformer", None, api_name="/segment")[5]
     tiled = np.asarray(open_image(mask_path))
-    np.testing.assert_array_equal(tiled, segment_array(grey, model, processor).argmax(0))  # the Space uses the shared tiling
+    np.testing.assert_array_equal(
+        tiled, segment_array(grey, model, processor).argmax(0)
+    )  # the Space uses the shared tiling
 
     window = 64
     image = grey_to_unit_tensor(grey)
@@ -265,7 +294,9 @@ def test_tiling_1000x700_matches_one_pass_where_windows_agree(space, student, tm
     assert agree.mean() > 0.9  # the windows agree almost everywhere
     assert (tiled == 1)[agree].mean() > 0.02  # and oil there: the comparison is not all background
     mismatch = float((tiled[agree] != one_pass[agree]).mean())
-    assert mismatch <= TILING_MISMATCH, f"tiled and one-pass masks differ on {100 * mismatch:.2f} % of the pixels where windows agree"
+    assert mismatch <= TILING_MISMATCH, (
+        f"tiled and one-pass masks differ on {100 * mismatch:.2f} % of the pixels where windows agree"
+    )
     oil_tiled, oil_one = tiled[agree] == 1, one_pass[agree] == 1
     iou = (oil_tiled & oil_one).sum() / (oil_tiled | oil_one).sum()
     assert iou >= TILING_OIL_IOU, f"oil IoU of tiled vs one pass where windows agree: {iou:.3f}"
@@ -274,16 +305,37 @@ def test_tiling_1000x700_matches_one_pass_where_windows_agree(space, student, tm
 # ------------------------------------------------------------------------- bad inputs
 def tiff_header(width, height):
     """A little-endian TIFF claiming an 8-bit width x height image whose pixels are absent."""
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, width * height)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) if e[1] == 4 else struct.pack("<HHIHH", *e, 0) for e in entries) + struct.pack("<I", 0)
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, width * height),
+    ]
+    ifd = (
+        struct.pack("<H", len(entries))
+        + b"".join(struct.pack("<HHII", *e) if e[1] == 4 else struct.pack("<HHIHH", *e, 0) for e in entries)
+        + struct.pack("<I", 0)
+    )
     return b"II*\x00" + struct.pack("<I", 8) + ifd
 
 
 def png_header(width, height):
     """A PNG whose IHDR claims width x height; its pixel data is never read by the app."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def corrupt_tiff():
@@ -326,15 +378,26 @@ def test_missing_upload_and_bad_controls_get_a_message(space, tmp_path):
     Image.fromarray(scene(64, 64)).save(png)
     cases = [
         (lambda: client.predict(None, "student-segformer", None, api_name="/segment"), "Upload a SAR image first"),
-        (lambda: client.predict(0, 1, 4, "DDIM", 0.01, api_name="/generate"), "less than minimum value 0.1"),  # Gradio's own check
+        (
+            lambda: client.predict(0, 1, 4, "DDIM", 0.01, api_name="/generate"),
+            "less than minimum value 0.1",
+        ),  # Gradio's own check
         (lambda: client.predict(0, 17, 4, "DDIM", 1.0, api_name="/generate"), "greater than maximum value 16"),
-        (lambda: client.predict(handle_file(__file__), "student-segformer", None, api_name="/segment"), "Invalid file type"),  # a .py upload
-        (lambda: client.predict(handle_file(str(png)), "no-such-student", None, api_name="/segment"), "no-such-student"),
+        (
+            lambda: client.predict(handle_file(__file__), "student-segformer", None, api_name="/segment"),
+            "Invalid file type",
+        ),  # a .py upload
+        (
+            lambda: client.predict(handle_file(str(png)), "no-such-student", None, api_name="/segment"),
+            "no-such-student",
+        ),
     ]
     for call, expected in cases:
         with pytest.raises(Exception) as caught:
             call()
-        assert expected.lower() in str(caught.value).lower() and "Traceback" not in str(caught.value), str(caught.value)
+        assert expected.lower() in str(caught.value).lower() and "Traceback" not in str(caught.value), str(
+            caught.value
+        )
 
 
 def test_space_files_are_in_place():
@@ -349,7 +412,9 @@ def test_space_files_are_in_place():
     for folder in ("pipeline", "student-segformer"):
         total = sum(f.stat().st_size for f in (MODELS / folder).rglob("*") if f.is_file())
         assert total < 5_000_000, (folder, total)
-        assert not list((MODELS / folder).rglob("checkpoint-*")) and not list((MODELS / folder).rglob("training_args.bin"))
+        assert not list((MODELS / folder).rglob("checkpoint-*")) and not list(
+            (MODELS / folder).rglob("training_args.bin")
+        )
 
 
 def test_generate_controls_are_checked_without_gradio():
@@ -357,7 +422,13 @@ def test_generate_controls_are_checked_without_gradio():
     from dakter_hf.space.generate_tab import check_generate_inputs
 
     assert check_generate_inputs(3.0, 2, 10, "DDIM", 2) == (3, 2, 10, 2.0)
-    for args, expected in [((0, 17, 10, "DDIM", 1), "Number of samples"), ((0, 1, 0, "DDIM", 1), "Steps"), ((0, 1, 10, "Heun", 1), "Sampler"), ((1.5, 1, 10, "DDIM", 1), "Seed"), ((0, 1, 10, "DDIM", 50), "temperature")]:
+    for args, expected in [
+        ((0, 17, 10, "DDIM", 1), "Number of samples"),
+        ((0, 1, 0, "DDIM", 1), "Steps"),
+        ((0, 1, 10, "Heun", 1), "Sampler"),
+        ((1.5, 1, 10, "DDIM", 1), "Seed"),
+        ((0, 1, 10, "DDIM", 50), "temperature"),
+    ]:
         with pytest.raises(ValueError, match=expected):
             check_generate_inputs(*args)
 
@@ -365,7 +436,13 @@ def test_generate_controls_are_checked_without_gradio():
 def test_app_file_and_dakter_space_command_parse_their_options():
     """spaces/app.py runs as a script (as on a Space); `dakter space` registers the same options."""
     app = MODELS.parent / "app.py"
-    done = subprocess.run([sys.executable, str(app), "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(app), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0 and "--pipeline" in done.stdout and "--students" in done.stdout, done.stderr[-2000:]
 
     from dakter_hf.space.commands import REGISTRARS
@@ -409,5 +486,8 @@ def test_other_samplers_leave_the_shared_pipeline_alone():
 def test_committed_pipeline_code_matches_the_package():
     """spaces/models/pipeline carries a copy of pipeline_dakter.py (for trust_remote_code); it must not drift."""
     root = str(REPO_ROOT)
-    with open(os.path.join(root, "pipelines", "pipeline_dakter.py"), "rb") as a, open(os.path.join(root, "spaces", "models", "pipeline", "pipeline_dakter.py"), "rb") as b:
+    with (
+        open(os.path.join(root, "pipelines", "pipeline_dakter.py"), "rb") as a,
+        open(os.path.join(root, "spaces", "models", "pipeline", "pipeline_dakter.py"), "rb") as b,
+    ):
         assert a.read() == b.read(), "run spaces/make_default_models.py (or copy pipelines/pipeline_dakter.py there)"

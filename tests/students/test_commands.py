@@ -14,6 +14,7 @@ from dakter_hf.data.simulate import simulate_sar
 from dakter_hf.students.inference import student_predictor
 from dakter_hf.students.models import build_student, make_image_processor
 
+
 WINDOW = 32
 
 
@@ -51,7 +52,23 @@ def test_segment_large_image_agrees_with_single_forward_passes(student_dir, tmp_
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (70, 90), dtype=np.uint8)
     Image.fromarray(grey, mode="L").save(tmp_path / "scene.png")
-    assert main(["segment", str(tmp_path / "scene.png"), "--model", folder, "--out", str(tmp_path / "out"), "--overlap", "0.25", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "scene.png"),
+                "--model",
+                folder,
+                "--out",
+                str(tmp_path / "out"),
+                "--overlap",
+                "0.25",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     probabilities = np.load(tmp_path / "out" / "scene_probabilities.npy").astype(np.float32)
     mask = np.asarray(Image.open(tmp_path / "out" / "scene_mask.png"))
     assert probabilities.shape == (2, 70, 90) and mask.shape == (70, 90)
@@ -64,7 +81,11 @@ def test_segment_large_image_agrees_with_single_forward_passes(student_dir, tmp_
     for y, x in [(0, 0), (38, 58)]:  # first window, and the last (flush with the bottom-right border)
         single = predict(image[..., y : y + WINDOW, x : x + WINDOW]).softmax(1)[0].numpy()
         tiled = probabilities[:, y : y + WINDOW, x : x + WINDOW]
-        alone = (slice(0, 24), slice(0, 24)) if (y, x) == (0, 0) else (slice(WINDOW - 14, WINDOW), slice(WINDOW - 10, WINDOW))
+        alone = (
+            (slice(0, 24), slice(0, 24))
+            if (y, x) == (0, 0)
+            else (slice(WINDOW - 14, WINDOW), slice(WINDOW - 10, WINDOW))
+        )
         assert np.allclose(tiled[:, alone[0], alone[1]], single[:, alone[0], alone[1]], atol=2e-3)  # float16 storage
         # where windows overlap the blend stays close to either pass
         clear = np.abs(single[1] - single[0]) > 0.02
@@ -85,11 +106,31 @@ def test_segment_reads_folders_and_refuses_bad_inputs(student_dir, tmp_path, cap
     (tmp_path / "broken.png").write_bytes(b"not a png")
     assert main(["segment", str(tmp_path / "broken.png"), "--model", folder, "--out", str(tmp_path / "o3")]) == 2
     assert "broken.png" in capsys.readouterr().err
-    assert main(["segment", str(scenes / "a.png"), "--model", folder, "--out", str(tmp_path / "o4"), "--overlap", "1.5"]) == 2
+    assert (
+        main(["segment", str(scenes / "a.png"), "--model", folder, "--out", str(tmp_path / "o4"), "--overlap", "1.5"])
+        == 2
+    )
     assert "--overlap" in capsys.readouterr().err
-    assert main(["segment", str(scenes / "a.png"), "--model", folder, "--out", str(tmp_path / "o4"), "--pixel-scale", "abc"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(scenes / "a.png"),
+                "--model",
+                folder,
+                "--out",
+                str(tmp_path / "o4"),
+                "--pixel-scale",
+                "abc",
+            ]
+        )
+        == 2
+    )
     assert "--pixel-scale" in capsys.readouterr().err
-    assert main(["segment", str(scenes / "a.png"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o5")]) == 2
+    assert (
+        main(["segment", str(scenes / "a.png"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o5")])
+        == 2
+    )
     assert "--model" in capsys.readouterr().err
 
 
@@ -98,7 +139,24 @@ def test_evaluate_prints_table4_and_writes_json(student_dir, tmp_path, capsys):
     data = simulate_sar(2, num_classes=2, size=32, seed=3, num_test_samples=5)
     save_dataset(data, str(tmp_path / "data"))
     out = tmp_path / "metrics.json"
-    assert main(["evaluate", "--model", folder, "--data", str(tmp_path / "data"), "--split", "test", "--json", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                folder,
+                "--data",
+                str(tmp_path / "data"),
+                "--split",
+                "test",
+                "--json",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| mIoU | mF1 |" in printed and "IoU oil" in printed
     record = json.loads(out.read_text())
@@ -119,7 +177,10 @@ def test_evaluate_constant_baseline(tmp_path, capsys):
     data = simulate_sar(2, num_classes=2, size=32, seed=4, num_test_samples=3)
     save_dataset(data, str(tmp_path / "data"))
     out = tmp_path / "background.json"
-    assert main(["evaluate", "--constant", "0", "--data", str(tmp_path / "data"), "--split", "test", "--json", str(out)]) == 0
+    assert (
+        main(["evaluate", "--constant", "0", "--data", str(tmp_path / "data"), "--split", "test", "--json", str(out)])
+        == 0
+    )
     record = json.loads(out.read_text())
     masks = np.stack([np.asarray(m) for m in data["test"]["mask"]])
     assert record["per_category_iou"][0] == pytest.approx((masks == 0).mean())
@@ -162,8 +223,16 @@ def test_segment_writes_an_uncertainty_geotiff_with_the_input_georeferencing(stu
     values = grey.astype(np.float32)
     values[:10, :12] = -9999.0  # a no-data block
     tifffile.imwrite(tmp_path / "scene.tif", values, extratags=GEOTAGS + [(42113, "s", 0, "-9999", True)])
-    argv = ["segment", str(tmp_path / "scene.tif"), "--model", folder, "--out", str(tmp_path / "out"),
-            "--device", "cpu"]
+    argv = [
+        "segment",
+        str(tmp_path / "scene.tif"),
+        "--model",
+        folder,
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert "mean entropy" in capsys.readouterr().out
     maps = {}

@@ -53,7 +53,9 @@ def test_generated_rows_keep_their_soft_labels_and_argmax_labels(real, generated
 
 def test_hard_mode_drops_soft_labels(real, generated):
     sets = [load_generated(generated[0][0])]
-    samples = build_training_samples(real["train"], 32, generated=sets, scale=1.0, use_soft_labels=False, augment=False)
+    samples = build_training_samples(
+        real["train"], 32, generated=sets, scale=1.0, use_soft_labels=False, augment=False
+    )
     assert samples.soft_labels is None and not samples[8]["has_soft_label"]
     assert torch.equal(samples[8]["labels"], torch.from_numpy(generated[1][0][0].astype(np.float32)).argmax(0))
 
@@ -62,7 +64,12 @@ def test_resizing_soft_labels_to_the_student_resolution(real, generated):
     sets = [load_generated(generated[0][0])]
     samples = build_training_samples(real["train"], 16, generated=sets, scale=0.5, augment=False)
     row = samples[8]
-    expected = torch.nn.functional.interpolate(torch.from_numpy(generated[1][0][0].astype(np.float32))[None], size=(16, 16), mode="bilinear", align_corners=False)[0]
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(generated[1][0][0].astype(np.float32))[None],
+        size=(16, 16),
+        mode="bilinear",
+        align_corners=False,
+    )[0]
     assert row["pixel_values"].shape == (1, 16, 16) and row["soft_labels"].shape == (2, 16, 16)
     assert torch.allclose(row["soft_labels"], expected, atol=1e-2)  # float16 storage
     assert torch.equal(row["labels"], row["soft_labels"].argmax(0))

@@ -100,7 +100,14 @@ def test_mixed_batch_routes_each_sample():
     soft = torch.randn(2, 2, 8, 8, generator=g) * 4
     labels = torch.randint(0, 2, (2, 8, 8), generator=g)
     labels[1] = soft[1].argmax(0)
-    out = student_loss(logits, labels, soft, has_soft_label=torch.tensor([False, True]), is_generated=torch.tensor([False, True]), config=StudentLossConfig(generated_dice_target="soft"))
+    out = student_loss(
+        logits,
+        labels,
+        soft,
+        has_soft_label=torch.tensor([False, True]),
+        is_generated=torch.tensor([False, True]),
+        config=StudentLossConfig(generated_dice_target="soft"),
+    )
     up = F.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
     p = up.softmax(1)
     # sample 0, by hand
@@ -130,7 +137,14 @@ def test_hard_mode_has_no_kd_and_hard_dice():
     g = torch.Generator().manual_seed(5)
     logits, soft = torch.randn(1, 2, 8, 8, generator=g), torch.randn(1, 2, 8, 8, generator=g)
     labels = soft.argmax(1)
-    out = student_loss(logits, labels, None, None, torch.tensor([True]), StudentLossConfig(kd_weight=0.0, generated_dice_target="hard"))
+    out = student_loss(
+        logits,
+        labels,
+        None,
+        None,
+        torch.tensor([True]),
+        StudentLossConfig(kd_weight=0.0, generated_dice_target="hard"),
+    )
     expected = F.cross_entropy(logits, labels) + 0.5 * dice_loss(logits.softmax(1), one_hot(labels, 2))
     assert out.per_sample[0].item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -141,7 +155,11 @@ def test_teacher_kd_real_sample_keeps_mask_targets():
     logits, soft = torch.randn(1, 2, 8, 8, generator=g), torch.randn(1, 2, 8, 8, generator=g)
     labels = torch.randint(0, 2, (1, 8, 8), generator=g)
     out = student_loss(logits, labels, soft, torch.tensor([True]), torch.tensor([False]))
-    expected = F.cross_entropy(logits, labels) + 0.1 * kd_loss(logits, soft, 2.0)[0] + 0.5 * dice_loss(logits.softmax(1), one_hot(labels, 2))[0]
+    expected = (
+        F.cross_entropy(logits, labels)
+        + 0.1 * kd_loss(logits, soft, 2.0)[0]
+        + 0.5 * dice_loss(logits.softmax(1), one_hot(labels, 2))[0]
+    )
     assert out.per_sample[0].item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -21,6 +21,7 @@ from dakter_hf.students.metrics import (
     metrics_from_confusion,
 )
 
+
 PER_CATEGORY = ("iou", "accuracy", "f1", "precision", "recall")
 
 
@@ -145,7 +146,7 @@ def test_accumulator_over_batches_equals_one_call():
     whole = confusion_matrix(pred, ref, 5)
     np.testing.assert_array_equal(acc.confusion, whole)
     result, expected = acc.compute(), metrics_from_confusion(whole)
-    assert_same(result, {k: v for k, v in expected.items()})
+    assert_same(result, dict(expected.items()))
     assert set(result["per_category"]) == {"a", "b", "c", "d", "e"}
     assert result["per_category"]["b"]["iou"] == pytest.approx(expected["per_category_iou"][1])
     assert math.isnan(result["per_category"]["e"]["f1"])
@@ -160,7 +161,10 @@ def test_batch_compute_metrics_flat_dict_and_reset():
     compute_metrics = make_batch_compute_metrics(2, id2label=id2label)
     batches = [random_maps(seed, 2, shape=(2, 8, 8)) for seed in (5, 6, 7)]
     for pred, ref in batches[:-1]:
-        assert compute_metrics(SimpleNamespace(predictions=torch.from_numpy(pred), label_ids=ref), compute_result=False) == {}
+        assert (
+            compute_metrics(SimpleNamespace(predictions=torch.from_numpy(pred), label_ids=ref), compute_result=False)
+            == {}
+        )
     pred, ref = batches[-1]
     flat = compute_metrics(SimpleNamespace(predictions=pred, label_ids=torch.from_numpy(ref)), compute_result=True)
 
@@ -168,7 +172,12 @@ def test_batch_compute_metrics_flat_dict_and_reset():
     all_ref = np.concatenate([r for _, r in batches])
     expected = reference_metrics(all_pred, all_ref, 2)
     assert set(flat) == {
-        "mean_iou", "mean_f1", "mean_precision", "mean_recall", "overall_accuracy", "mean_accuracy",
+        "mean_iou",
+        "mean_f1",
+        "mean_precision",
+        "mean_recall",
+        "overall_accuracy",
+        "mean_accuracy",
         *(f"{m}_{n}" for m in ("iou", "f1", "precision", "recall") for n in id2label.values()),
     }
     assert all(type(v) is float for v in flat.values())

@@ -1,4 +1,4 @@
-"""Each student builds, trains a step, returns per-pixel scores at label size, saves and reloads with plain transformers."""
+"""Each student builds, trains a step, gives per-pixel scores at label size, reloads with plain transformers."""
 
 import json
 import os
@@ -35,7 +35,9 @@ def test_student_trains_and_round_trips(name, tmp_path, one_thread):
     logits = student_logits(model, images)
     scores = resize_logits(logits, labels.shape[-2:])
     assert scores.shape == (2, 2, 32, 32)
-    loss = student_loss(logits, labels, soft, torch.tensor([False, True]), torch.tensor([False, True])).per_sample.mean()
+    loss = student_loss(
+        logits, labels, soft, torch.tensor([False, True]), torch.tensor([False, True])
+    ).per_sample.mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert sum(int(g is not None and g.abs().sum() > 0) for g in grads) > len(grads) // 2
@@ -45,7 +47,10 @@ def test_student_trains_and_round_trips(name, tmp_path, one_thread):
         reference = student_logits(model, images)
     model.save_pretrained(tmp_path)
     make_image_processor(model, 32).save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["sar_input"] == {"channels": 1, "scaling": "pixel / 127.5 - 1"}
+    assert json.loads((tmp_path / "config.json").read_text())["sar_input"] == {
+        "channels": 1,
+        "scaling": "pixel / 127.5 - 1",
+    }
     reloaded, processor = load_student(str(tmp_path))
     with torch.no_grad():
         assert torch.allclose(student_logits(reloaded.eval(), images), reference, atol=1e-5)
@@ -98,7 +103,9 @@ def test_mask2former_kd_uses_normalised_log_probabilities_and_reaches_both_heads
     # per-pixel log-probabilities: exp sums to 1 over classes
     assert torch.allclose(logits.exp().sum(1), torch.ones(2, 8, 8), atol=1e-4)
     # and they are the normalised einsum of query classes and masks
-    semantic = torch.einsum("bqc,bqhw->bchw", outputs.class_queries_logits.softmax(-1)[..., :-1], outputs.masks_queries_logits.sigmoid())
+    semantic = torch.einsum(
+        "bqc,bqhw->bchw", outputs.class_queries_logits.softmax(-1)[..., :-1], outputs.masks_queries_logits.sigmoid()
+    )
     assert torch.allclose(logits.exp(), semantic / semantic.sum(1, keepdim=True), atol=1e-4)
     teacher = torch.randn(2, 2, 32, 32) * 3
     kd = kd_loss(resize_logits(logits, (32, 32)), teacher, 2.0).mean()

@@ -29,7 +29,9 @@ def pixelwise_predict(in_channels=2, classes=4, seed=0):
 def context_predict(seed=0):
     """Two zero-padded 3x3 convs: receptive radius 2, so outputs within 2 px of a window edge change."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 3, padding=1))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 3, padding=1)
+    )
     for p in net.parameters():
         p.data *= 3  # pronounced border effects and well-separated classes
     return lambda x: torch.softmax(net(x), dim=1)

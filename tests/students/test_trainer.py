@@ -14,13 +14,34 @@ from dakter_hf.students.losses import StudentLossConfig, student_loss
 from dakter_hf.students.metrics import make_batch_compute_metrics
 from dakter_hf.students.trainer import DAKTerTrainer
 
+
 ID2LABEL = {0: "background", 1: "oil"}
 
 
 def tiny_segformer(seed=0, dropout=None):
     torch.manual_seed(seed)
-    rates = {} if dropout is None else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, classifier_dropout_prob=dropout, drop_path_rate=dropout)
-    config = SegformerConfig(**rates, num_channels=1, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1], sr_ratios=[1, 1, 1, 1], decoder_hidden_size=16)
+    rates = (
+        {}
+        if dropout is None
+        else {
+            "hidden_dropout_prob": dropout,
+            "attention_probs_dropout_prob": dropout,
+            "classifier_dropout_prob": dropout,
+            "drop_path_rate": dropout,
+        }
+    )
+    config = SegformerConfig(
+        **rates,
+        num_channels=1,
+        num_labels=2,
+        id2label=ID2LABEL,
+        label2id={v: k for k, v in ID2LABEL.items()},
+        hidden_sizes=[8, 16, 16, 16],
+        depths=[1, 1, 1, 1],
+        num_attention_heads=[1, 1, 1, 1],
+        sr_ratios=[1, 1, 1, 1],
+        decoder_hidden_size=16,
+    )
     return SegformerForSemanticSegmentation(config)
 
 
@@ -34,13 +55,34 @@ def mixed_samples(count=8, size=16, seed=0):
     soft_index = np.r_[np.full(count // 2, -1), np.arange(count // 2)]
     flags = np.r_[np.zeros(count // 2, bool), np.ones(count // 2, bool)]
     order = rng.permutation(count)  # real and generated interleaved
-    return StudentSamples(images[order], masks[order], soft, soft_index[order], flags[order], num_classes=2, augment=False)
+    return StudentSamples(
+        images[order], masks[order], soft, soft_index[order], flags[order], num_classes=2, augment=False
+    )
 
 
 def make_trainer(tmp_path, model, samples, **overrides):
-    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, learning_rate=1e-2, lr_scheduler_type="constant", remove_unused_columns=False, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1, seed=0, data_seed=0, dataloader_num_workers=0, disable_tqdm=True, label_names=["labels"], weight_decay=0.0)
+    values = {
+        "output_dir": str(tmp_path),
+        "per_device_train_batch_size": 4,
+        "max_steps": 1,
+        "learning_rate": 1e-2,
+        "lr_scheduler_type": "constant",
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "seed": 0,
+        "data_seed": 0,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        "label_names": ["labels"],
+        "weight_decay": 0.0,
+    }
     values.update(overrides)
-    return DAKTerTrainer(model=model, args=TrainingArguments(**values), train_dataset=samples, data_collator=student_collate)
+    return DAKTerTrainer(
+        model=model, args=TrainingArguments(**values), train_dataset=samples, data_collator=student_collate
+    )
 
 
 def test_compute_loss_is_the_mean_routed_loss(tmp_path):
@@ -51,7 +93,14 @@ def test_compute_loss_is_the_mean_routed_loss(tmp_path):
     model.eval()  # no dropout: the two forward passes must agree
     loss = trainer.compute_loss(model, batch)
     logits = model(pixel_values=batch["pixel_values"]).logits
-    expected = student_loss(logits, batch["labels"], batch["soft_labels"], batch["has_soft_label"], batch["is_generated"], StudentLossConfig()).per_sample.mean()
+    expected = student_loss(
+        logits,
+        batch["labels"],
+        batch["soft_labels"],
+        batch["has_soft_label"],
+        batch["is_generated"],
+        StudentLossConfig(),
+    ).per_sample.mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert batch["has_soft_label"].any() and not batch["has_soft_label"].all()
 
@@ -60,8 +109,17 @@ def _train_once(tmp_path, batch, accumulation):
     torch.manual_seed(0)
     model = tiny_segformer(dropout=0.0)
     model.decode_head.batch_norm = torch.nn.Identity()
-    # plain SGD: its step is proportional to the gradient, so a mis-scaled loss shows in the weights (AdamW would hide it)
-    trainer = make_trainer(tmp_path, model, mixed_samples(), per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, optim="sgd", max_grad_norm=0.0)
+    # plain SGD: its step is proportional to the gradient, so a mis-scaled loss shows in the weights
+    # (AdamW would hide it)
+    trainer = make_trainer(
+        tmp_path,
+        model,
+        mixed_samples(),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        optim="sgd",
+        max_grad_norm=0.0,
+    )
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {name: p.detach().clone() for name, p in model.named_parameters()}, losses[0]
@@ -98,7 +156,9 @@ def test_evaluation_returns_argmax_maps_and_batch_metrics(tmp_path):
     # the same numbers from a hand loop over the whole set
     with torch.no_grad():
         full = student_collate([samples[i] for i in range(len(samples))])
-        logits = torch.nn.functional.interpolate(model(pixel_values=full["pixel_values"]).logits, size=(16, 16), mode="bilinear", align_corners=False)
+        logits = torch.nn.functional.interpolate(
+            model(pixel_values=full["pixel_values"]).logits, size=(16, 16), mode="bilinear", align_corners=False
+        )
     predicted = logits.argmax(1)
     truth = full["labels"]
     oil_iou = ((predicted == 1) & (truth == 1)).sum() / ((predicted == 1) | (truth == 1)).sum()

@@ -1,4 +1,4 @@
-"""dakter_hf.utils.arguments: one HfArgumentParser for several dataclasses, `--config FILE`, None-aware Optional flags."""
+"""utils.arguments: one HfArgumentParser for several dataclasses, `--config FILE`, None-aware Optional flags."""
 
 import json
 from dataclasses import dataclass, field
@@ -57,7 +57,12 @@ def test_yaml_keys_go_to_their_dataclass_and_the_command_line_wins(tmp_path):
 def test_json_config_and_bool_flags(tmp_path):
     path = write(tmp_path, json.dumps({"augment": False, "max_steps": 5, "weight_decay": 0}), "config.json")
     toy, training = parse_arguments(TYPES, ["--config", path, *CHEAP])
-    assert toy.augment is False and training.max_steps == 5 and training.weight_decay == 0.0 and isinstance(training.weight_decay, float)
+    assert (
+        toy.augment is False
+        and training.max_steps == 5
+        and training.weight_decay == 0.0
+        and isinstance(training.weight_decay, float)
+    )
     toy, _ = parse_arguments(TYPES, ["--config", path, *CHEAP, "--augment"])
     assert toy.augment is True  # bare flag
     toy, _ = parse_arguments(TYPES, [*CHEAP, "--no_augment"])
@@ -66,7 +71,9 @@ def test_json_config_and_bool_flags(tmp_path):
 
 @pytest.mark.parametrize("word", ["none", "None", "null", ""])
 def test_optional_fields_read_none_words_as_none(tmp_path, word):
-    toy, training = parse_arguments(TYPES, [*CHEAP, "--max_minutes", word, "--keep", word, "--teacher", word, "--save_total_limit", word])
+    toy, training = parse_arguments(
+        TYPES, [*CHEAP, "--max_minutes", word, "--keep", word, "--teacher", word, "--save_total_limit", word]
+    )
     assert toy.max_minutes is None and toy.keep is None and toy.teacher is None and training.save_total_limit is None
     path = write(tmp_path, f"max_minutes: '{word}'\nkeep: null\nsave_total_limit: {word or '~'}\n")
     toy, training = parse_arguments(TYPES, ["--config", path, *CHEAP])

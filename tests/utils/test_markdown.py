@@ -26,8 +26,12 @@ def test_alignment_rules():
 
 
 def test_padded_table_reads_as_plain_text():
-    lines = markdown_table(["statistic", "real", "x"], [["mean", "0.5", "12.25"], ["a long label", "1", "2"]],
-                           align=[None, "right", "right"], pad=True)
+    lines = markdown_table(
+        ["statistic", "real", "x"],
+        [["mean", "0.5", "12.25"], ["a long label", "1", "2"]],
+        align=[None, "right", "right"],
+        pad=True,
+    )
     assert lines == [
         "| statistic    | real |     x |",
         "|--------------|-----:|------:|",

@@ -31,11 +31,11 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import PIL.Image
 import torch
-
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+
 
 LABEL_LOSSES = ("ce", "l2")
 LABEL_ENCODINGS = ("onehot", "binary")
@@ -112,7 +112,12 @@ def image_x0_from_output(
 
 
 def image_x0_at_step(
-    output: torch.Tensor, model_input: torch.Tensor, alpha: float, prediction_type: str, clip: bool, out: Optional[torch.Tensor] = None
+    output: torch.Tensor,
+    model_input: torch.Tensor,
+    alpha: float,
+    prediction_type: str,
+    clip: bool,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """`image_x0_from_output` for one sampling step, with alpha a float: x0 = s_in x_t + s_out output
     in two kernels (into `out` where given), clamped to [-1, 1] in place when `clip`. For
@@ -131,7 +136,9 @@ def image_x0_at_step(
     return image.clamp_(-1, 1) if clip else image
 
 
-def clean_to_scheduler_output(clean: torch.Tensor, model_input: torch.Tensor, alpha_prod_t: float, prediction_type: str) -> torch.Tensor:
+def clean_to_scheduler_output(
+    clean: torch.Tensor, model_input: torch.Tensor, alpha_prod_t: float, prediction_type: str
+) -> torch.Tensor:
     """The joint clean estimate x0 -> what a scheduler with `prediction_type` steps on.
 
     The inverse of `image_x0_from_output` on the variance-preserving model input
@@ -146,7 +153,10 @@ def clean_to_scheduler_output(clean: torch.Tensor, model_input: torch.Tensor, al
     if prediction_type == "v_prediction":
         eps = (model_input - math.sqrt(a) * clean) / math.sqrt(max(1.0 - a, 1e-20))
         return math.sqrt(a) * eps - math.sqrt(1.0 - a) * clean
-    raise ValueError(f"DAKTerPipeline cannot drive a scheduler with prediction_type={prediction_type!r}; use sample, epsilon or v_prediction")
+    raise ValueError(
+        f"DAKTerPipeline cannot drive a scheduler with prediction_type={prediction_type!r}; use sample, epsilon or "
+        "v_prediction"
+    )
 
 
 def as_sampling_scheduler(scheduler):
@@ -255,7 +265,7 @@ class DAKTerPipeline(DiffusionPipeline):
             label_encoding=label_encoding,
             image_prediction_type=image_prediction_type,
             balance_resolution=balance_resolution,
-            input_normalization=input_normalization,  # how the training images' pixels became 0..255 (dakter_hf.data.sar_image)
+            input_normalization=input_normalization,  # how training pixels became 0..255 (dakter_hf.data.raster)
         )
 
     # ---------------------------------------------------------------- save / load
@@ -367,7 +377,10 @@ class DAKTerPipeline(DiffusionPipeline):
             masks_np = masks.cpu().numpy().astype(np.int64)
             soft_np = None if soft_labels is None else soft_labels.cpu().numpy()
             if output_type == "pil":
-                pil_images = [PIL.Image.fromarray((image[..., 0] * 255).round().astype(np.uint8), mode="L") for image in images_np]
+                pil_images = [
+                    PIL.Image.fromarray((image[..., 0] * 255).round().astype(np.uint8), mode="L")
+                    for image in images_np
+                ]
                 pil_masks = [PIL.Image.fromarray(mask.astype(np.uint8), mode="L") for mask in masks_np]
                 result = (pil_images, soft_np, pil_masks)
             else:
@@ -378,7 +391,9 @@ class DAKTerPipeline(DiffusionPipeline):
             return result
         return DAKTerPipelineOutput(*result)
 
-    def _ddim_loop(self, state: torch.Tensor, timesteps: torch.Tensor, alphas: List[float], b: float, clip_image: bool) -> torch.Tensor:
+    def _ddim_loop(
+        self, state: torch.Tensor, timesteps: torch.Tensor, alphas: List[float], b: float, clip_image: bool
+    ) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) on x0, updated in place: a few fused kernels per step.
 
         DDIMScheduler.step with prediction_type="sample" computes
@@ -406,7 +421,9 @@ class DAKTerPipeline(DiffusionPipeline):
             label_output = output[:, 1:]
             a = alphas[i]
             c_t, c_0 = coefficients[i]
-            image = image_x0_at_step(output[:, :1], state[:, :1], a, config.image_prediction_type, clip_image, out=image_x0)
+            image = image_x0_at_step(
+                output[:, :1], state[:, :1], a, config.image_prediction_type, clip_image, out=image_x0
+            )
             state.mul_(c_t)
             state[:, :1].add_(image, alpha=c_0)
             if labels is not None:  # b (softmax * 2 - 1) in two kernels: softmax, then the step's axpy
@@ -427,7 +444,9 @@ class DAKTerPipeline(DiffusionPipeline):
             model_input = scheduler.scale_model_input(state, t)
             output = self.unet(model_input, t).sample
             label_output = output[:, 1:]
-            image = image_x0_at_step(output[:, :1], model_input[:, :1], alphas[i], config.image_prediction_type, clip_image)
+            image = image_x0_at_step(
+                output[:, :1], model_input[:, :1], alphas[i], config.image_prediction_type, clip_image
+            )
             clean = torch.cat([image, label_prediction_to_state(label_output, config.label_loss, b)], dim=1)
             target = clean_to_scheduler_output(clean, model_input, alphas[i], prediction_type)
             state = scheduler.step(target, t, state, **extra).prev_sample
@@ -446,11 +465,15 @@ def check_label_options(label_loss: str, label_encoding: str, balancing_factor: 
         raise ValueError(f"balancing_factor must be a positive finite number, got {balancing_factor!r}")
 
 
-def check_pipeline_config(unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor) -> None:
+def check_pipeline_config(
+    unet, class_names, label_loss, label_encoding, image_prediction_type, balancing_factor
+) -> None:
     """Clear errors for configs that cannot describe a working DAKTer model."""
     check_label_options(label_loss, label_encoding, balancing_factor)
     if image_prediction_type not in IMAGE_PREDICTION_TYPES:
-        raise ValueError(f"image_prediction_type must be one of {IMAGE_PREDICTION_TYPES}, got {image_prediction_type!r}")
+        raise ValueError(
+            f"image_prediction_type must be one of {IMAGE_PREDICTION_TYPES}, got {image_prediction_type!r}"
+        )
     expected = 1 + num_label_channels(len(class_names), label_encoding)
     in_channels, out_channels = unet.config.in_channels, unet.config.out_channels
     if in_channels != expected or out_channels != expected:

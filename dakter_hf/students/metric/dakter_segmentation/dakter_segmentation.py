@@ -13,6 +13,7 @@ import numpy as np
 
 from dakter_hf.students import metrics as dakter_metrics
 
+
 _DESCRIPTION = """\
 Semantic segmentation metrics of the DAKTer paper's Table 4, all derived from one
 confusion matrix summed over the image pairs: mean IoU, mean F1, mean precision,
@@ -71,7 +72,8 @@ Examples:
 
 _CITATION = """\
 @misc{dakter,
-  title = {{DAKTer}: diffusion-based data augmentation and knowledge transfer with generated soft labels for {SAR} oil-spill segmentation},
+  title = {{DAKTer}: diffusion-based data augmentation and knowledge transfer with generated soft labels
+           for {SAR} oil-spill segmentation},
   note = {Segmentation metrics of Table 4; implementation in dakter-hf}
 }
 """
