@@ -17,24 +17,26 @@ encoder by default (the reference loads torchvision's ImageNet ResNet-34; here `
 name a transformers ResNet checkpoint, see ``load_resnet_encoder``). The boundary-supervised loss lives in
 ``dakter_hf.students.losses`` (``boundary_loss``).
 
-This file is self-contained (torch + transformers only): ``save_pretrained`` copies it next to the
-weights, so a checkpoint loads with plain transformers and ``trust_remote_code=True``.
+This file and its relative import ``remote_code.py`` are self-contained (torch + transformers only):
+``save_pretrained`` copies both next to the weights, so a checkpoint loads with plain transformers and
+``trust_remote_code=True``.
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import (
-    AutoConfig,
-    AutoModelForSemanticSegmentation,
-    PretrainedConfig,
-    PreTrainedModel,
-    ResNetConfig,
-    ResNetModel,
-)
-from transformers import initialization as init
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, ResNetConfig, ResNetModel
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import SemanticSegmenterOutput
+
+# Relative on purpose: save_pretrained copies a modelling file's relative imports next to it (see remote_code.py).
+from .remote_code import (
+    check_backbone_channels,
+    init_head_weights,
+    label_kwargs,
+    register,
+    segmentation_loss,
+    segmenter_output,
+)
 
 
 # ResNet-34 (He et al. 2016, Table 1): the reference's torchvision resnet34 in transformers' terms.
@@ -75,9 +77,7 @@ class CBDNetConfig(PretrainedConfig):
             self.backbone_config = ResNetConfig(**resnet34_kwargs(self.num_channels))
         super().__post_init__(**kwargs)
         self.dilations = list(self.dilations)
-        backbone_channels = getattr(self.backbone_config, "num_channels", self.num_channels)
-        if backbone_channels != self.num_channels:
-            raise ValueError(f"num_channels={self.num_channels} but backbone_config.num_channels={backbone_channels}")
+        check_backbone_channels(self)
         if len(self.backbone_config.hidden_sizes) < 2:
             raise ValueError("backbone_config needs at least two stages")
         if getattr(self.backbone_config, "downsample_in_first_stage", False):
@@ -86,14 +86,10 @@ class CBDNetConfig(PretrainedConfig):
 
 def cbdnet_config(num_labels, id2label=None, num_channels=1, backbone=None, **kwargs) -> CBDNetConfig:
     """A CBD-Net config on a ResNet-34 with `num_channels` inputs; `backbone` overrides ResNetConfig fields."""
-    label_kwargs = {"num_labels": num_labels}
-    if id2label is not None:
-        if len(id2label) != num_labels:
-            raise ValueError(f"id2label has {len(id2label)} entries, num_labels is {num_labels}")
-        id2label = {int(i): name for i, name in id2label.items()}
-        label_kwargs = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
     resnet = ResNetConfig(**resnet34_kwargs(num_channels, **(backbone or {})))
-    return CBDNetConfig(backbone_config=resnet, num_channels=num_channels, **label_kwargs, **kwargs)
+    return CBDNetConfig(
+        backbone_config=resnet, num_channels=num_channels, **label_kwargs(num_labels, id2label), **kwargs
+    )
 
 
 class ChannelSqueezeExcitation(nn.Module):
@@ -205,21 +201,8 @@ class CBDNetForSemanticSegmentation(PreTrainedModel):
 
     def _init_weights(self, module):
         # The ResNet is a PreTrainedModel and initialises itself (kaiming fan_out, BN identity); this covers
-        # the attention, centre and decoder. initialization functions skip tensors loaded by from_pretrained.
-        if module is self.classifier:
-            # small logits: the untrained model predicts ~uniformly (start loss ~log C)
-            init.normal_(module.weight, std=0.01)
-            init.zeros_(module.bias)
-        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+        # the attention, centre and decoder.
+        init_head_weights(module, self.classifier, convs=(nn.Conv2d, nn.ConvTranspose2d))
 
     def encode(self, pixel_values):
         """The attended feature maps of every stage (strides 4, 8, 16, 32 for a ResNet-34)."""
@@ -246,19 +229,10 @@ class CBDNetForSemanticSegmentation(PreTrainedModel):
         loss = None
         if labels is not None:
             upsampled = _match(logits, labels[:, None]) if labels.shape[-2:] != logits.shape[-2:] else logits
-            ignore = self.config.semantic_loss_ignore_index
-            if self.config.num_labels > 1:
-                loss = F.cross_entropy(upsampled, labels.long(), ignore_index=ignore)
-            else:  # one sigmoid channel, as the reference
-                valid = ((labels >= 0) & (labels != ignore)).float()
-                loss = F.binary_cross_entropy_with_logits(upsampled.squeeze(1), labels.float(), reduction="none")
-                loss = (loss * valid).mean()
-
-        hidden_states = tuple(features) if output_hidden_states else None
-        if not return_dict:
-            out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
-            return ((loss,) + out) if loss is not None else out
-        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+            loss = segmentation_loss(
+                upsampled, labels, self.config
+            )  # CE, or BCE for one sigmoid channel as the reference
+        return segmenter_output(loss, logits, tuple(features) if output_hidden_states else None, return_dict)
 
 
 def load_resnet_encoder(weights, num_labels, id2label=None, **kwargs) -> CBDNetForSemanticSegmentation:
@@ -279,9 +253,5 @@ def load_resnet_encoder(weights, num_labels, id2label=None, **kwargs) -> CBDNetF
     return model
 
 
-# Local use: the auto classes resolve "dakter_cbdnet" once this module is imported.
-AutoConfig.register("dakter_cbdnet", CBDNetConfig, exist_ok=True)
-AutoModelForSemanticSegmentation.register(CBDNetConfig, CBDNetForSemanticSegmentation, exist_ok=True)
-# save_pretrained: write auto_map into config.json and copy this file next to the weights.
-CBDNetConfig.register_for_auto_class()
-CBDNetForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+# The auto classes resolve "dakter_cbdnet" once this module is imported; save_pretrained writes auto_map.
+register("dakter_cbdnet", CBDNetConfig, CBDNetForSemanticSegmentation)

@@ -3,24 +3,26 @@
 Built on transformers' own ResNet backbone with random init, because segmentation-models-pytorch/timm
 need torchvision, whose wheel does not work with our CPU torch.
 
-This file is self-contained (torch + transformers only): ``save_pretrained`` copies it next to the
-weights, so a checkpoint loads with plain transformers and ``trust_remote_code=True``.
+This file and its relative import ``remote_code.py`` are self-contained (torch + transformers only):
+``save_pretrained`` copies both next to the weights, so a checkpoint loads with plain transformers and
+``trust_remote_code=True``.
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import (
-    AutoBackbone,
-    AutoConfig,
-    AutoModelForSemanticSegmentation,
-    PretrainedConfig,
-    PreTrainedModel,
-    ResNetConfig,
-)
-from transformers import initialization as init
+from transformers import AutoBackbone, AutoConfig, PretrainedConfig, PreTrainedModel, ResNetConfig
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import SemanticSegmenterOutput
+
+# Relative on purpose: save_pretrained copies a modelling file's relative imports next to it (see remote_code.py).
+from .remote_code import (
+    check_backbone_channels,
+    init_head_weights,
+    label_kwargs,
+    register,
+    segmentation_loss,
+    segmenter_output,
+)
 
 
 # ResNet layouts for `deeplabv3plus_config`. Stem + stage1 give stride 4, each later stage halves again.
@@ -98,9 +100,7 @@ class DeepLabV3PlusConfig(PretrainedConfig):
             self.backbone_config = ResNetConfig(**_resnet_kwargs(num_channels=self.num_channels))
         super().__post_init__(**kwargs)
         self.atrous_rates = list(self.atrous_rates)
-        backbone_channels = getattr(self.backbone_config, "num_channels", self.num_channels)
-        if backbone_channels != self.num_channels:
-            raise ValueError(f"num_channels={self.num_channels} but backbone_config.num_channels={backbone_channels}")
+        check_backbone_channels(self)
         if len(self.backbone_config.out_features) < 2:
             raise ValueError("backbone_config needs two out_features: low-level (stride 4) and high-level")
 
@@ -112,18 +112,11 @@ def deeplabv3plus_config(
 
     output_stride=16 truncates the ResNet after stage3 (see `_resnet_kwargs`); 32 keeps stage4.
     """
-    label_kwargs = {"num_labels": num_labels}
-    if id2label is not None:
-        if len(id2label) != num_labels:
-            raise ValueError(f"id2label has {len(id2label)} entries, num_labels is {num_labels}")
-        id2label = {int(i): name for i, name in id2label.items()}
-        # PretrainedConfig does not derive label2id from id2label
-        label_kwargs = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
     return DeepLabV3PlusConfig(
         backbone_config=ResNetConfig(**_resnet_kwargs(backbone, num_channels, output_stride)),
         num_channels=num_channels,
         atrous_rates=list(atrous_rates),
-        **label_kwargs,
+        **label_kwargs(num_labels, id2label),
     )
 
 
@@ -206,21 +199,8 @@ class DeepLabV3PlusForSemanticSegmentation(PreTrainedModel):
 
     def _init_weights(self, module):
         # The backbone is a PreTrainedModel and initialises itself; this covers the ASPP and decoder.
-        # transformers.initialization functions skip tensors already loaded by from_pretrained.
-        if module is self.decoder.classifier:
-            # fan_out kaiming with ~2 outputs would give logits of std ~10 and a start loss of ~6
-            init.normal_(module.weight, std=0.01)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+        # (fan_out kaiming on the classifier, with ~2 outputs, would give logits of std ~10, start loss ~6.)
+        init_head_weights(module, self.decoder.classifier, convs=(nn.Conv2d,))
 
     def forward(self, pixel_values, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
         """labels: (B, H, W) class ids; loss is computed on logits upsampled to the label size."""
@@ -232,23 +212,9 @@ class DeepLabV3PlusForSemanticSegmentation(PreTrainedModel):
         loss = None
         if labels is not None:
             upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            ignore = self.config.semantic_loss_ignore_index
-            if self.config.num_labels > 1:
-                loss = F.cross_entropy(upsampled, labels.long(), ignore_index=ignore)
-            else:  # binary, as SegformerForSemanticSegmentation does it
-                valid = ((labels >= 0) & (labels != ignore)).float()
-                loss = F.binary_cross_entropy_with_logits(upsampled.squeeze(1), labels.float(), reduction="none")
-                loss = (loss * valid).mean()
-
-        if not return_dict:
-            out = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + out) if loss is not None else out
-        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+            loss = segmentation_loss(upsampled, labels, self.config)
+        return segmenter_output(loss, logits, outputs.hidden_states, return_dict)
 
 
-# Local use: the auto classes resolve "dakter_deeplabv3plus" once this module is imported.
-AutoConfig.register("dakter_deeplabv3plus", DeepLabV3PlusConfig, exist_ok=True)
-AutoModelForSemanticSegmentation.register(DeepLabV3PlusConfig, DeepLabV3PlusForSemanticSegmentation, exist_ok=True)
-# save_pretrained: write auto_map into config.json and copy this file next to the weights.
-DeepLabV3PlusConfig.register_for_auto_class()
-DeepLabV3PlusForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+# The auto classes resolve "dakter_deeplabv3plus" once this module is imported; save_pretrained writes auto_map.
+register("dakter_deeplabv3plus", DeepLabV3PlusConfig, DeepLabV3PlusForSemanticSegmentation)

@@ -181,7 +181,7 @@ def test_save_and_reload_with_plain_transformers(tmp_path, one_thread):
         "AutoConfig": "cbdnet.CBDNetConfig",
         "AutoModelForSemanticSegmentation": "cbdnet.CBDNetForSemanticSegmentation",
     }
-    assert (d / "cbdnet.py").is_file()
+    assert (d / "cbdnet.py").is_file() and (d / "remote_code.py").is_file()  # and its relative import
     env = dict(
         os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1", PYTHONPATH=""
     )

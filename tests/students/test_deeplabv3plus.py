@@ -182,7 +182,7 @@ def test_save_and_load_with_plain_transformers(tmp_path, one_thread):
         "AutoConfig": "deeplabv3plus.DeepLabV3PlusConfig",
         "AutoModelForSemanticSegmentation": "deeplabv3plus.DeepLabV3PlusForSemanticSegmentation",
     }
-    assert (d / "deeplabv3plus.py").is_file()
+    assert (d / "deeplabv3plus.py").is_file() and (d / "remote_code.py").is_file()  # and its relative import
 
     env = dict(
         os.environ,
