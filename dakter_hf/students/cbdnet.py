@@ -17,26 +17,18 @@ encoder by default (the reference loads torchvision's ImageNet ResNet-34; here `
 name a transformers ResNet checkpoint, see ``load_resnet_encoder``). The boundary-supervised loss lives in
 ``dakter_hf.students.losses`` (``boundary_loss``).
 
-This file and its relative import ``remote_code.py`` are self-contained (torch + transformers only):
-``save_pretrained`` copies both next to the weights, so a checkpoint loads with plain transformers and
-``trust_remote_code=True``.
+Like ``deeplabv3plus.py``, this file needs nothing but torch, transformers and ``remote_code.py`` (a relative
+import, which ``save_pretrained`` copies beside it): a saved checkpoint loads with ``trust_remote_code=True``.
 """
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, ResNetConfig, ResNetModel
+from transformers import AutoConfig, PretrainedConfig, ResNetConfig, ResNetModel
 from transformers.configuration_utils import SubConfigSpec
 
 # Relative on purpose: save_pretrained copies a modelling file's relative imports next to it (see remote_code.py).
-from .remote_code import (
-    check_backbone_channels,
-    init_head_weights,
-    label_kwargs,
-    register,
-    segmentation_loss,
-    segmenter_output,
-)
+from .remote_code import SegmenterModel, check_channels, init_head, label_kwargs, model_output, own_loss, register
 
 
 # ResNet-34 (He et al. 2016, Table 1): the reference's torchvision resnet34 in transformers' terms.
@@ -77,7 +69,7 @@ class CBDNetConfig(PretrainedConfig):
             self.backbone_config = ResNetConfig(**resnet34_kwargs(self.num_channels))
         super().__post_init__(**kwargs)
         self.dilations = list(self.dilations)
-        check_backbone_channels(self)
+        check_channels(self)
         if len(self.backbone_config.hidden_sizes) < 2:
             raise ValueError("backbone_config needs at least two stages")
         if getattr(self.backbone_config, "downsample_in_first_stage", False):
@@ -167,17 +159,12 @@ def _match(x, reference):
     return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class CBDNetForSemanticSegmentation(PreTrainedModel):
+class CBDNetForSemanticSegmentation(SegmenterModel):
     """CBD-Net. Logits come at the input resolution (the labels' size when images and masks match)."""
 
     config_class = CBDNetConfig
     config: CBDNetConfig
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     base_model_prefix = "cbdnet"
-    # forward takes **kwargs only to tolerate extras; without this the Trainer would pass
-    # num_items_in_batch and skip dividing the loss by the gradient-accumulation steps.
-    accepts_loss_kwargs = False
 
     def __init__(self, config: CBDNetConfig):
         super().__init__(config)
@@ -202,7 +189,7 @@ class CBDNetForSemanticSegmentation(PreTrainedModel):
     def _init_weights(self, module):
         # The ResNet is a PreTrainedModel and initialises itself (kaiming fan_out, BN identity); this covers
         # the attention, centre and decoder.
-        init_head_weights(module, self.classifier, convs=(nn.Conv2d, nn.ConvTranspose2d))
+        init_head(module, self.classifier, convs=(nn.Conv2d, nn.ConvTranspose2d))
 
     def encode(self, pixel_values):
         """The attended feature maps of every stage (strides 4, 8, 16, 32 for a ResNet-34)."""
@@ -229,10 +216,8 @@ class CBDNetForSemanticSegmentation(PreTrainedModel):
         loss = None
         if labels is not None:
             upsampled = _match(logits, labels[:, None]) if labels.shape[-2:] != logits.shape[-2:] else logits
-            loss = segmentation_loss(
-                upsampled, labels, self.config
-            )  # CE, or BCE for one sigmoid channel as the reference
-        return segmenter_output(loss, logits, tuple(features) if output_hidden_states else None, return_dict)
+            loss = own_loss(upsampled, labels, self.config)  # CE, or BCE for one sigmoid channel as the reference
+        return model_output(loss, logits, tuple(features) if output_hidden_states else None, return_dict)
 
 
 def load_resnet_encoder(weights, num_labels, id2label=None, **kwargs) -> CBDNetForSemanticSegmentation:

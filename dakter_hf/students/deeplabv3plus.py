@@ -11,18 +11,11 @@ This file and its relative import ``remote_code.py`` are self-contained (torch +
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoBackbone, AutoConfig, PretrainedConfig, PreTrainedModel, ResNetConfig
+from transformers import AutoBackbone, AutoConfig, PretrainedConfig, ResNetConfig
 from transformers.configuration_utils import SubConfigSpec
 
 # Relative on purpose: save_pretrained copies a modelling file's relative imports next to it (see remote_code.py).
-from .remote_code import (
-    check_backbone_channels,
-    init_head_weights,
-    label_kwargs,
-    register,
-    segmentation_loss,
-    segmenter_output,
-)
+from .remote_code import SegmenterModel, check_channels, init_head, label_kwargs, model_output, own_loss, register
 
 
 # ResNet layouts for `deeplabv3plus_config`. Stem + stage1 give stride 4, each later stage halves again.
@@ -100,7 +93,7 @@ class DeepLabV3PlusConfig(PretrainedConfig):
             self.backbone_config = ResNetConfig(**_resnet_kwargs(num_channels=self.num_channels))
         super().__post_init__(**kwargs)
         self.atrous_rates = list(self.atrous_rates)
-        check_backbone_channels(self)
+        check_channels(self)
         if len(self.backbone_config.out_features) < 2:
             raise ValueError("backbone_config needs two out_features: low-level (stride 4) and high-level")
 
@@ -177,17 +170,12 @@ class DeepLabV3PlusDecoder(nn.Module):
         return self.classifier(self.fuse(torch.cat([up, low_level], dim=1)))
 
 
-class DeepLabV3PlusForSemanticSegmentation(PreTrainedModel):
+class DeepLabV3PlusForSemanticSegmentation(SegmenterModel):
     """DeepLabV3+ on an AutoBackbone. Logits are at the low-level resolution (H/4); callers upsample."""
 
     config_class = DeepLabV3PlusConfig
     config: DeepLabV3PlusConfig
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     base_model_prefix = "deeplab"
-    # forward takes **kwargs only to tolerate extras; without this the Trainer would pass
-    # num_items_in_batch and skip dividing the loss by the gradient-accumulation steps.
-    accepts_loss_kwargs = False
 
     def __init__(self, config: DeepLabV3PlusConfig):
         super().__init__(config)
@@ -200,7 +188,7 @@ class DeepLabV3PlusForSemanticSegmentation(PreTrainedModel):
     def _init_weights(self, module):
         # The backbone is a PreTrainedModel and initialises itself; this covers the ASPP and decoder.
         # (fan_out kaiming on the classifier, with ~2 outputs, would give logits of std ~10, start loss ~6.)
-        init_head_weights(module, self.decoder.classifier, convs=(nn.Conv2d,))
+        init_head(module, self.decoder.classifier, convs=(nn.Conv2d,))
 
     def forward(self, pixel_values, labels=None, output_hidden_states=None, return_dict=None, **kwargs):
         """labels: (B, H, W) class ids; loss is computed on logits upsampled to the label size."""
@@ -212,8 +200,8 @@ class DeepLabV3PlusForSemanticSegmentation(PreTrainedModel):
         loss = None
         if labels is not None:
             upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            loss = segmentation_loss(upsampled, labels, self.config)
-        return segmenter_output(loss, logits, outputs.hidden_states, return_dict)
+            loss = own_loss(upsampled, labels, self.config)
+        return model_output(loss, logits, outputs.hidden_states, return_dict)
 
 
 # The auto classes resolve "dakter_deeplabv3plus" once this module is imported; save_pretrained writes auto_map.

@@ -7,9 +7,19 @@ imports next to it, so a saved checkpoint still loads with plain transformers an
 
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModelForSemanticSegmentation
+from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SemanticSegmenterOutput
+
+
+class SegmenterModel(PreTrainedModel):
+    """Base of the students: image in as ``pixel_values``, per-pixel class logits out."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    # forward takes **kwargs only to tolerate extras; without this the Trainer would pass
+    # num_items_in_batch and skip dividing the loss by the gradient-accumulation steps.
+    accepts_loss_kwargs = False
 
 
 def label_kwargs(num_labels, id2label=None):
@@ -23,14 +33,14 @@ def label_kwargs(num_labels, id2label=None):
     return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
-def check_backbone_channels(config):
+def check_channels(config):
     """Raise unless the backbone takes the model's ``num_channels`` input channels."""
     backbone_channels = getattr(config.backbone_config, "num_channels", config.num_channels)
     if backbone_channels != config.num_channels:
         raise ValueError(f"num_channels={config.num_channels} but backbone_config.num_channels={backbone_channels}")
 
 
-def init_head_weights(module, classifier, convs=(nn.Conv2d,)):
+def init_head(module, classifier, convs=(nn.Conv2d,)):
     """`_init_weights` of the layers around a self-initialising backbone.
 
     `classifier` gets small logits (std 0.01: the untrained model predicts ~uniformly, start loss ~log C);
@@ -52,7 +62,7 @@ def init_head_weights(module, classifier, convs=(nn.Conv2d,)):
         init.zeros_(module.num_batches_tracked)
 
 
-def segmentation_loss(logits, labels, config):
+def own_loss(logits, labels, config):
     """The model's own loss on `logits` already at the labels' size: CE, or masked BCE for one channel."""
     ignore = config.semantic_loss_ignore_index
     if config.num_labels > 1:
@@ -63,7 +73,7 @@ def segmentation_loss(logits, labels, config):
     return (loss * valid).mean()
 
 
-def segmenter_output(loss, logits, hidden_states, return_dict):
+def model_output(loss, logits, hidden_states, return_dict):
     """A SemanticSegmenterOutput, or with ``return_dict=False`` the tuple (loss?, logits, hidden_states?)."""
     if return_dict:
         return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=hidden_states)
