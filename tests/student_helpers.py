@@ -1,5 +1,9 @@
 """Tiny students and datasets for the student tests (built in code; nothing downloads)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 
@@ -37,6 +41,26 @@ TINY_OVERRIDES = {
         "final_channels": 8,
     },
 }
+
+
+def run_without_dakter(script, *args, tmp_path):
+    """Run `script` (python source) with `args` in a fresh interpreter, offline, with the checkout off sys.path.
+
+    For the checks that a saved student loads with plain transformers. Asserts it succeeded; returns stdout.
+    """
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1", PYTHONPATH=""
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=tmp_path,  # keep the checkout off sys.path
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def write_generated_dataset(out, count=8, size=32, seed=0, with_soft_labels=True, classes=("background", "oil")):

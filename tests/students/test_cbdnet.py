@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from student_helpers import ID2LABEL, TINY_OVERRIDES
+from student_helpers import ID2LABEL, TINY_OVERRIDES, run_without_dakter
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, ResNetConfig, ResNetModel
 
 from dakter_hf.students.cbdnet import (
@@ -182,19 +180,7 @@ def test_save_and_reload_with_plain_transformers(tmp_path, one_thread):
         "AutoModelForSemanticSegmentation": "cbdnet.CBDNetForSemanticSegmentation",
     }
     assert (d / "cbdnet.py").is_file() and (d / "remote_code.py").is_file()  # and its relative import
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1", PYTHONPATH=""
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_DAKTER, str(d)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK transformers_modules" in result.stdout
+    assert "OK transformers_modules" in run_without_dakter(LOAD_WITHOUT_DAKTER, d, tmp_path=tmp_path)
     # in this process: the registered classes, and the package's loader
     local = AutoModelForSemanticSegmentation.from_pretrained(d).eval()
     assert type(local) is CBDNetForSemanticSegmentation and isinstance(AutoConfig.from_pretrained(d), CBDNetConfig)

@@ -1,13 +1,11 @@
 """DeepLabV3+ student: shapes, loss/gradients, init determinism, configs, and save/load with plain transformers."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from student_helpers import run_without_dakter
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, ResNetConfig
 
 from dakter_hf.students.deeplabv3plus import (
@@ -184,23 +182,7 @@ def test_save_and_load_with_plain_transformers(tmp_path, one_thread):
     }
     assert (d / "deeplabv3plus.py").is_file() and (d / "remote_code.py").is_file()  # and its relative import
 
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_MODULES_CACHE=str(tmp_path / "modules"),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH="",
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_DAKTER, str(d)],
-        cwd=tmp_path,  # keep the checkout off sys.path
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK transformers_modules" in result.stdout
+    assert "OK transformers_modules" in run_without_dakter(LOAD_WITHOUT_DAKTER, d, tmp_path=tmp_path)
 
     # In this process the classes are registered, so no remote code is needed.
     local = AutoModelForSemanticSegmentation.from_pretrained(d).eval()
