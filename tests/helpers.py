@@ -1,12 +1,43 @@
 """Plain-numpy references, shared locations and small builders for the tests."""
 
+import ast
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def assert_old_path_forwards(old_module, new_package, names, homes):
+    """Importing `old_module` (a path from before a split) warns toward `new_package` and forwards every name.
+
+    homes: the modules the names now live in; each forwarded name must be that module's very object.
+    """
+    sys.modules.pop(old_module, None)
+    with pytest.warns(FutureWarning, match=new_package):
+        old = importlib.import_module(old_module)
+    home = {name: module for module in homes for name in dir(module)}
+    for name in names:
+        assert getattr(old, name) is getattr(home[name], name), name
+
+
+def assert_imports_none_of(package, subpackages):
+    """No module file of `package` imports (at any depth) `dakter_hf.<s>` for s in `subpackages`."""
+    forbidden = tuple(f"dakter_hf.{name}" for name in subpackages)
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not [name for name in names if name.startswith(forbidden)], f"{path.name} imports {names}"
 
 
 def sos_root_candidates():

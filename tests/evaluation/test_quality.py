@@ -6,6 +6,7 @@ import math
 import datasets
 import numpy as np
 import pytest
+from helpers import assert_imports_none_of, assert_old_path_forwards
 from PIL import Image
 
 from dakter_hf.data.features import segmentation_features
@@ -313,34 +314,15 @@ OLD_PUBLIC_NAMES = [
 
 def test_old_module_path_forwards_every_public_name():
     """`from dakter_hf.quality import X` (before the split) still works for every public X, with a warning."""
-    import importlib
-    import sys
-
     from dakter_hf.evaluation import formatting, report, statistics
 
-    sys.modules.pop("dakter_hf.quality", None)
-    with pytest.warns(FutureWarning, match="dakter_hf.evaluation"):
-        old = importlib.import_module("dakter_hf.quality")
-    homes = {name: module for module in (statistics, report, formatting) for name in dir(module)}
-    for name in OLD_PUBLIC_NAMES:
-        assert getattr(old, name) is getattr(homes[name], name), name
+    assert_old_path_forwards(
+        "dakter_hf.quality", "dakter_hf.evaluation", OLD_PUBLIC_NAMES, (statistics, report, formatting)
+    )
 
 
 def test_evaluation_imports_no_sibling_layer():
     """evaluation sits beside students, generation and joint: it imports none of them (nor anything above)."""
-    import ast
-    from pathlib import Path
-
     import dakter_hf.evaluation as package
 
-    above = ("students", "generation", "joint", "experiment", "space", "cli")
-    forbidden = tuple(f"dakter_hf.{name}" for name in above)
-    for path in Path(package.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            assert not [name for name in names if name.startswith(forbidden)], f"{path.name} imports {names}"
+    assert_imports_none_of(package, ("students", "generation", "joint", "experiment", "space", "cli"))

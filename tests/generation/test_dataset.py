@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import assert_imports_none_of, assert_old_path_forwards
 
 from dakter_hf.cli import main
 from dakter_hf.generation.config import KL_TEMPERATURE, GenerationConfig, GenerationSettings
@@ -625,33 +626,16 @@ OLD_PUBLIC_NAMES = [
 
 
 def test_old_module_path_forwards_every_public_name():
-    import importlib
-    import sys
-
-    sys.modules.pop("dakter_hf.generate", None)
-    with pytest.warns(FutureWarning, match="dakter_hf.generation"):
-        old = importlib.import_module("dakter_hf.generate")
     from dakter_hf.generation import card, config, dataset, hub, loading, shards
 
-    homes = {name: module for module in (dataset, config, loading, shards, card, hub) for name in dir(module)}
-    for name in OLD_PUBLIC_NAMES + ["GenerationSettings"]:
-        assert getattr(old, name) is getattr(homes[name], name), name
+    homes = (dataset, config, loading, shards, card, hub)
+    assert_old_path_forwards(
+        "dakter_hf.generate", "dakter_hf.generation", OLD_PUBLIC_NAMES + ["GenerationSettings"], homes
+    )
 
 
 def test_generation_imports_no_sibling_layer():
     """generation sits beside students, joint and evaluation: it imports none of them (nor anything above)."""
-    import ast
-
     import dakter_hf.generation as package
 
-    above = ("students", "joint", "evaluation", "experiment", "space", "cli")
-    forbidden = tuple(f"dakter_hf.{name}" for name in above)
-    for path in Path(package.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            assert not [name for name in names if name.startswith(forbidden)], f"{path.name} imports {names}"
+    assert_imports_none_of(package, ("students", "joint", "evaluation", "experiment", "space", "cli"))
