@@ -19,7 +19,7 @@ import numpy as np
 from dakter_hf.data.arrays import mask_to_ids
 from dakter_hf.data.build import building_cache
 from dakter_hf.data.features import class_names_of
-from dakter_hf.data.raster import Normalization
+from dakter_hf.data.raster import NODATA_POLICY, Normalization
 from dakter_hf.data.save import save_dataset
 from dakter_hf.data.sources import load_source, source_path
 from dakter_hf.errors import FolderError
@@ -40,6 +40,7 @@ A segmentation dataset written by `dakter data` from `{source}`{sensor}.
 {summary}
 
 Images: grey uint8. Normalisation of the source pixels: {normalization}.
+No-data pixels: {nodata}.
 Load: `datasets.load_from_disk("hf")` or `datasets.load_dataset("parquet", data_dir="data")`.
 """
 
@@ -70,6 +71,7 @@ class ExportSettings:
             "size": self.size,
             "seed": self.seed,
             "normalization": self.normalization.to_dict(),
+            "nodata": NODATA_POLICY,  # how the loaders treat no-data pixels (data.raster.read_sar_grey)
         }
 
 
@@ -169,6 +171,7 @@ def export_dataset(settings: ExportSettings) -> ExportResult:
                 sensor=sensor,
                 summary=text,
                 normalization=settings.normalization.describe(),
+                nodata=NODATA_POLICY,
             )
             paths = save_dataset(
                 data,

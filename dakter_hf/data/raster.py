@@ -11,8 +11,9 @@ pixel-limit check), then the pixels are decoded in their own dtype, bands last. 
 
 No-data (`valid_pixels`): non-finite values and the GDAL_NODATA value of the first band
 take no part in the percentile stretch and become 0 in the grey image; `read_grey`
-reports them as a mask. `read_sar_grey`, the loaders' entry, does not apply the
-GDAL_NODATA value yet, so `dakter data` folders keep their contents (NaN is excluded there too).
+reports them as a mask (what `dakter segment` and the Space use: such pixels are left out).
+`read_sar_grey`, the loaders' entry (`dakter data`), refuses an image with any no-data pixel,
+naming the file and the count (`NODATA_POLICY`, recorded in every dataset's marker and card).
 
 Nothing here clips or wraps silently: the pixels are mapped to 0..255 by a documented
 `Normalization`, which is recorded wherever data are written (dataset card, marker,
@@ -47,6 +48,9 @@ INTENSITIES = ("linear", "db")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what the loaders and `dakter segment` read
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NODATA_ID = 255  # class id that `dakter segment` and the Space write at no-data pixels
+# The one pixel limit of `dakter segment` and the Space (their `--max-pixels` default): 16.8 Mpixel, a
+# 4096 x 4096 scene, takes ~1-2 GB and about a minute on a 2-vCPU Space; a header above it is refused unread
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 def check_pixels(height: int, width: int, max_pixels: Optional[int], where: str = "image") -> None:
@@ -259,26 +263,56 @@ def read_grey(
     normalization: Optional[Normalization] = None,
     max_pixels: Optional[int] = None,
     where: Optional[str] = None,
-    nodata_tag: bool = True,
 ) -> Grey:
-    """Read a file of any depth and band layout as grey + valid mask (what `dakter segment` and the Space use).
-
-    `nodata_tag=False` leaves the GDAL_NODATA value out of the mask (non-finite pixels stay excluded).
-    """
+    """Read a file of any depth and band layout as grey + valid mask (what `dakter segment` and the Space use)."""
 
     raster = read_raster(path, max_pixels, where)
-    valid = valid_pixels(raster.pixels, raster.nodata if nodata_tag else None)
+    valid = valid_pixels(raster.pixels, raster.nodata)
     image = normalize_to_uint8(raster.pixels, normalization or Normalization(), where or path, valid)
     return Grey(np.ascontiguousarray(image), valid, raster)
 
 
-def read_sar_grey(path: str, normalization: Optional[Normalization] = None) -> np.ndarray:
-    """Read an image file of any depth as uint8 grey (H, W): the loaders' entry.
+NODATA_POLICY = (
+    "an image with no-data pixels (NaN, infinite, or the file's GDAL_NODATA value) is refused, naming the file "
+    "and the count; every image of the dataset holds data at every pixel"
+)
 
-    The GDAL_NODATA value is not applied here (NaN pixels are excluded and become 0), so
-    `dakter data` folders keep their contents until no-data handling in datasets is decided.
+
+def read_sar_grey(path: str, normalization: Optional[Normalization] = None) -> np.ndarray:
+    """Read an image file of any depth as uint8 grey (H, W): the loaders' entry (`dakter data`).
+
+    No-data pixels (non-finite, or equal to the GDAL_NODATA value; the same test as `read_grey`,
+    so the Space and `dakter segment` agree on which pixels they are) are refused, with a
+    `DataError` naming the file and the count (`NODATA_POLICY`). Why refused and not kept: in
+    a dataset they would become grey 0, black, which is what oil looks like, and their mask
+    pixels would still carry a class. The students could ignore them (label 255, IGNORE_INDEX),
+    but the joint diffusion model, Eq. 9's class statistics, the `classes` column and generation
+    read every mask pixel as a class id, so a dataset has no place for a pixel without data.
+    Crop or fill such scenes first; `dakter segment` and the Space read them and leave them out.
     """
-    return read_grey(path, normalization, nodata_tag=False).image
+    grey = read_grey(path, normalization)
+    if not grey.valid.all():
+        raise DataError(nodata_refusal(path, grey))
+    return grey.image
+
+
+def nodata_refusal(path: str, grey: Grey) -> str:
+    """The message for an image with no-data pixels: the file, how many, of which kind, what to do."""
+    pixels = grey.raster.pixels
+    first = pixels[..., 0] if pixels.ndim == 3 else pixels
+    missing = int((~grey.valid).sum())
+    non_finite = int((~np.isfinite(first)).sum()) if first.dtype.kind == "f" else 0
+    kinds = []
+    if non_finite:
+        kinds.append(f"{non_finite:,} NaN or infinite")
+    if missing - non_finite:
+        kinds.append(f"{missing - non_finite:,} equal to its GDAL_NODATA value {grey.raster.nodata:g}")
+    return (
+        f"{path}: {missing:,} of {grey.valid.size:,} pixels hold no data ({', '.join(kinds)}); `dakter data` "
+        "takes only images with data at every pixel (as grey 0 they would look like oil and still get a class): "
+        "crop the image to its valid area or fill those pixels first (`dakter segment` reads it as is and leaves "
+        "them out)"
+    )
 
 
 def read_mask_ids(path: str) -> np.ndarray:

@@ -14,9 +14,9 @@ import argparse
 import os
 from typing import Optional
 
+from dakter_hf.data.raster import DEFAULT_MAX_PIXELS  # shared with `dakter segment`; already loaded by `dakter`
 
-# 16.8 Mpixel: a 4096 x 4096 scene takes ~1-2 GB and about a minute on a 2-vCPU Space
-DEFAULT_MAX_PIXELS = 4096 * 4096
+
 MAX_UPLOAD = "256mb"  # Gradio refuses bigger uploads before they reach the app
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 
 from dakter_hf.data.options import SOURCE_HELP, add_source_options, load_from_args
+from dakter_hf.data.raster import DEFAULT_MAX_PIXELS
 from dakter_hf.data.raster import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
+from dakter_hf.errors import DataError, PixelLimitError
 from dakter_hf.utils.files import atomic_write_json
 
 
@@ -105,27 +109,42 @@ def _register_segment(sub) -> None:
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction in [0, 1)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest scene in pixels, checked from the file header (default {DEFAULT_MAX_PIXELS}, the Space's)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when present)")
     parser.set_defaults(func=_cmd_segment)
 
 
 def _image_files(inputs):
-    files = []
+    """(image files, [(input, why)] for the inputs that give none); duplicate names are refused outright."""
+    files, missing = [], []
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_SUFFIXES))
             if not found:
-                raise FileNotFoundError(f"{item}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+                missing.append((item, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder"))
             files.extend(found)
         elif os.path.isfile(item):
             files.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+            missing.append((item, "no such file or folder"))
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise ValueError(f"several inputs share the name(s) {duplicates}; their outputs would overwrite each other")
-    return files
+    return files, missing
+
+
+def _failure(path: str, error: Exception) -> str:
+    """One line naming the input and why it was not segmented."""
+    text = str(error)
+    if isinstance(error, PixelLimitError) and error.max_pixels and error.height:
+        text += "; raise --max-pixels to segment it (about 100 bytes of memory per pixel)"
+    return text if text.startswith(path) else f"{path}: {text}"
 
 
 def _cmd_segment(args) -> int:
@@ -141,25 +160,41 @@ def _cmd_segment(args) -> int:
         scale = None if args.pixel_scale == "auto" else float(args.pixel_scale)
     except ValueError:
         scale = -1.0
-    if scale is not None and not scale > 0:
-        raise ValueError(f"--pixel-scale must be a number > 0 or auto, got {args.pixel_scale!r}")
-    files = _image_files(args.inputs)
-    model, processor = load_student(args.model)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    os.makedirs(args.out, exist_ok=True)
+    if scale is not None and not 0 < scale < math.inf:
+        raise ValueError(f"--pixel-scale must be a finite number > 0 or auto, got {args.pixel_scale!r}")
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be positive, got {args.max_pixels}")
+    files, missing = _image_files(args.inputs)
+    failed = [f"{item}: {why}" for item, why in missing]
+    for line in failed:
+        print(f"dakter segment: error: {line}", file=sys.stderr)
+    if files:  # a batch: each unreadable input is reported and the others are still segmented
+        model, processor = load_student(args.model)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        os.makedirs(args.out, exist_ok=True)
     for path in files:
-        written = segment_file(
-            path,
-            model,
-            processor,
-            args.out,
-            pixel_scale=scale,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            device=args.device or _default_device(),
-            oil_class=oil_class_index(names),
-        )
+        try:
+            written = segment_file(
+                path,
+                model,
+                processor,
+                args.out,
+                pixel_scale=scale,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                device=args.device or _default_device(),
+                max_pixels=args.max_pixels,
+                oil_class=oil_class_index(names),
+            )
+        except (DataError, OSError) as error:  # this input only; a bug elsewhere still gives its traceback
+            failed.append(_failure(path, error))
+            print(f"dakter segment: error: {failed[-1]}", file=sys.stderr)
+            continue
         print(f"{path}: {written['summary']} -> {written['mask']}")
+    if failed:
+        done = len(files) + len(missing) - len(failed)
+        print(f"dakter segment: {len(failed)} input(s) failed, {done} segmented", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -34,6 +34,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from dakter_hf.errors import DataError
+from dakter_hf.utils.launcher import stop_with_launcher
 
 
 NONE_WORDS = ("none", "null", "")
@@ -212,8 +213,10 @@ def run_launcher(
     main: Callable[[Optional[Sequence[str]]], Any], prog: str, argv: Optional[Sequence[str]] = None
 ) -> Any:
     """Run a training launcher: a user error (bad argument, missing file, refused folder) is one
-    line on stderr and exit code 2; tracebacks are left for bugs."""
+    line on stderr and exit code 2; tracebacks are left for bugs. Under `accelerate launch` the
+    run stops when the launcher ends (`utils.launcher.stop_with_launcher`)."""
 
+    stop_with_launcher(prog)
     try:
         return main(argv)
     except (DataError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError) as error:

@@ -88,15 +88,22 @@ def test_nodata_value_and_nan_are_left_out_of_the_stretch_and_reported(tmp_path)
     np.testing.assert_array_equal(db.image, stretch(values_db, expected_valid))
 
 
-def test_the_loaders_keep_their_grey_for_nodata_files(tmp_path):
-    """`dakter data` (read_sar_grey): NaN excluded and 0 as before; the GDAL_NODATA value is not applied yet."""
+def test_the_loaders_refuse_nodata_files_and_keep_the_grey_of_the_others(tmp_path):
+    """`dakter data` (read_sar_grey) applies the GDAL_NODATA value and NaN as the Space does, and refuses such
+    an image naming the file and the count (issue 16: before, NaN became 0 and -9999 was data)."""
     values = dual_pol(seed=3)[0]
     values[:5, :5] = -9999.0
     values[20, 20] = np.nan
     path = tmp_path / "a.tif"
     tifffile.imwrite(path, values, extratags=[nodata_tag("-9999")])
-    finite = np.isfinite(values)
-    np.testing.assert_array_equal(read_sar_grey(str(path)), stretch(values, finite))
+    with pytest.raises(DataError, match=r"a\.tif: 26 of 2,000 pixels hold no data \(1 NaN or infinite, 25 equal"):
+        read_sar_grey(str(path))
+    values[20, 20] = 0.25
+    tifffile.imwrite(path, values, extratags=[nodata_tag("-9999")])
+    with pytest.raises(DataError, match=r"a\.tif: 25 of 2,000 pixels hold no data \(25 equal to its GDAL_NODATA"):
+        read_sar_grey(str(path))
+    tifffile.imwrite(path, values)  # without the tag -9999 is a value: the grey as before
+    np.testing.assert_array_equal(read_sar_grey(str(path)), stretch(values, np.ones(values.shape, bool)))
     np.testing.assert_array_equal(read_sar_grey(str(path)), normalize_to_uint8(values))
 
 
