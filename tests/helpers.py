@@ -83,6 +83,19 @@ def tiny_pipeline(v_prediction=False):
     return DAKTerPipeline(unet=unet, scheduler=sampler, balancing_factor=0.4, class_names=["background", "oil"])
 
 
+def generate_cli(pipeline, out, flags):
+    """`dakter generate --pipeline PIPELINE --out OUT FLAGS` in this process (`flags` split at spaces); exit code."""
+    from dakter_hf.cli import main  # here, not at the top: most test modules never run the CLI
+
+    return main(["generate", "--pipeline", str(pipeline), "--out", str(out), *flags.split()])
+
+
+def accelerate_launch(*args, processes=1):
+    """The command line of `accelerate launch` on one machine, `processes` processes, no mixed precision or dynamo."""
+    fixed = f"--num_processes {processes} --num_machines 1 --mixed_precision no --dynamo_backend no".split()
+    return [sys.executable, "-m", "accelerate.commands.launch", *fixed, *args]
+
+
 def run_generate(pipeline, out, *extra):
     """`dakter generate` of 2 samples, 2 steps, one shard of 2 on the CPU; its exit code."""
     from dakter_hf.cli import main  # here, not at the top: most test modules never run the CLI

@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 from helpers import REPO_ROOT
+from joint_helpers import BASE, make_args
 from safetensors.torch import load_file
 
 from dakter_hf.data.decoded import DecodedPairs, dihedral_index_maps
@@ -25,20 +26,6 @@ from dakter_hf.joint.training import train
 
 torch.set_num_threads(1)
 
-BASE = {
-    "data": "simulate:16",
-    "num_classes": 2,
-    "resolution": 16,
-    "unet_preset": "tiny",
-    "train_batch_size": 4,
-    "report_to": "none",
-    "max_train_steps": 2,
-    "checkpointing_steps": 100,
-    "logging_steps": 1,
-    "learning_rate": 1e-3,
-    "sample_inference_steps": 2,
-}
-
 
 class CpuAccelerator:
     device = torch.device("cpu")
@@ -51,7 +38,7 @@ class CpuAccelerator:
 
 
 def batches_of(split, tmp_path, steps, start=0, **overrides):
-    args = JointTrainingArguments(**{**BASE, "output_dir": str(tmp_path), **overrides})
+    args = make_args(tmp_path, **overrides)
     objective = DAKTerObjective(2)
     plan = BatchPlan(len(split), args.train_batch_size, 1, 0, args.seed, start=start)
     stream = micro_batches(args, split, plan, CpuAccelerator(), objective, first_micro_step=start)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import assert_imports_none_of, assert_old_path_forwards
+from helpers import accelerate_launch, assert_imports_none_of, assert_old_path_forwards, generate_cli
 
 from dakter_hf.cli import main
 from dakter_hf.generation.config import KL_TEMPERATURE, GenerationConfig, GenerationSettings
@@ -212,40 +212,11 @@ def test_same_dataset_for_one_and_two_processes(pipeline_dir, reference, tmp_pat
 def test_accelerate_launch_two_processes_matches_one(pipeline_dir, reference, tmp_path):
     """The multi-process path: `accelerate launch --multi_gpu --num_processes 2` (gloo on a CPU) splits the shards."""
     import subprocess
-    import sys
 
     out = tmp_path / "launched"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "dakter_hf.cli",
-        "generate",
-        "--pipeline",
-        pipeline_dir,
-        "--out",
-        str(out),
-        "-n",
-        str(N),
-        "--steps",
-        str(STEPS),
-        "--shard-size",
-        str(SHARD),
-        "--batch-size",
-        "2",
-        "--license",
-        "cc-by-4.0",
-    ]
+    cli = ["-m", "dakter_hf.cli", "generate", "--pipeline", pipeline_dir, "--out", str(out)]
+    flags = f"-n {N} --steps {STEPS} --shard-size {SHARD} --batch-size 2 --license cc-by-4.0"
+    command = accelerate_launch("--multi_gpu", *cli, *flags.split(), processes=2)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -462,26 +433,7 @@ def test_cli_generate_and_quality(pipeline_dir, tmp_path, capsys):
 
 def test_cli_generate_scale(pipeline_dir, tmp_path, capsys):
     out = str(tmp_path / "scaled")
-    assert (
-        main(
-            [
-                "generate",
-                "--pipeline",
-                pipeline_dir,
-                "--out",
-                out,
-                "--scale",
-                "0.5",
-                "--real",
-                "simulate:8",
-                "--steps",
-                "2",
-                "--batch-size",
-                "4",
-            ]
-        )
-        == 0
-    )
+    assert generate_cli(pipeline_dir, out, "--scale 0.5 --real simulate:8 --steps 2 --batch-size 4") == 0
     assert "N = 4" in capsys.readouterr().out
     assert len(load_parquet(out, tmp_path / "c")) == 4
 

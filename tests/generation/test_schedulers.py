@@ -9,9 +9,8 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
 )
-from helpers import tiny_pipeline
+from helpers import generate_cli, tiny_pipeline
 
-from dakter_hf.cli import main
 from dakter_hf.generation.schedulers import (
     SCHEDULERS,
     configure_sampling,
@@ -71,28 +70,8 @@ def test_scheduler_names_and_class_names():
 @V_PIPELINE
 def test_cli_generate_records_scheduler_and_dtype(pipeline_dir, tmp_path, capsys):
     out = tmp_path / "gen"
-    code = main(
-        [
-            "generate",
-            "--pipeline",
-            pipeline_dir,
-            "--out",
-            str(out),
-            "-n",
-            "2",
-            "--batch-size",
-            "2",
-            "--steps",
-            "3",
-            "--scheduler",
-            "dpm++",
-            "--dtype",
-            "bf16",
-            "--device",
-            "cpu",
-            "--no-save-to-disk",
-        ]
-    )
+    flags = "-n 2 --batch-size 2 --steps 3 --scheduler dpm++ --dtype bf16 --device cpu --no-save-to-disk"
+    code = generate_cli(pipeline_dir, out, flags)
     assert code == 0
     config = json.loads((out / "generation_config.json").read_text())
     assert config["scheduler"] == "DPMSolverMultistepScheduler" and config["dtype"] == "bf16"
@@ -103,25 +82,7 @@ def test_cli_generate_records_scheduler_and_dtype(pipeline_dir, tmp_path, capsys
 @V_PIPELINE
 def test_default_generation_records_ddim_fp32(pipeline_dir, tmp_path):
     out = tmp_path / "gen"
-    assert (
-        main(
-            [
-                "generate",
-                "--pipeline",
-                pipeline_dir,
-                "--out",
-                str(out),
-                "-n",
-                "1",
-                "--steps",
-                "2",
-                "--device",
-                "cpu",
-                "--no-save-to-disk",
-            ]
-        )
-        == 0
-    )
+    assert generate_cli(pipeline_dir, out, "-n 1 --steps 2 --device cpu --no-save-to-disk") == 0
     config = json.loads((out / "generation_config.json").read_text())
     assert config["scheduler"] == "DDIMScheduler" and config["dtype"] == "fp32"
 

@@ -8,14 +8,14 @@ import glob
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, accelerate_launch
+from joint_helpers import BASE, make_args
 from safetensors.torch import load_file
 
 from dakter_hf.data.balance import compute_balance_stats
@@ -27,25 +27,6 @@ from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 
 # A tiny UNet is far faster on one thread than on two oversubscribed ones.
 torch.set_num_threads(1)
-
-
-BASE = {
-    "data": "simulate:16",
-    "num_classes": 2,
-    "resolution": 16,
-    "unet_preset": "tiny",
-    "train_batch_size": 4,
-    "report_to": "none",
-    "max_train_steps": 2,
-    "checkpointing_steps": 100,
-    "logging_steps": 1,
-    "learning_rate": 1e-3,
-    "sample_inference_steps": 2,
-}
-
-
-def make_args(output_dir, **overrides) -> JointTrainingArguments:
-    return JointTrainingArguments(**{**BASE, "output_dir": str(output_dir), **overrides})
 
 
 def unet_weights(pipeline_dir):
@@ -393,23 +374,7 @@ def test_accelerate_launch(tmp_path):
     path = tmp_path / "launch.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--cpu",
-        "training/train_joint.py",
-        "--config",
-        str(path),
-    ]
+    command = accelerate_launch("--cpu", "training/train_joint.py", "--config", str(path))
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"accelerate launch exited {result.returncode}\nstderr:\n{result.stderr[-4000:]}"
     assert os.path.isfile(out / "pipeline" / "model_index.json")
