@@ -195,36 +195,12 @@ def test_train_student_writes_a_card_with_remote_code_and_the_boundary_term(tmp_
     from dakter_hf.students.train import main
 
     save_dataset(simulate_sar(8, num_classes=2, size=32, seed=0, num_test_samples=4), str(tmp_path / "real"))
-    out = main(
-        [
-            "--real",
-            str(tmp_path / "real"),
-            "--mode",
-            "real",
-            "--student",
-            "cbdnet-resnet34",
-            "--student_config",
-            json.dumps(TINY),
-            "--resolution",
-            "32",
-            "--output_dir",
-            str(tmp_path / "student"),
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--logging_steps",
-            "1",
-            "--save_strategy",
-            "no",
-            "--disable_tqdm",
-            "true",
-            "--use_cpu",
-            "true",
-            "--report_to",
-            "none",
-        ]
+    flags = (
+        "--mode real --student cbdnet-resnet34 --resolution 32 --max_steps 2 --per_device_train_batch_size 4"
+        " --logging_steps 1 --save_strategy no --disable_tqdm true --use_cpu true --report_to none"
     )
+    paths = ["--real", str(tmp_path / "real"), "--output_dir", str(tmp_path / "student")]
+    out = main([*paths, "--student_config", json.dumps(TINY), *flags.split()])
     card = open(os.path.join(out, "README.md")).read()
     assert "trust_remote_code=True" in card and "CBDNetForSemanticSegmentation" in card
     assert "boundary (1 - BF1 of the mask edges) x 1" in card
