@@ -57,6 +57,26 @@ def request_folder(workdir: str) -> str:
     return tempfile.mkdtemp(prefix="request-", dir=workdir)
 
 
+def _gallery(label, elem_id, columns=4, height=300):
+    """A PNG gallery of whole images (no cropping)."""
+    return gr.Gallery(label=label, columns=columns, height=height, object_fit="contain", format="png", elem_id=elem_id)
+
+
+def _picture(label, elem_id):
+    """A read-only PNG image output."""
+    return gr.Image(label=label, type="numpy", format="png", interactive=False, elem_id=elem_id)
+
+
+def _readout(label, elem_id):
+    """A read-only number."""
+    return gr.Number(label=label, interactive=False, elem_id=elem_id)
+
+
+def _download(label, elem_id):
+    """A short file box for one download."""
+    return gr.File(label=label, height=110, elem_id=elem_id)
+
+
 def build_demo(
     models: SpaceModels, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, workdir: Optional[str] = None
 ) -> gr.Blocks:
@@ -145,36 +165,15 @@ def build_demo(
                         )
                     generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                     generate_status = gr.Markdown(elem_id="generate-status")
-                    samples_zip = gr.File(
-                        label="Download all: image PNG, mask PNG, soft labels .npy per sample",
-                        height=110,
-                        elem_id="generate-zip",
+                    samples_zip = _download(
+                        "Download all: image PNG, mask PNG, soft labels .npy per sample", "generate-zip"
                     )
                 with gr.Column(scale=3):
-                    images = gr.Gallery(
-                        label="Generated SAR images",
-                        columns=4,
-                        height=300,
-                        object_fit="contain",
-                        format="png",
-                        elem_id="generated-images",
-                    )
-                    overlays = gr.Gallery(
-                        label="Argmax mask over the image",
-                        columns=4,
-                        height=300,
-                        object_fit="contain",
-                        format="png",
-                        elem_id="generated-overlays",
-                    )
+                    images = _gallery("Generated SAR images", "generated-images")
+                    overlays = _gallery("Argmax mask over the image", "generated-overlays")
                     gr.HTML(legend_html(class_names))
-                    probabilities = gr.Gallery(
-                        label="Per-class probability maps (soft labels)",
-                        columns=2,
-                        height=340,
-                        object_fit="contain",
-                        format="png",
-                        elem_id="generated-probabilities",
+                    probabilities = _gallery(
+                        "Per-class probability maps (soft labels)", "generated-probabilities", columns=2, height=340
                     )
             generate_button.click(
                 on_generate,
@@ -213,55 +212,28 @@ def build_demo(
                         segment_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                     segment_status = gr.Markdown(elem_id="segment-status")
                     with gr.Row():
-                        oil_percent = gr.Number(
-                            label="Oil-covered fraction of the scene (%)", interactive=False, elem_id="oil-percent"
-                        )
-                        oil_area = gr.Number(label="Oil area (km²)", interactive=False, elem_id="oil-area")
+                        oil_percent = _readout("Oil-covered fraction of the scene (%)", "oil-percent")
+                        oil_area = _readout("Oil area (km²)", "oil-area")
                     with gr.Row():
-                        confident_percent = gr.Number(
-                            label="Confident oil: fraction of the scene (%)",
-                            interactive=False,
-                            elem_id="confident-oil-percent",
+                        confident_percent = _readout(
+                            "Confident oil: fraction of the scene (%)", "confident-oil-percent"
                         )
-                        confident_area = gr.Number(
-                            label="Confident oil area (km²)", interactive=False, elem_id="confident-oil-area"
-                        )
+                        confident_area = _readout("Confident oil area (km²)", "confident-oil-area")
                 with gr.Column(scale=3):
-                    scene_overlay = gr.Image(
-                        label="Classes over the scene",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        elem_id="segment-overlay",
-                    )
+                    scene_overlay = _picture("Classes over the scene", "segment-overlay")
                     scene_legend = gr.HTML(legend_html(models.students[student_names[0]].class_names))
-                    scene_probabilities = gr.Image(
-                        label="Per-class probability maps",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        elem_id="segment-probabilities",
-                    )
-                    scene_uncertainty = gr.Image(
-                        label="Uncertainty: entropy of the class probabilities (nats)",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        elem_id="segment-uncertainty",
+                    scene_probabilities = _picture("Per-class probability maps", "segment-probabilities")
+                    scene_uncertainty = _picture(
+                        "Uncertainty: entropy of the class probabilities (nats)", "segment-uncertainty"
                     )
                     with gr.Row():
-                        mask_file = gr.File(
-                            label="Mask PNG (pixel = class id, 255 = no data)", height=110, elem_id="mask-file"
+                        mask_file = _download("Mask PNG (pixel = class id, 255 = no data)", "mask-file")
+                        geotiff_file = _download(
+                            "Oil probability GeoTIFF (float32, input's georeferencing)", "geotiff-file"
                         )
-                        geotiff_file = gr.File(
-                            label="Oil probability GeoTIFF (float32, input's georeferencing)",
-                            height=110,
-                            elem_id="geotiff-file",
-                        )
-                        uncertainty_file = gr.File(
-                            label="Uncertainty GeoTIFF (entropy in nats, float32, input's georeferencing)",
-                            height=110,
-                            elem_id="uncertainty-file",
+                        uncertainty_file = _download(
+                            "Uncertainty GeoTIFF (entropy in nats, float32, input's georeferencing)",
+                            "uncertainty-file",
                         )
             example_button.click(on_example, None, [scene, spacing], api_name="example_scene")
             segment_outputs = [
