@@ -6,6 +6,8 @@ A missing chromium or playwright FAILS this test (it does not skip): the Space's
 must be checked in a browser on every CI run.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -29,12 +31,34 @@ def space_url(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def space_page(url, height):
+    """A chromium page 1280 px wide on the Space at `url`; the browser closes afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    from dakter_hf.space.browser import launch_chromium
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            page.goto(url, wait_until="domcontentloaded")
+            yield page
+        finally:
+            browser.close()
+
+
+def natural_size(image):
+    """[width, height] of a loaded <img> (what it decoded to), [0, 0] while it has not loaded."""
+    return image.evaluate("img => img.complete ? [img.naturalWidth, img.naturalHeight] : [0, 0]")
+
+
 def test_generate_in_a_real_browser(space_url, tmp_path):
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401 (is it installed? space_page uses it)
     except ImportError as error:
         pytest.fail(f"playwright is not installed ({error}): pip install -e '.[test]'")
-    from dakter_hf.space.browser import chromium_path, launch_chromium
+    from dakter_hf.space.browser import chromium_path
 
     try:
         chromium_path()
@@ -42,20 +66,14 @@ def test_generate_in_a_real_browser(space_url, tmp_path):
         pytest.fail(str(error))
 
     screenshot = tmp_path / "generate.png"
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(space_url, wait_until="domcontentloaded")
-            page.locator("#generate-button").click(timeout=60_000)
-            overlay = page.locator("#generated-overlays img").first
-            overlay.wait_for(state="visible", timeout=120_000)
-            page.locator("#generated-probabilities img").first.wait_for(state="visible", timeout=30_000)
-            natural = overlay.evaluate("img => img.complete ? [img.naturalWidth, img.naturalHeight] : [0, 0]")
-            page.screenshot(path=str(screenshot), full_page=True)
-            status = page.locator("#generate-status").inner_text()
-        finally:
-            browser.close()
+    with space_page(space_url, height=900) as page:
+        page.locator("#generate-button").click(timeout=60_000)
+        overlay = page.locator("#generated-overlays img").first
+        overlay.wait_for(state="visible", timeout=120_000)
+        page.locator("#generated-probabilities img").first.wait_for(state="visible", timeout=30_000)
+        natural = natural_size(overlay)
+        page.screenshot(path=str(screenshot), full_page=True)
+        status = page.locator("#generate-status").inner_text()
 
     assert natural[0] > 0 and natural[1] > 0, f"the mask overlay image did not load: natural size {natural}"
     assert "Generated 4 sample(s)" in status, status
@@ -65,29 +83,19 @@ def test_generate_in_a_real_browser(space_url, tmp_path):
 
 def test_segment_shows_the_uncertainty_map_in_a_real_browser(space_url, tmp_path):
     """Example scene -> Segment: the entropy map with its colour bar and the confident oil area are on the page."""
-    from playwright.sync_api import sync_playwright
-
-    from dakter_hf.space.browser import launch_chromium
-
     screenshot = tmp_path / "segment.png"
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(space_url, wait_until="domcontentloaded")
-            page.get_by_role("tab", name="Segment").click()
-            page.get_by_role("button", name="Synthetic example scene").click()
-            page.locator("#scene-file a").first.wait_for(timeout=60_000)
-            page.locator("#segment-button").click()
-            uncertainty = page.locator("#segment-uncertainty img")
-            uncertainty.wait_for(state="visible", timeout=180_000)
-            natural = uncertainty.evaluate("img => img.complete ? [img.naturalWidth, img.naturalHeight] : [0, 0]")
-            page.locator("#uncertainty-file a").first.wait_for(timeout=30_000)
-            status = page.locator("#segment-status").inner_text()
-            confident = page.locator("#confident-oil-percent input").input_value()
-            uncertainty.screenshot(path=str(screenshot))
-        finally:
-            browser.close()
+    with space_page(space_url, height=1400) as page:
+        page.get_by_role("tab", name="Segment").click()
+        page.get_by_role("button", name="Synthetic example scene").click()
+        page.locator("#scene-file a").first.wait_for(timeout=60_000)
+        page.locator("#segment-button").click()
+        uncertainty = page.locator("#segment-uncertainty img")
+        uncertainty.wait_for(state="visible", timeout=180_000)
+        natural = natural_size(uncertainty)
+        page.locator("#uncertainty-file a").first.wait_for(timeout=30_000)
+        status = page.locator("#segment-status").inner_text()
+        confident = page.locator("#confident-oil-percent input").input_value()
+        uncertainty.screenshot(path=str(screenshot))
 
     assert natural[0] > 0 and natural[1] > 0, f"the uncertainty map did not load: natural size {natural}"
     assert "Confident oil (p(oil) ≥ 0.90)" in status and "in total" in status, status
