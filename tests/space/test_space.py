@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from geotiff_helpers import GEOTAGS, UTM_KEYS, nodata_tag
 from gradio_client import Client, handle_file
 from helpers import REPO_ROOT
 from PIL import Image
@@ -29,13 +30,6 @@ from dakter_hf.students.tiling import plan_tiles, predict_whole
 
 
 MODELS = REPO_ROOT / "spaces" / "models"
-UTM_KEYS = (1, 1, 0, 4, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633, 3076, 0, 1, 9001)
-GEOTAGS = [
-    (33550, "d", 3, (10.0, 10.0, 0.0), True),
-    (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
-    (34735, "H", len(UTM_KEYS), UTM_KEYS, True),
-    (34737, "s", 0, "WGS 84 / UTM zone 33N|", True),
-]
 # Tiled vs one forward pass, on the pixels where every window covering the pixel gives the same
 # class: the masks may differ on at most this share of those pixels, and their oil regions must
 # overlap with at least this IoU. They are not identical because the one pass sees the whole
@@ -187,7 +181,7 @@ def test_segment_float32_geotiff_with_nodata_and_degrees(space, tmp_path):
         (33550, "d", 3, (1e-4, 1e-4, 0.0), True),
         (33922, "d", 6, (0.0, 0.0, 0.0, 10.0, 45.0064, 0.0), True),
         (34735, "H", len(keys), keys, True),
-        (42113, "s", 0, "-9999", True),
+        nodata_tag("-9999"),
     ]
     path = tmp_path / "sigma0.tif"
     tifffile.imwrite(path, values, extratags=tags)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from geotiff_helpers import GEOTAGS, UTM_KEYS, nodata_tag
 from PIL import Image
 from student_helpers import ID2LABEL, TINY_OVERRIDES
 
@@ -189,15 +190,6 @@ def test_evaluate_constant_baseline(tmp_path, capsys):
     assert "--constant" in capsys.readouterr().err
 
 
-UTM_KEYS = (1, 1, 0, 4, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633, 3076, 0, 1, 9001)
-GEOTAGS = [
-    (33550, "d", 3, (10.0, 10.0, 0.0), True),
-    (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), True),
-    (34735, "H", len(UTM_KEYS), UTM_KEYS, True),
-    (34737, "s", 0, "WGS 84 / UTM zone 33N|", True),
-]
-
-
 def test_entropy_map_in_nats():
     from dakter_hf.students.segment import entropy_map
 
@@ -222,7 +214,7 @@ def test_segment_writes_an_uncertainty_geotiff_with_the_input_georeferencing(stu
     grey = np.random.default_rng(1).integers(0, 256, (50, 70), dtype=np.uint8)
     values = grey.astype(np.float32)
     values[:10, :12] = -9999.0  # a no-data block
-    tifffile.imwrite(tmp_path / "scene.tif", values, extratags=GEOTAGS + [(42113, "s", 0, "-9999", True)])
+    tifffile.imwrite(tmp_path / "scene.tif", values, extratags=GEOTAGS + [nodata_tag("-9999")])
     argv = [
         "segment",
         str(tmp_path / "scene.tif"),
