@@ -82,6 +82,22 @@ class Calls:
         monkeypatch.setattr(runner_module, "train_student", train_student)
 
 
+def read_report(folder):
+    """The report of the experiment in `folder`: (report.json as a dict, report.md as text)."""
+    report = json.loads((folder / "report" / "report.json").read_text())
+    return report, (folder / "report" / "report.md").read_text()
+
+
+def student_values(folder, report, arm, key):
+    """`key` of each of `arm`'s runs, read from what the student's own test pass wrote."""
+    values = []
+    for run in report["runs"]:
+        if run["arm"] == arm:
+            with open(folder / "run" / run["step"] / "work" / "test_metrics.json") as handle:
+                values.append(json.load(handle)[key])
+    return values
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """One complete tiny experiment (real + DAKTer-KD, 2 seeds), shared by the tests that only read it."""
@@ -93,8 +109,7 @@ def finished(tmp_path_factory):
 
 def test_end_to_end_report_has_tables_figures_and_names_the_config(finished):
     tmp_path, path = finished
-    report = json.loads((tmp_path / "report" / "report.json").read_text())
-    markdown = (tmp_path / "report" / "report.md").read_text()
+    report, markdown = read_report(tmp_path)
     assert {(r["arm"], r["seed"]) for r in report["runs"]} == {
         ("real", 0),
         ("real", 1),
@@ -114,16 +129,11 @@ def test_end_to_end_report_has_tables_figures_and_names_the_config(finished):
 
 def test_report_tables_agree_with_the_json_and_the_student_results(finished):
     tmp_path, _ = finished
-    report = json.loads((tmp_path / "report" / "report.json").read_text())
-    markdown = (tmp_path / "report" / "report.md").read_text()
+    report, markdown = read_report(tmp_path)
     table1 = parse_markdown_table(markdown.split("## Table 1")[1])
     rows = {row["Arm"]: row for row in table1}
     for entry in report["summary"]["table1"]:
-        values = []
-        for run in report["runs"]:
-            if run["arm"] == entry["arm"]:
-                with open(tmp_path / "run" / run["step"] / "work" / "test_metrics.json") as handle:
-                    values.append(json.load(handle)["mean_iou"])  # what the student's own evaluation wrote
+        values = student_values(tmp_path, report, entry["arm"], "mean_iou")
         assert entry["miou"]["values"] == pytest.approx(values)
         mean = sum(values) / len(values)
         assert rows[entry["arm"]]["mIoU (%)"].split(" ± ")[0] == f"{100 * mean:.2f}"
@@ -371,15 +381,10 @@ def test_b_is_computed_once_and_every_snr_joint_model_trains_with_the_balance_st
 
 def test_report_has_a_calibration_column_and_a_reliability_diagram(finished):
     tmp_path, _ = finished
-    report = json.loads((tmp_path / "report" / "report.json").read_text())
-    markdown = (tmp_path / "report" / "report.md").read_text()
+    report, markdown = read_report(tmp_path)
     rows = {row["Arm"]: row for row in parse_markdown_table(markdown.split("## Table 1")[1])}
     for entry in report["summary"]["table1"]:
-        values = []
-        for run in report["runs"]:
-            if run["arm"] == entry["arm"]:
-                with open(tmp_path / "run" / run["step"] / "work" / "test_metrics.json") as handle:
-                    values.append(json.load(handle)["ece"])  # from the student's own test pass
+        values = student_values(tmp_path, report, entry["arm"], "ece")
         assert entry["ece"]["values"] == pytest.approx(values)
         assert rows[entry["arm"]]["ECE (%)"].split(" ± ")[0] == f"{100 * sum(values) / len(values):.2f}"
     figure = report["figures"]["reliability_segformer-b0"]
