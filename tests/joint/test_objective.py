@@ -67,6 +67,12 @@ class Recorder(torch.nn.Module):
         return self.inner(sample, timestep)
 
 
+def loss_with_output(objective, output, images, masks, timesteps, noise):
+    """The objective on a stand-in network that answers `output` (a tensor, or a function of (sample, t))."""
+    output_fn = output if callable(output) else (lambda sample, timestep: output)
+    return objective(Recorder(output_fn=output_fn), images, masks, timesteps=timesteps, noise=noise)
+
+
 def fixed_inputs(objective, images, seed=1):
     g = torch.Generator().manual_seed(seed)
     batch = images.shape[0]
@@ -102,7 +108,7 @@ def test_loss_values_with_fixed_output():
     images, masks = make_batch(C)
     timesteps, noise = fixed_inputs(objective, images)
     output = torch.randn(4, 1 + C, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
-    out = objective(Recorder(output_fn=lambda x, t: output), images, masks, timesteps=timesteps, noise=noise)
+    out = loss_with_output(objective, output, images, masks, timesteps, noise)
     assert torch.allclose(out.image_loss, ((output[:, :1] - images) ** 2).mean(), atol=1e-6)
     assert torch.allclose(out.label_loss, F.cross_entropy(output[:, 1:], masks), atol=1e-6)
 
@@ -164,13 +170,13 @@ def test_l2_label_loss_is_mse_against_codes():
     images, masks = make_batch(C)
     timesteps, noise = fixed_inputs(objective, images)
     output = torch.randn(4, 1 + C, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
-    out = objective(Recorder(output_fn=lambda x, t: output), images, masks, timesteps=timesteps, noise=noise)
+    out = loss_with_output(objective, output, images, masks, timesteps, noise)
     # against {-1, 1} codes, not the b-scaled ones
     expected = ((output[:, 1:] - onehot_codes(masks, C)) ** 2).mean()
     assert torch.allclose(out.label_loss, expected, atol=1e-6)
     # a perfect regression of the codes has zero label loss
     perfect = torch.cat([images, onehot_codes(masks, C)], dim=1)
-    out = objective(Recorder(output_fn=lambda x, t: perfect), images, masks, timesteps=timesteps, noise=noise)
+    out = loss_with_output(objective, perfect, images, masks, timesteps, noise)
     assert float(out.label_loss) == 0.0 and float(out.image_loss) == 0.0
 
 
@@ -262,17 +268,11 @@ def test_epsilon_target_is_image_noise():
     images, masks = make_batch(C)
     timesteps, noise = fixed_inputs(objective, images)
     logits = torch.zeros(4, C, SIZE, SIZE)
-    out = objective(
-        Recorder(output_fn=lambda x, t: torch.cat([noise[:, :1], logits], 1)),
-        images,
-        masks,
-        timesteps=timesteps,
-        noise=noise,
-    )
+    out = loss_with_output(objective, torch.cat([noise[:, :1], logits], 1), images, masks, timesteps, noise)
     assert float(out.image_loss) < 1e-12
     # the label noise is not part of the target
     wrong = torch.cat([noise[:, 1:2], logits], 1)
-    out = objective(Recorder(output_fn=lambda x, t: wrong), images, masks, timesteps=timesteps, noise=noise)
+    out = loss_with_output(objective, wrong, images, masks, timesteps, noise)
     assert float(out.image_loss) > 0.5
 
 
@@ -286,9 +286,7 @@ def test_v_target_is_velocity():
     v = a.sqrt() * noise[:, :1] - (1 - a).sqrt() * images
     assert torch.allclose(objective.scheduler.get_velocity(images, noise[:, :1], timesteps), v, atol=1e-6)
     logits = torch.zeros(4, C, SIZE, SIZE)
-    out = objective(
-        Recorder(output_fn=lambda x, t: torch.cat([v, logits], 1)), images, masks, timesteps=timesteps, noise=noise
-    )
+    out = loss_with_output(objective, torch.cat([v, logits], 1), images, masks, timesteps, noise)
     assert float(out.image_loss) < 1e-10
 
 
@@ -347,7 +345,7 @@ def test_min_snr_gamma_weights(prediction):
     g = torch.Generator().manual_seed(4)
     noise = torch.randn(5, 3, SIZE, SIZE, generator=g)
     output = torch.randn(5, 3, SIZE, SIZE, generator=g)
-    out = objective(Recorder(output_fn=lambda x, t: output), images, masks, timesteps=timesteps, noise=noise)
+    out = loss_with_output(objective, output, images, masks, timesteps, noise)
     av = a.view(-1, 1, 1, 1)
     target = {"sample": images, "epsilon": noise[:, :1], "v": av.sqrt() * noise[:, :1] - (1 - av).sqrt() * images}[
         prediction
@@ -355,7 +353,7 @@ def test_min_snr_gamma_weights(prediction):
     per_sample = ((output[:, :1] - target) ** 2).mean(dim=(1, 2, 3))
     assert torch.allclose(out.image_loss, (per_sample * expected).mean(), rtol=1e-4)
     unweighted = DAKTerObjective(2, image_prediction_type=prediction)
-    out0 = unweighted(Recorder(output_fn=lambda x, t: output), images, masks, timesteps=timesteps, noise=noise)
+    out0 = loss_with_output(unweighted, output, images, masks, timesteps, noise)
     assert torch.allclose(out0.image_loss, per_sample.mean(), rtol=1e-5)
 
 
@@ -367,13 +365,8 @@ def test_min_snr_on_zero_terminal_snr_is_finite(prediction):
     assert torch.isfinite(weights).all()
     assert float(weights[1]) == 0.0
     images, masks = make_batch(2, batch=2)
-    out = objective(
-        Recorder(output_fn=lambda x, t: torch.zeros_like(x)),
-        images,
-        masks,
-        timesteps=timesteps,
-        noise=torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)),
-    )
+    noise = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    out = loss_with_output(objective, lambda x, t: torch.zeros_like(x), images, masks, timesteps, noise)
     assert torch.isfinite(out.loss)
 
 
