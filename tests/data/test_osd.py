@@ -115,9 +115,7 @@ def test_off_table_colour_names_file_and_colour(tmp_path):
     rgb[5, 5] = (10, 20, 30)
     rgb[6, 6] = (255, 255, 255)
     _write(tmp_path, "train", "bad", _noise(32, 32), rgb)
-    with pytest.raises(DataError) as info:
-        load_osd(str(tmp_path), patch_size=16)
-    message = str(info.value)
+    message = _refusal(tmp_path)
     assert "bad.png" in message and "(10, 20, 30)" in message and "(255, 255, 255)" in message
 
 
@@ -214,34 +212,34 @@ def test_missing_folders(tmp_path):
         load_osd(str(tmp_path / "nolabels"))
 
 
+def _refusal(root, match=None, patch_size=16):
+    """The message of the DataError (matching `match`) that load_osd raises on `root`."""
+    with pytest.raises(DataError, match=match) as info:
+        load_osd(str(root), patch_size=patch_size)
+    return str(info.value)
+
+
 def test_image_without_mask(tmp_path):
     image_path, mask_path = _write(tmp_path, "train", "lonely", _noise(16, 16), None)
-    with pytest.raises(DataError) as info:
-        load_osd(str(tmp_path), patch_size=16)
-    assert image_path in str(info.value) and mask_path in str(info.value)
+    message = _refusal(tmp_path)
+    assert image_path in message and mask_path in message
 
 
 def test_mask_of_another_size(tmp_path):
     _, mask_path = _write(tmp_path, "train", "skew", _noise(32, 48), _sea(32, 40))
-    with pytest.raises(DataError, match="expected the same size") as info:
-        load_osd(str(tmp_path), patch_size=16)
-    assert mask_path in str(info.value)
+    assert mask_path in _refusal(tmp_path, "expected the same size")
 
 
 def test_unreadable_files(tmp_path):
     image_path, _ = _write(tmp_path / "a", "train", "broken", None, _sea(16, 16))
     with open(image_path, "wb") as handle:
         handle.write(b"not a jpeg at all")
-    with pytest.raises(DataError, match="cannot read") as info:
-        load_osd(str(tmp_path / "a"), patch_size=16)
-    assert image_path in str(info.value)
+    assert image_path in _refusal(tmp_path / "a", "cannot read")
 
     _, mask_path = _write(tmp_path / "b", "train", "broken", _noise(16, 16), None)
     with open(mask_path, "wb") as handle:
         handle.write(b"\x89PNG garbage")
-    with pytest.raises(DataError, match="cannot read") as info:
-        load_osd(str(tmp_path / "b"), patch_size=16)
-    assert mask_path in str(info.value)
+    assert mask_path in _refusal(tmp_path / "b", "cannot read")
 
 
 def test_empty_images_folder(tmp_path):
@@ -253,9 +251,7 @@ def test_empty_images_folder(tmp_path):
 
 def test_image_smaller_than_patch(tmp_path):
     image_path, _ = _write(tmp_path, "train", "tiny", _noise(300, 200), _sea(300, 200))
-    with pytest.raises(DataError, match="smaller than") as info:
-        load_osd(str(tmp_path), patch_size=256)
-    assert image_path in str(info.value)
+    assert image_path in _refusal(tmp_path, "smaller than", patch_size=256)
 
 
 def test_300x520_image_with_256_patches(tmp_path):
