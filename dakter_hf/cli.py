@@ -7,6 +7,7 @@ this file only gathers them. Nothing inside the package imports it.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import List, Optional
 
@@ -46,10 +47,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_finite(args)
         return args.func(args) or 0
     except (DataError, OSError, ValueError) as error:
         print(f"dakter {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def check_finite(args: argparse.Namespace) -> None:
+    """No command takes inf or nan: refuse them in any float flag before any work starts."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
 
 
 if __name__ == "__main__":

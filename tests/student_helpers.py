@@ -86,4 +86,6 @@ def write_generated_dataset(out, count=8, size=32, seed=0, with_soft_labels=True
         rows["classes"].append(classes_present(mask))
     features = generated_features(list(classes), size, size, with_soft_labels=with_soft_labels)
     save_dataset(datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}), str(out))
+    with open(f"{out}/.dakter.json", "w", encoding="utf-8") as handle:  # owned by `dakter generate`, as its output is
+        handle.write('{"kind": "generate"}')
     return soft

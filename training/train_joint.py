@@ -10,13 +10,19 @@
 Run with `--help` for every argument; all of them can also come from `--config FILE`.
 """
 
+from dakter_hf.data.sources import source_path
 from dakter_hf.joint.arguments import parse_args
 from dakter_hf.joint.training import train
 from dakter_hf.utils.arguments import run_launcher
+from dakter_hf.utils.ownership import check_output_path
 
 
 def main(argv=None):
-    return train(parse_args(argv))
+    args = parse_args(argv)
+    # the one output rule (ownership.py), before any data loads
+    inputs = [source_path(args.data), args.init_from]
+    check_output_path(args.output_dir, inputs, kind="train-joint", flag="--output_dir", overwrite=args.overwrite)
+    return train(args)
 
 
 if __name__ == "__main__":

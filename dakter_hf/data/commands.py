@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dakter_hf.data.options import SOURCE_HELP, add_source_options, load_from_args, normalization_from_args
+from dakter_hf.utils.ownership import check_output_path
 
 
 def _register_data(sub) -> None:
@@ -22,7 +23,10 @@ def _cmd_data(args) -> int:
         compute_balance_stats,
     )  # loaded when the command runs: `dakter --help` stays fast
     from dakter_hf.data.export import ExportSettings, export_dataset
+    from dakter_hf.data.sources import source_path
 
+    # the one output rule (ownership.py), before the source is read
+    check_output_path(args.out, [source_path(args.source)], kind="data", flag="--out", overwrite=args.overwrite)
     settings = ExportSettings(
         source=args.source,
         out=args.out,

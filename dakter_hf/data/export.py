@@ -26,7 +26,7 @@ from dakter_hf.errors import FolderError
 from dakter_hf.utils.ownership import (
     MARKER,
     FolderLock,
-    check_not_an_input,
+    check_output_path,
     read_marker,
     remove_leftovers,
     settings_hash,
@@ -119,17 +119,19 @@ def export_dataset(settings: ExportSettings) -> ExportResult:
     """Write `settings.source` to `settings.out` (save_to_disk + parquet), owned by `dakter data`."""
     out = os.path.abspath(settings.out)
     recorded = settings.recorded()
-    check_not_an_input(out, [source_path(settings.source)])
+    check_output_path(out, [source_path(settings.source)], flag="--out")  # the command checks its owner too
     parent, name = os.path.dirname(out), os.path.basename(out)
     os.makedirs(parent, exist_ok=True)
     # the folder is replaced whole, so its lock lies beside it
     with FolderLock(out, path=os.path.join(parent, f".{name}.dakter.lock")):
         _restore_interrupted_replace(out)
         existing = read_marker(out) if os.path.isdir(out) else None
-        if os.path.exists(out) and existing is None and not settings.overwrite:
+        if os.path.exists(out) and (existing or {}).get("kind") != "data" and os.listdir(out):
+            there = "is not empty, not written by `dakter data`"
+            if existing:
+                there = f"was written by `{existing.get('kind')}`"
             raise FolderError(
-                f"--out {out} is a folder not written by `dakter data`; choose another --out, or --overwrite to "
-                "replace it"
+                f"--out {out} {there}; choose another --out (--overwrite only replaces what `dakter data` wrote)"
             )
         remove_leftovers(parent, {name + ".tmp-*": "staging", name + ".old-*": "replaced copy"})
         cache = tempfile.mkdtemp(prefix=name + ".tmp-", dir=parent)  # no second copy in ~/.cache

@@ -20,15 +20,29 @@ def _register_quality(sub) -> None:
 
 
 def _cmd_quality(args) -> int:
-    from dakter_hf.data.sources import load_saved  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.data.sources import (
+        load_saved,
+        source_path,
+    )  # loaded when the command runs: `dakter --help` stays fast
     from dakter_hf.evaluation.formatting import format_quality_table
     from dakter_hf.evaluation.report import quality_report
+    from dakter_hf.utils.ownership import check_generated, check_output_path
 
+    default = os.path.join(args.generated, "quality.json")  # the report's documented place beside the generated set
+    path = check_output_path(
+        args.json or default,
+        [source_path(args.real), args.generated],
+        kind="quality",
+        flag="--json",
+        allowed=[default],
+        file=True,
+    )
+    check_generated(args.generated)
     real = load_from_args(args, args.real, args.split)[args.split]
     generated = load_saved(args.generated, split="train")["train"]
     report = quality_report(real, generated, max_images=args.max_images, show_progress=True)
     print(format_quality_table(report))
-    path = atomic_write_json(args.json or os.path.join(args.generated, "quality.json"), report)
+    path = atomic_write_json(path, report)
     print(f"wrote {path}")
     return 0
 

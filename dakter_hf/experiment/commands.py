@@ -31,6 +31,7 @@ def _cmd_experiment(args) -> int:
 
     config = load_experiment_config(args.config, output_dir=args.out, report_dir=args.report_dir)
     runner = ExperimentRunner(config)
+    runner.check_paths(args.overwrite)
     if args.dry_run:
         for index, step in enumerate(runner.plan.steps, 1):
             state = "cached" if read_done(step.folder(runner.root)) is not None else "to run"

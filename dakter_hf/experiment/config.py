@@ -21,6 +21,7 @@ and the key) before anything runs. Arms are the paper's comparisons (`ARMS`), or
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -214,12 +215,22 @@ def _arm(entry, path: str, index: int) -> Arm:
     raise ValueError(f"{path}: an arm is a name or a mapping, got {entry!r}")
 
 
+def _check_finite(value: Any, where: str) -> None:
+    """No setting of an experiment is inf or nan (YAML's .inf / .nan): one line naming the key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number, got {value}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_finite(item, f"{where}: {key}" if isinstance(key, str) else f"{where}[{key}]")
+
+
 def load_experiment_config(
     path: str, output_dir: Optional[str] = None, report_dir: Optional[str] = None
 ) -> ExperimentConfig:
     """Read and check an experiment file; `output_dir`/`report_dir` override the file's."""
 
     raw = read_config_file(path)
+    _check_finite(raw, path)
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     unknown = sorted(set(raw) - TOP_KEYS)

@@ -69,7 +69,7 @@ def _cmd_demo(args) -> int:
     from dakter_hf.joint.training import train
     from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
     from dakter_hf.utils.files import atomic_write_json
-    from dakter_hf.utils.ownership import claim_folder
+    from dakter_hf.utils.ownership import check_output_path, claim_folder
 
     for flag, value in (
         ("--train-steps", args.train_steps),
@@ -78,6 +78,7 @@ def _cmd_demo(args) -> int:
     ):
         if value is not None and value <= 0:
             raise ValueError(f"{flag} must be > 0, got {value}")
+    check_output_path(args.out, kind="demo", flag="--out", overwrite=args.overwrite)  # the one output rule
     config = load_config_file(str(resources.files("dakter_hf.configs") / "tiny.yaml"))
     # the demo owns --out: it redoes its own steps with the same settings, refuses anything else
     claim_folder(
@@ -147,7 +148,9 @@ def _demo_full(args) -> int:
         output_dir=out,
         report_dir=os.path.join(out, "report"),
     )
-    report = ExperimentRunner(config).run(overwrite=args.overwrite)
+    runner = ExperimentRunner(config)
+    runner.check_paths(args.overwrite)
+    report = runner.run(overwrite=args.overwrite)
     print(open(report["paths"]["markdown"], encoding="utf-8").read().split("## Joint models")[0])
     print(f"report with figures: {report['paths']['markdown']}")
     return 0

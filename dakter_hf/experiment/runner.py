@@ -47,6 +47,7 @@ from dakter_hf.utils.files import atomic_write_json
 from dakter_hf.utils.ownership import (
     FolderLock,
     check_not_an_input,
+    check_output_path,
     claim_folder,
     dataset_fingerprint,
     is_within,
@@ -269,9 +270,23 @@ class ExperimentRunner:
             p for p in paths + [j.get("init_from") for j in joints] + [s.get("student_weights") for s in students] if p
         ]
 
+    def check_paths(self, overwrite: bool = False) -> None:
+        """The one output rule (`ownership.check_output_path`) for output_dir and report_dir, before any step."""
+        inputs = self._input_paths()
+        check_output_path(self.root, inputs, kind="experiment", flag="output_dir", overwrite=overwrite)
+        in_root = is_within(self.config.report_dir, self.root)
+        check_output_path(
+            self.config.report_dir,
+            inputs,
+            kind="experiment-report",
+            flag="report_dir",
+            within=("experiment",) if in_root else (),
+        )
+
     def _check_folders(self, overwrite: bool) -> None:
         """Refuse bad output or report folders before anything is written."""
 
+        self.check_paths(overwrite)
         root, report = self.root, self.config.report_dir
         for folder, flag in ((root, "output_dir"), (report, "report_dir")):
             check_not_an_input(folder, self._input_paths(), flag=flag)

@@ -53,10 +53,14 @@ def _register_generate(sub) -> None:
 
 def _cmd_generate(args) -> int:
     # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.data.sources import source_path
     from dakter_hf.generation.config import GenerationSettings
     from dakter_hf.generation.dataset import generate_dataset
     from dakter_hf.generation.hub import push_generated_dataset
+    from dakter_hf.utils.ownership import check_output_path
 
+    inputs = [args.pipeline, source_path(args.real) if args.real else None]
+    check_output_path(args.out, inputs, kind="generate", flag="--out", overwrite=args.overwrite)
     num_samples = args.num_samples
     if args.scale is not None:
         if not args.real:

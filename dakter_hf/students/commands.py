@@ -11,6 +11,7 @@ from dakter_hf.data.raster import DEFAULT_MAX_PIXELS
 from dakter_hf.data.raster import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 from dakter_hf.errors import DataError, PixelLimitError
 from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.ownership import check_output_path, claim_folder, read_marker
 
 
 # ------------------------------------------------------------------------- evaluate
@@ -38,12 +39,15 @@ def _register_evaluate(sub) -> None:
 
 def _cmd_evaluate(args) -> int:
     from dakter_hf.data.features import class_names_of  # loaded when the command runs: `dakter --help` stays fast
+    from dakter_hf.data.sources import source_path
     from dakter_hf.students.inference import evaluate_constant, evaluate_student
     from dakter_hf.students.metrics import format_calibration_row, format_table4_row, to_json
     from dakter_hf.students.models import load_student, student_resolution
 
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    # the one output rule (ownership.py), before the evaluation runs: --json is not the model, the data or inside them
+    check_output_path(args.json, [args.model, source_path(args.data)], kind="evaluate", flag="--json", file=True)
     if args.constant is not None:
         split = load_from_args(args, args.data, args.split)[args.split]
         result, resolution = evaluate_constant(split, args.constant), None
@@ -123,7 +127,9 @@ def _image_files(inputs):
     """(image files, [(input, why)] for the inputs that give none); duplicate names are refused outright."""
     files, missing = [], []
     for item in inputs:
-        if os.path.isdir(item):
+        if os.path.isdir(item) and (read_marker(item) or {}).get("kind") == "segment":
+            missing.append((item, "a `dakter segment` output folder: its files are outputs, not scenes"))
+        elif os.path.isdir(item):
             found = sorted(os.path.join(item, n) for n in os.listdir(item) if n.lower().endswith(IMAGE_SUFFIXES))
             if not found:
                 missing.append((item, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder"))
@@ -164,6 +170,8 @@ def _cmd_segment(args) -> int:
         raise ValueError(f"--pixel-scale must be a finite number > 0 or auto, got {args.pixel_scale!r}")
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be positive, got {args.max_pixels}")
+    # the one output rule (ownership.py): --out is no input scene, model or folder of them, and no other command's
+    check_output_path(args.out, [*args.inputs, args.model], kind="segment", flag="--out")
     files, missing = _image_files(args.inputs)
     failed = [f"{item}: {why}" for item, why in missing]
     for line in failed:
@@ -171,7 +179,7 @@ def _cmd_segment(args) -> int:
     if files:  # a batch: each unreadable input is reported and the others are still segmented
         model, processor = load_student(args.model)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        os.makedirs(args.out, exist_ok=True)
+        claim_folder(args.out, "segment", {}, flag="--out")  # marked: a later run never reads it as scenes
     for path in files:
         try:
             written = segment_file(

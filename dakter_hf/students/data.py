@@ -21,6 +21,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
 from tqdm.auto import tqdm
 
 from dakter_hf.data.arrays import mask_to_ids, resize_pair, to_grey_array
@@ -30,6 +31,7 @@ from dakter_hf.data.sources import load_saved
 from dakter_hf.data.transforms import dihedral, draw_dihedral
 from dakter_hf.errors import DataError
 from dakter_hf.utils.hub import is_hub_id
+from dakter_hf.utils.ownership import check_generated, is_generated_card
 
 
 UNIT_RANGE = unit_range_table()  # uint8 grey -> [-1, 1] by lookup
@@ -40,17 +42,36 @@ def load_generated(spec: str) -> datasets.Dataset:
     """A generated dataset (train split) from a `dakter generate` folder or a Hub dataset id."""
 
     if os.path.isdir(spec):
+        check_generated(spec)  # generated means generated, in every mode
         return load_saved(spec, split="train")["train"]
     if is_hub_id(spec):
         try:
-            return datasets.load_dataset(spec, split="train")
+            dataset = datasets.load_dataset(spec, split="train")
         except Exception as error:  # datasets raises many kinds here (offline, missing repo, ...)
             raise DataError(
                 f"--generated {spec}: could not load this Hub dataset ({type(error).__name__}: {error})"
             ) from None
+        _check_generated_card(spec)
+        return dataset
     raise DataError(
         f"--generated {spec}: no such folder (expected a folder written by `dakter generate`, or a Hub dataset id)"
     )
+
+
+def _check_generated_card(repo_id: str) -> None:
+    """A Hub dataset is generated when its card is the one `dakter generate` writes."""
+    try:
+        card = hf_hub_download(repo_id, "README.md", repo_type="dataset")
+    except Exception as error:  # offline without a cached card, no card, ...
+        raise DataError(
+            f"--generated {repo_id}: could not read its dataset card ({type(error).__name__}), so it cannot be "
+            "recognised as written by `dakter generate`"
+        ) from None
+    if not is_generated_card(card):
+        raise DataError(
+            f"--generated {repo_id}: its dataset card is not one written by `dakter generate`; --generated takes "
+            "only generated sets (real data goes to --real)"
+        )
 
 
 def generated_rows(real_count: int, generated: Sequence[datasets.Dataset], scale: float) -> List[tuple]:

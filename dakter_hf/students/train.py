@@ -48,7 +48,14 @@ from dakter_hf.students.teacher import teacher_soft_labels
 from dakter_hf.students.trainer import DAKTerTrainer
 from dakter_hf.utils.arguments import RepeatableList, parse_arguments
 from dakter_hf.utils.files import atomic_write_json
-from dakter_hf.utils.ownership import FolderLock, claim_folder, dataset_fingerprint, folder_fingerprint
+from dakter_hf.utils.ownership import (
+    FolderLock,
+    check_generated,
+    check_output_path,
+    claim_folder,
+    dataset_fingerprint,
+    folder_fingerprint,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -507,4 +514,14 @@ def parse_student_args(argv=None):
 
 def main(argv=None) -> str:
     args, training = parse_student_args(argv)
+    check_student_output(args, training)
     return train_student(args, training)
+
+
+def check_student_output(args: StudentArguments, training: TrainingArguments) -> None:
+    """The one output rule (`ownership.check_output_path`) for --output_dir, and --generated that is generated,
+    before any data loads. (The experiment runner calls `train_student` inside its own folder, checked there.)"""
+    inputs = [source_path(args.real), *args.generated, args.teacher, args.student_weights]
+    check_output_path(training.output_dir, inputs, kind="train-student", flag="--output_dir", overwrite=args.overwrite)
+    for spec in args.generated:
+        check_generated(spec)

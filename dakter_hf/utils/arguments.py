@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import types
@@ -57,6 +58,17 @@ def _none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     convert_or_none.__name__ = getattr(convert, "__name__", "value")
     return convert_or_none
+
+
+def finite_float(value: Any) -> float:
+    """`float` without inf and nan: no flag of a launcher means them (`--scale inf`, `--learning_rate nan`)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value!r}")
+    return number
+
+
+finite_float.__name__ = "float"  # argparse's message: "invalid float value: 'inf'"
 
 
 class RepeatableList(argparse.Action):
@@ -93,6 +105,8 @@ class ArgumentParser(HfArgumentParser):
                     self.nullable_fields.add(f.name)
         # HfArgumentParser has no hook for the conversion of a flag: wrap the `type` of the actions it made
         for action in self._actions:
+            if action.type is float:
+                action.type = finite_float
             if action.dest in self.nullable_fields and action.type is not None:
                 action.type = _none_or(action.type)
         self.config_dest = config_flag.lstrip("-").replace("-", "_")
@@ -105,6 +119,10 @@ class ArgumentParser(HfArgumentParser):
             metavar="FILE",
             help="YAML or JSON file of any of these arguments; the command line wins",
         )
+
+    def error(self, message: str):
+        """A bad flag value is one line and exit code 2, like every other user error of a launcher (no usage block)."""
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the arguments)\n")
 
     def field_action(self, name: str) -> argparse.Action:
         """The flag that fills field `name` (`--name`, not the `--no_name` complement of a bool)."""
