@@ -160,6 +160,17 @@ def resize_soft_label(soft_label, resolution: int) -> np.ndarray:
     return tensor.numpy().astype(np.float16)
 
 
+def check_generated_columns(generated: Sequence[datasets.Dataset], class_names, use_soft_labels: bool) -> None:
+    """The generated sets have the real data's classes and, for the KD arm, soft labels (checked before any write)."""
+    for dataset in generated:
+        if class_names_of(dataset) != list(class_names):
+            raise DataError(f"a generated dataset has classes {class_names_of(dataset)}, the real data {class_names}")
+        if use_soft_labels and "soft_label" not in dataset.column_names:
+            raise DataError(
+                "a generated dataset has no soft_label column (made by an L2-label generator?); use --mode hard"
+            )
+
+
 def build_training_samples(
     real_train: datasets.Dataset,
     resolution: int,
@@ -187,13 +198,7 @@ def build_training_samples(
             )
         soft = [resize_soft_label(s, resolution) for s in teacher_soft_labels]
         soft_index = list(range(len(images)))
-    for dataset in generated:
-        if class_names_of(dataset) != class_names:
-            raise DataError(f"a generated dataset has classes {class_names_of(dataset)}, the real data {class_names}")
-        if use_soft_labels and "soft_label" not in dataset.column_names:
-            raise DataError(
-                "a generated dataset has no soft_label column (made by an L2-label generator?); use --mode hard"
-            )
+    check_generated_columns(generated, class_names, use_soft_labels)
     chosen = generated_rows(len(images), generated, scale) if generated else []
     for dataset_index, row_index in tqdm(chosen, desc="decoding generated samples", leave=False):
         row = generated[dataset_index][row_index]

@@ -31,11 +31,19 @@ from transformers import TrainerCallback, TrainingArguments
 from dakter_hf.data.features import class_names_of
 from dakter_hf.data.raster import Normalization, normalization_for
 from dakter_hf.data.sources import load_source, source_path
-from dakter_hf.errors import DataError
+from dakter_hf.errors import DataError, FolderError
 from dakter_hf.students.card import write_student_card
+from dakter_hf.students.checkpoints import (
+    LATEST,
+    LEFTOVERS,
+    complete_checkpoints,
+    remove_superseded,
+    resume_checkpoint,
+)
 from dakter_hf.students.data import (
     build_eval_samples,
     build_training_samples,
+    check_generated_columns,
     generated_rows,
     load_generated,
     student_collate,
@@ -55,6 +63,7 @@ from dakter_hf.utils.ownership import (
     claim_folder,
     dataset_fingerprint,
     folder_fingerprint,
+    remove_leftovers,
 )
 
 
@@ -269,8 +278,19 @@ def _claim_output_dir(args: StudentArguments, training: TrainingArguments, input
         flag="--output_dir",
         write=training.process_index == 0,
     )
+    if training.process_index == 0 and claim.resumed and not claim.record.get("finished"):
+        if not training.resume_from_checkpoint:  # like train_joint.py: a used folder is continued only when asked
+            found = complete_checkpoints(training.output_dir, warn=False, full=not training.save_only_model)
+            where = f"from {found[-1]}" if found else "from step 0: it holds no complete checkpoint yet"
+            raise FolderError(
+                f"--output_dir {training.output_dir} holds an unfinished train-student run with these settings "
+                f"(interrupted?); pass --resume_from_checkpoint latest to continue it ({where}), or --overwrite to "
+                "start again"
+            )
     if training.process_index == 0:
         hold.enter_context(lock)
+        remove_leftovers(training.output_dir, LEFTOVERS)  # what a killed run left half-written
+        remove_superseded(training.output_dir, full=not training.save_only_model)
     return claim
 
 
@@ -353,6 +373,7 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     id2label = dict(enumerate(class_names))
     if generated:
         generated_rows(len(train_split), generated, args.scale)  # enough generated rows for --scale
+        check_generated_columns(generated, class_names, use_soft_labels=args.mode == "dakter")
     if args.teacher:
         if not os.path.isdir(args.teacher):
             raise FileNotFoundError(
@@ -375,9 +396,11 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
     )
     overrides.update(json.loads(args.student_config) if args.student_config else {})
     model = build_student(args.student, id2label, weights=args.student_weights, seed=training.seed, **overrides)
-    checkpoint = training.resume_from_checkpoint
-    if checkpoint and checkpoint != "latest" and not os.path.isdir(checkpoint):
-        raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint folder")
+    checkpoint, full = training.resume_from_checkpoint, not training.save_only_model
+    if checkpoint and checkpoint not in LATEST:
+        resume_checkpoint(training.output_dir, checkpoint, full)  # a named checkpoint must exist and be complete
+        if args.overwrite and os.path.realpath(checkpoint).startswith(os.path.realpath(training.output_dir) + os.sep):
+            raise ValueError("--overwrite empties --output_dir, the checkpoint to resume from included; pass only one")
 
     inputs = {
         "real": dataset_fingerprint(train_split),
@@ -418,7 +441,8 @@ def _train_claimed(
     with training.main_process_first(desc="claiming the output folder"):
         claim = _claim_output_dir(args, training, inputs, hold)
     if claim.record.get("finished"):
-        logger.info("%s already holds this finished student; nothing to do", training.output_dir)
+        if training.process_index == 0:
+            print(f"{training.output_dir} already holds this finished student (same settings and data); nothing to do")
         return training.output_dir
 
     # ---- data, model, training
@@ -438,7 +462,7 @@ def _train_claimed(
         scale=args.scale,
         use_soft_labels=args.mode == "dakter",
         teacher_soft_labels=teacher,
-        augment=args.augment,
+        augment=False,  # the trainer augments, per step (exact resumption)
     )
     logger.info(
         "%d training samples (%d real, %d generated), classes %s",
@@ -465,13 +489,10 @@ def _train_claimed(
         compute_metrics=make_batch_compute_metrics(len(class_names), id2label=id2label),
         callbacks=[TimeBudget(args.max_train_minutes)],
         loss_config=args.loss_config(),
+        augment=args.augment,
     )
-    if checkpoint == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(training.output_dir) if os.path.isdir(training.output_dir) else None
-        if checkpoint is None:
-            logger.info("no checkpoint in %s: starting a new run", training.output_dir)
+    # latest: the newest complete checkpoint (incomplete ones are skipped with a warning)
+    checkpoint = resume_checkpoint(training.output_dir, checkpoint, not training.save_only_model)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # student + processor
     trainer.save_metrics("train", result.metrics)

@@ -17,12 +17,17 @@ Evaluation returns argmax class maps at label size instead of logits, so with
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from collections import defaultdict
 from typing import Dict, Optional
 
 import torch
 from transformers import Trainer
 
+from dakter_hf.data.transforms import dihedral, draw_dihedral
+from dakter_hf.students.checkpoints import STAGING_SUFFIX, rotate_checkpoints
 from dakter_hf.students.losses import StudentLossConfig, resize_logits, student_loss
 from dakter_hf.students.models import input_channels, student_logits, to_model_input
 
@@ -30,8 +35,9 @@ from dakter_hf.students.models import input_channels, student_logits, to_model_i
 class DAKTerTrainer(Trainer):
     """Trainer with the DAKTer student loss (`losses.student_loss`) for any student of `models`."""
 
-    def __init__(self, *args, loss_config: Optional[StudentLossConfig] = None, **kwargs):
+    def __init__(self, *args, loss_config: Optional[StudentLossConfig] = None, augment: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.augment = augment  # random flips / rot90 per sample (`_augmented`); the dataset then augments nothing
         if self.args.remove_unused_columns:
             raise ValueError(
                 "DAKTerTrainer needs TrainingArguments(remove_unused_columns=False): batches carry soft labels and "
@@ -42,6 +48,8 @@ class DAKTerTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self._channels = input_channels(self.accelerator.unwrap_model(self.model))
         self._terms: Dict[str, list] = defaultdict(list)
+        self._staging: Optional[str] = None  # where _save_checkpoint writes while it runs
+        self._micro, self._micro_step = 0, None  # micro-batch of the step being augmented
 
     def _loss_terms(self, model, inputs):
         logits = student_logits(model, to_model_input(inputs["pixel_values"], self._channels))
@@ -96,6 +104,59 @@ class DAKTerTrainer(Trainer):
         target = self.accelerator.unwrap_model(model)
         loaded = type(target).from_pretrained(resume_from_checkpoint)
         target.load_state_dict(loaded.state_dict(), strict=True)
+
+    # ---- checkpoints written whole: checkpoint-N.tmp/checkpoint-N, renamed to checkpoint-N when complete
+    def _get_output_dir(self, trial) -> str:
+        return self._staging if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's save into a staging folder, moved into place once complete; then the rotation."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"checkpoint-{self.state.global_step}"
+        staging, target = os.path.join(run_dir, name + STAGING_SUFFIX), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)  # its rotation sees only the staging folder
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every process has written its part (RNG states)
+        if not self.args.should_save:
+            return
+        best = self.state.best_model_checkpoint
+        if best and os.path.dirname(os.path.normpath(best)) == staging:  # it named the staged path: name the final one
+            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(os.path.normpath(best)))
+            self.state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
+        if os.path.exists(target):  # an incomplete one of an older run, or a step saved again
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, name), target)
+        shutil.rmtree(staging, ignore_errors=True)
+        keep = [self.state.best_model_checkpoint, target]
+        rotate_checkpoints(run_dir, self.args.save_total_limit, keep=keep, full=not self.args.save_only_model)
+
+    # ---- augmentation as a function of the step: a resumed run draws what the uninterrupted run drew
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.augment:
+            inputs = self._augmented(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _augmented(self, inputs):
+        """Each sample flipped / turned (image, mask and soft label alike) by a draw from (seed, step,
+        process, micro-batch). Drawn in the dataset, from the global RNG, the transforms of the batch that
+        the data loader had already fetched when a checkpoint was saved would differ after a resume."""
+        step = self.state.global_step
+        self._micro = self._micro + 1 if self._micro_step == step else 0
+        self._micro_step = step
+        key = f"{self.args.seed}/{step}/{self.args.process_index}/{self._micro}".encode()
+        generator = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+        draws = [draw_dihedral(generator) for _ in range(len(inputs["pixel_values"]))]
+        out = dict(inputs)
+        for name in ("pixel_values", "labels", "soft_labels"):
+            if name in inputs:
+                out[name] = torch.stack([dihedral(t, k, flip) for t, (k, flip) in zip(inputs[name], draws)])
+        return out
 
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
         """(loss, argmax class map at label size, labels): no logits are kept."""

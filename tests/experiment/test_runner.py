@@ -175,6 +175,27 @@ def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path, monkeyp
     assert (first / "done.json").exists() and (tmp_path / "report" / "report.md").exists()
 
 
+def test_a_student_step_holding_a_broken_checkpoint_reruns(tmp_path, monkeypatch):
+    """A student killed while writing its checkpoint in place (as older versions did) leaves a checkpoint no
+    resume can read; the experiment skips it (warned) and trains the step again instead of failing forever."""
+    path = tiny_config(tmp_path, arms=("real",), seeds=[0])
+    assert main(["experiment", "--config", path]) == 0
+    step = next((tmp_path / "run" / "student").glob("*-s0-*"))
+    work = step / "work"
+    (step / "done.json").unlink()
+    for name in ("model.safetensors", "test_metrics.json", "README.md"):
+        (work / name).unlink()
+    marker = json.loads((work / ".dakter.json").read_text())
+    (work / ".dakter.json").write_text(json.dumps({**marker, "finished": False}))
+    (work / "checkpoint-2" / "trainer_state.json").unlink()
+    with open(work / "checkpoint-2" / "model.safetensors", "r+b") as handle:
+        handle.truncate(64)
+    calls = Calls(monkeypatch)
+    assert main(["experiment", "--config", path]) == 0
+    assert calls.students == 1 and (step / "done.json").exists() and (work / "model.safetensors").exists()
+    assert (work / "checkpoint-2" / "trainer_state.json").exists()  # saved again, whole
+
+
 def test_plan_shares_steps_between_arms(tmp_path):
     config = load_experiment_config(
         tiny_config(tmp_path, arms=("real", "dakter-no-kd", "dakter-kd", "b-snr", "ddpm-l2"))
