@@ -144,6 +144,16 @@ COMMANDS = {
         False,
         True,
     ),
+    "train_student.py --student_weights": (
+        _student,
+        lambda out, i: (
+            ["--real", str(i["real"]), "--mode", "real", "--student_weights", str(i["model"])] + ["--output_dir", out]
+        ),
+        ["real", "model"],
+        "--output_dir",
+        False,
+        True,
+    ),
     "experiment --out": (
         main,
         lambda out, i: ["experiment", "--config", str(i["config"]), "--out", out],
