@@ -1,10 +1,12 @@
 """Tiny students and datasets for the student tests (built in code; nothing downloads)."""
 
+import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import torch
 
 
 ID2LABEL = {0: "background", 1: "oil"}
@@ -61,6 +63,30 @@ def run_without_dakter(script, *args, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def save_for_reload(model, folder, size=32):
+    """Save `model` after one train-mode pass (BN statistics off their defaults), in eval mode, with
+    check.pt = {"x", "logits"} of two inputs for a reload to compare against; returns (x, logits)."""
+    model.train()
+    model(pixel_values=torch.randn(4, 1, size, size))
+    model.eval()
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        logits = model(pixel_values=x).logits
+    model.save_pretrained(folder)
+    torch.save({"x": x, "logits": logits}, folder / "check.pt")
+    return x, logits
+
+
+def assert_saved_with_code(folder, module, config_class, model_class):
+    """config.json maps the auto classes to `module`.py, which lies in `folder` with its relative import."""
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["auto_map"] == {
+        "AutoConfig": f"{module}.{config_class.__name__}",
+        "AutoModelForSemanticSegmentation": f"{module}.{model_class.__name__}",
+    }
+    assert (folder / f"{module}.py").is_file() and (folder / "remote_code.py").is_file()
 
 
 def write_generated_dataset(out, count=8, size=32, seed=0, with_soft_labels=True, classes=("background", "oil")):

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 import torch
-from student_helpers import ID2LABEL, TINY_OVERRIDES, run_without_dakter
+from student_helpers import ID2LABEL, TINY_OVERRIDES, assert_saved_with_code, run_without_dakter, save_for_reload
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, ResNetConfig, ResNetModel
 
 from dakter_hf.students.cbdnet import (
@@ -164,22 +164,10 @@ LOAD_WITHOUT_DAKTER = textwrap.dedent(
 
 def test_save_and_reload_with_plain_transformers(tmp_path, one_thread):
     model = tiny_model()
-    model.train()
-    model(pixel_values=torch.randn(4, 1, 32, 32))  # BN running stats away from their defaults
-    model.eval()
-    x = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        logits = model(pixel_values=x).logits
     d = tmp_path / "model"
-    model.save_pretrained(d)
+    x, logits = save_for_reload(model, d)
     make_image_processor(model, 32).save_pretrained(d)
-    torch.save({"x": x, "logits": logits}, d / "check.pt")
-    saved = json.loads((d / "config.json").read_text())
-    assert saved["auto_map"] == {
-        "AutoConfig": "cbdnet.CBDNetConfig",
-        "AutoModelForSemanticSegmentation": "cbdnet.CBDNetForSemanticSegmentation",
-    }
-    assert (d / "cbdnet.py").is_file() and (d / "remote_code.py").is_file()  # and its relative import
+    assert_saved_with_code(d, "cbdnet", CBDNetConfig, CBDNetForSemanticSegmentation)
     assert "OK transformers_modules" in run_without_dakter(LOAD_WITHOUT_DAKTER, d, tmp_path=tmp_path)
     # in this process: the registered classes, and the package's loader
     local = AutoModelForSemanticSegmentation.from_pretrained(d).eval()

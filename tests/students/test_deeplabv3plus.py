@@ -1,11 +1,10 @@
 """DeepLabV3+ student: shapes, loss/gradients, init determinism, configs, and save/load with plain transformers."""
 
-import json
 import textwrap
 
 import pytest
 import torch
-from student_helpers import run_without_dakter
+from student_helpers import assert_saved_with_code, run_without_dakter, save_for_reload
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, ResNetConfig
 
 from dakter_hf.students.deeplabv3plus import (
@@ -165,22 +164,9 @@ LOAD_WITHOUT_DAKTER = textwrap.dedent(
 
 
 def test_save_and_load_with_plain_transformers(tmp_path, one_thread):
-    model = tiny_model(id2label={0: "sea", 1: "oil"})
-    model(torch.randn(4, 1, 32, 32))  # one train-mode pass so BN running stats are not the defaults
-    model.eval()
-    x = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        logits = model(x).logits
     d = tmp_path / "model"
-    model.save_pretrained(d)
-    torch.save({"x": x, "logits": logits}, d / "check.pt")
-
-    saved = json.loads((d / "config.json").read_text())
-    assert saved["auto_map"] == {
-        "AutoConfig": "deeplabv3plus.DeepLabV3PlusConfig",
-        "AutoModelForSemanticSegmentation": "deeplabv3plus.DeepLabV3PlusForSemanticSegmentation",
-    }
-    assert (d / "deeplabv3plus.py").is_file() and (d / "remote_code.py").is_file()  # and its relative import
+    x, logits = save_for_reload(tiny_model(id2label={0: "sea", 1: "oil"}), d)
+    assert_saved_with_code(d, "deeplabv3plus", DeepLabV3PlusConfig, DeepLabV3PlusForSemanticSegmentation)
 
     assert "OK transformers_modules" in run_without_dakter(LOAD_WITHOUT_DAKTER, d, tmp_path=tmp_path)
 
