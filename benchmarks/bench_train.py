@@ -37,7 +37,7 @@ import time
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from harness import alternate, median, seconds
+from harness import alternate, autocast_context, dakter_step, median, seconds, step_optimizer
 
 from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.speed import adamw, apply_model_options, enable_tf32
@@ -97,23 +97,8 @@ def throughput(args) -> None:
 
     def make_step(kind="dakter", fused=False, autocast=None, channels_last=False, compile=False):
         unet = model(channels_last, compile)
-        optimizer = (
-            adamw(unet.parameters(), device, lr=1e-5)
-            if fused
-            else torch.optim.AdamW(unet.parameters(), lr=1e-5, foreach=True if cuda else None)
-        )
-        context = (
-            (lambda: torch.autocast(device_type=torch.device(device).type, dtype=autocast))
-            if autocast
-            else contextlib.nullcontext
-        )
-
-        def dakter_step():
-            with context():
-                out = objective(unet, images, masks)
-            out.loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        optimizer = step_optimizer(unet.parameters(), device, fused)
+        context = autocast_context(device, autocast)
 
         def plain_step():  # the minimal diffusers loop (train_unconditional.py style)
             noise = torch.randn_like(plain_input)
@@ -125,7 +110,7 @@ def throughput(args) -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        return dakter_step if kind == "dakter" else plain_step
+        return dakter_step(objective, unet, images, masks, optimizer, context) if kind == "dakter" else plain_step
 
     def steps(step):
         def work():

@@ -10,13 +10,13 @@ time on CUDA (self CPU time on a CPU) and shows the top `--top` rows.
 """
 
 import argparse
-import contextlib
 
 import torch
+from harness import autocast_context, dakter_step, step_optimizer
 from torch.profiler import ProfilerActivity, profile
 
 from dakter_hf.joint.objective import DAKTerObjective
-from dakter_hf.joint.speed import adamw, apply_model_options, enable_tf32
+from dakter_hf.joint.speed import apply_model_options, enable_tf32
 from dakter_hf.joint.unet import make_joint_unet
 
 
@@ -52,26 +52,12 @@ def main():
     torch.manual_seed(0)
     unet = make_joint_unet(2, args.preset, sample_size=args.resolution).to(args.device).train()
     apply_model_options(unet, channels_last="channels_last" in options, compile="compile" in options)
-    optimizer = (
-        adamw(unet.parameters(), args.device, lr=1e-5)
-        if "fused_adamw" in options
-        else torch.optim.AdamW(unet.parameters(), lr=1e-5)
-    )
+    optimizer = step_optimizer(unet.parameters(), args.device, fused="fused_adamw" in options)
     objective = DAKTerObjective(2, balancing_factor=0.44, image_prediction_type="v", zero_terminal_snr=True)
     images = torch.rand(args.batch, 1, args.resolution, args.resolution, device=args.device) * 2 - 1
     masks = (torch.rand(args.batch, args.resolution, args.resolution, device=args.device) > 0.8).long()
-    autocast = (
-        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
-        if "bf16" in options
-        else contextlib.nullcontext
-    )
-
-    def step():
-        with autocast():
-            out = objective(unet, images, masks)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    autocast = autocast_context(args.device, torch.bfloat16 if "bf16" in options else None)  # bf16: CUDA only
+    step = dakter_step(objective, unet, images, masks, optimizer, autocast)
 
     for _ in range(args.warmup):
         step()
