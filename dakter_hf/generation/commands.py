@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from dakter_hf.data.options import add_source_options, load_from_args
@@ -68,6 +69,8 @@ def _cmd_generate(args) -> int:
         if args.scale <= 0:
             raise ValueError(f"--scale must be > 0, got {args.scale}")
         real = load_from_args(args, args.real, "train")["train"]
+        if not math.isfinite(args.scale * len(real)):
+            raise ValueError(f"--scale {args.scale} of {len(real)} real training images is not a finite count")
         num_samples = max(1, round(args.scale * len(real)))
         print(f"--scale {args.scale} of {len(real)} real training images: N = {num_samples}")
     settings = GenerationSettings(

@@ -14,6 +14,7 @@ every step costs more than a small student's step.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -78,6 +79,8 @@ def generated_rows(real_count: int, generated: Sequence[datasets.Dataset], scale
     """(dataset index, row index) of the generated rows used: round(scale * real_count), in turn from each set."""
     if not scale > 0:
         raise ValueError(f"--scale must be > 0, got {scale}")
+    if not math.isfinite(scale * real_count):
+        raise ValueError(f"--scale {scale} of {real_count} real images is not a finite number of generated rows")
     wanted = int(round(scale * real_count))
     available = sum(len(g) for g in generated)
     if wanted > available:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from helpers import tree
 from PIL import Image
-from student_helpers import ID2LABEL, TINY_OVERRIDES
+from student_helpers import ID2LABEL, TINY_OVERRIDES, write_generated_dataset
 
 from dakter_hf.cli import main
 from dakter_hf.students.models import build_student, load_student, make_image_processor
@@ -133,6 +133,13 @@ def test_non_finite_numbers_are_one_line(pipeline_dir, real_dir, student_dir, tm
     assert main([*argv, "--scale", "inf"]) == 2
     one_line(capsys, "--scale", "finite")
     assert not (tmp_path / "g").exists()
+    assert main([*argv, "--scale", "1e308"]) == 2  # finite, but not its count of samples
+    one_line(capsys, "--scale", "not a finite count")
+    write_generated_dataset(tmp_path / "gen", count=4, size=16)
+    capsys.readouterr()
+    hard = ["--real", str(real_dir), "--generated", str(tmp_path / "gen"), "--mode", "hard", "--scale", "1e308"]
+    assert student_exit([*hard, "--test_split", "none", "--output_dir", str(tmp_path / "s")]) == 2
+    one_line(capsys, "--scale", "not a finite number")
     student = ["--real", str(real_dir), "--output_dir", str(tmp_path / "s"), "--mode", "real"]
     for flag in ("--scale", "--learning_rate", "--kd_weight", "--num_train_epochs"):
         for value in ("inf", "nan", "-inf"):
