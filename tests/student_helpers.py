@@ -65,6 +65,13 @@ def run_without_dakter(script, *args, tmp_path):
     return result.stdout
 
 
+def assert_gradients_reach(model, names):
+    """Each named parameter of `model` got a non-zero gradient from the last backward pass."""
+    for name in names:
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
 def save_for_reload(model, folder, size=32):
     """Save `model` after one train-mode pass (BN statistics off their defaults), in eval mode, with
     check.pt = {"x", "logits"} of two inputs for a reload to compare against; returns (x, logits)."""

@@ -6,7 +6,14 @@ import textwrap
 
 import pytest
 import torch
-from student_helpers import ID2LABEL, TINY_OVERRIDES, assert_saved_with_code, run_without_dakter, save_for_reload
+from student_helpers import (
+    ID2LABEL,
+    TINY_OVERRIDES,
+    assert_gradients_reach,
+    assert_saved_with_code,
+    run_without_dakter,
+    save_for_reload,
+)
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, ResNetConfig, ResNetModel
 
 from dakter_hf.students.cbdnet import (
@@ -55,19 +62,20 @@ def test_two_samples_forward_backward_and_logits_at_label_size(one_thread):
     out = student_loss(logits, labels, config=StudentLossConfig(boundary_weight=1.0))
     assert torch.isfinite(out.per_sample).all() and (out.boundary > 0).all()
     out.per_sample.mean().backward()
-    for name in (
-        "resnet.embedder.embedder.convolution.weight",
-        "resnet.encoder.stages.3.layers.0.layer.0.convolution.weight",
-        "attention.0.channel.squeeze.weight",
-        "attention.3.spatial.squeeze.weight",
-        "centre.convs.3.weight",
-        "decoders.0.upsample.0.weight",
-        "decoders.3.expand.0.weight",
-        "head.0.weight",
-        "classifier.weight",
-    ):
-        grad = model.get_parameter(name).grad
-        assert grad is not None and grad.abs().sum() > 0, name
+    assert_gradients_reach(
+        model,
+        [
+            "resnet.embedder.embedder.convolution.weight",
+            "resnet.encoder.stages.3.layers.0.layer.0.convolution.weight",
+            "attention.0.channel.squeeze.weight",
+            "attention.3.spatial.squeeze.weight",
+            "centre.convs.3.weight",
+            "decoders.0.upsample.0.weight",
+            "decoders.3.expand.0.weight",
+            "head.0.weight",
+            "classifier.weight",
+        ],
+    )
     # the model's own loss (CE at label size), and inputs that are not a multiple of 32
     own = model(pixel_values=images, labels=labels)
     assert torch.isfinite(own.loss) and own.logits.shape == (2, 2, 64, 64)

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 import torch
-from student_helpers import assert_saved_with_code, run_without_dakter, save_for_reload
+from student_helpers import assert_gradients_reach, assert_saved_with_code, run_without_dakter, save_for_reload
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, ResNetConfig
 
 from dakter_hf.students.deeplabv3plus import (
@@ -54,15 +54,16 @@ def test_loss_is_finite_and_reaches_backbone_aspp_and_classifier(one_thread):
     out = model(torch.randn(2, 1, 32, 32), labels=labels, num_items_in_batch=7)  # extra kwargs are tolerated
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    for name in (
-        "backbone.embedder.embedder.convolution.weight",
-        "aspp.convs.1.0.weight",
-        "aspp.pooling.conv.weight",
-        "decoder.reduce.0.weight",
-        "decoder.classifier.weight",
-    ):
-        grad = model.get_parameter(name).grad
-        assert grad is not None and grad.abs().sum() > 0, name
+    assert_gradients_reach(
+        model,
+        [
+            "backbone.embedder.embedder.convolution.weight",
+            "aspp.convs.1.0.weight",
+            "aspp.pooling.conv.weight",
+            "decoder.reduce.0.weight",
+            "decoder.classifier.weight",
+        ],
+    )
 
 
 def test_start_loss_is_near_chance(one_thread):
