@@ -31,6 +31,7 @@ import os
 from typing import Dict, Optional
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoImageProcessor, Mask2FormerImageProcessor, SegformerImageProcessor
 
 from dakter_hf.students.cbdnet import CBDNetForSemanticSegmentation, cbdnet_config, load_resnet_encoder
@@ -168,7 +169,11 @@ def build_student(
         if student_family(model) != family:
             raise ValueError(f"--student_weights {weights} holds a {model.config.model_type} model, not a {family}")
     else:
-        model = cls(student_config(name, id2label, **overrides))
+        try:
+            config = student_config(name, id2label, **overrides)
+        except StrictDataclassError as error:  # a --student_config field of the wrong type: one line, no traceback
+            raise ValueError(f"--student_config: {' '.join(str(error).split())}") from None
+        model = cls(config)
     model.config.sar_input = {"channels": input_channels(model), "scaling": INPUT_SCALING}
     model.config.dakter_student = name
     return model

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,16 @@ from dakter_hf.utils.ownership import (
 
 logger = logging.getLogger(__name__)
 MODES = ("real", "hard", "dakter")
+
+
+def _not_finite(word: str):
+    raise ValueError(f"{word} is not a finite number")  # json.loads reads NaN and Infinity otherwise
+
+
+def _finite(text: str) -> float:
+    if not math.isfinite(float(text)):  # 1e999
+        _not_finite(text)
+    return float(text)
 
 
 @dataclass
@@ -186,11 +197,14 @@ class StudentArguments:
             raise ValueError(f"--max_train_minutes must be > 0, got {self.max_train_minutes}")
         if self.student_config is not None:
             try:
-                if not isinstance(json.loads(self.student_config), dict):
+                if not isinstance(
+                    json.loads(self.student_config, parse_constant=_not_finite, parse_float=_finite), dict
+                ):
                     raise ValueError
             except ValueError:
                 raise ValueError(
-                    f"--student_config must be a JSON object of config fields, got {self.student_config!r}"
+                    f"--student_config must be a JSON object of config fields (finite numbers), got "
+                    f"{self.student_config!r}"
                 ) from None
             if self.student_weights:
                 raise ValueError(

@@ -169,3 +169,13 @@ def test_non_finite_numbers_are_one_line(pipeline_dir, real_dir, student_dir, tm
     one_line(capsys, "scales", "finite")
     assert not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
     assert json.loads((student_dir / "test_metrics.json").read_text()) == {"miou": 0.5}
+
+
+def test_student_config_values_are_one_line(real_dir, tmp_path, capsys):
+    student = ["--real", str(real_dir), "--mode", "real", "--test_split", "none", "--output_dir", str(tmp_path / "s")]
+    for config in ('{"depths": NaN}', '{"decoder_hidden_size": 1e999}', '{"hidden_sizes": -Infinity}'):
+        assert student_exit([*student, "--student_config", config]) == 2
+        one_line(capsys, "--student_config", "finite")
+    assert student_exit([*student, "--student_config", '{"depths": 1.5}', "--resolution", "16"]) == 2
+    one_line(capsys, "--student_config", "depths")
+    assert not (tmp_path / "s").exists()
