@@ -141,7 +141,7 @@ def read_config_file(path: str) -> Dict[str, Any]:
     try:
         config = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as error:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"--config {path}: {error}") from None
+        raise ValueError(f"--config {path}: {' '.join(str(error).split())}") from None  # one line
     if config is None:  # an empty file
         return {}
     if not isinstance(config, dict):

@@ -179,3 +179,12 @@ def test_student_config_values_are_one_line(real_dir, tmp_path, capsys):
     assert student_exit([*student, "--student_config", '{"depths": 1.5}', "--resolution", "16"]) == 2
     one_line(capsys, "--student_config", "depths")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_broken_config_file_is_one_line(real_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(": [\n")
+    assert main(["experiment", "--config", str(broken)]) == 2
+    one_line(capsys, "--config", "broken.yaml")
+    assert student_exit(["--config", str(broken)]) == 2
+    one_line(capsys, "--config", "broken.yaml")
