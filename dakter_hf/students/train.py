@@ -397,7 +397,12 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
 
         from dakter_hf.students import deeplabv3plus  # noqa: F401  registers the DeepLabV3+ config
 
-        teacher_labels = AutoConfig.from_pretrained(args.teacher).num_labels  # the weights load later, once
+        try:
+            teacher_labels = AutoConfig.from_pretrained(args.teacher).num_labels  # the weights load later, once
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"--teacher {args.teacher}: not a student saved by train_student.py ({' '.join(str(error).split())})"
+            ) from None
         if teacher_labels != len(class_names):
             raise ValueError(
                 f"--teacher {args.teacher} predicts {teacher_labels} classes; the real data has {len(class_names)} "

@@ -178,6 +178,8 @@ def test_student_config_values_are_one_line(real_dir, tmp_path, capsys):
         one_line(capsys, "--student_config", "finite")
     assert student_exit([*student, "--student_config", '{"depths": 1.5}', "--resolution", "16"]) == 2
     one_line(capsys, "--student_config", "depths")
+    assert student_exit([*student, "--teacher", str(real_dir)]) == 2  # real data is no teacher
+    one_line(capsys, "--teacher", "not a student saved by train_student.py")
     assert not (tmp_path / "s").exists()
 
 
