@@ -13,11 +13,18 @@ same gradient as one batch of k * n (tested), and the logged loss does not depen
 
 Evaluation returns argmax class maps at label size instead of logits, so with
 `batch_eval_metrics=True` nothing grows with the evaluation set.
+
+Resumption is exact: a checkpoint is written into `checkpoint-N.tmp/` and renamed to
+`checkpoint-N/` once complete (`students/checkpoints.py`), and `augment=True` flips / turns
+each sample by a draw from (seed, step, process, micro-batch), not from the global RNG (the
+data loader fetches a batch ahead, so draws made there fall before the checkpoint that
+precedes their step). Dropout draws from the global RNG, which the Trainer restores.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections import defaultdict
@@ -30,6 +37,7 @@ from dakter_hf.data.transforms import dihedral, draw_dihedral
 from dakter_hf.students.checkpoints import STAGING_SUFFIX, rotate_checkpoints
 from dakter_hf.students.losses import StudentLossConfig, resize_logits, student_loss
 from dakter_hf.students.models import input_channels, student_logits, to_model_input
+from dakter_hf.utils.files import atomic_write_text, read_json
 
 
 class DAKTerTrainer(Trainer):
@@ -135,6 +143,22 @@ class DAKTerTrainer(Trainer):
         shutil.rmtree(staging, ignore_errors=True)
         keep = [self.state.best_model_checkpoint, target]
         rotate_checkpoints(run_dir, self.args.save_total_limit, keep=keep, full=not self.args.save_only_model)
+
+    def save_metrics(self, split, metrics, combined=True) -> None:
+        """As the Trainer's, but each file written whole: a rerun merges into `all_results.json`, so one cut
+        by a kill would fail every later rerun; an unreadable one is started again."""
+        if not self.is_world_process_zero():
+            return
+        folder = self.args.output_dir
+        atomic_write_text(os.path.join(folder, f"{split}_results.json"), json.dumps(metrics, indent=4, sort_keys=True))
+        if combined:
+            path = os.path.join(folder, "all_results.json")
+            try:
+                merged = read_json(path) or {}
+            except ValueError:
+                merged = {}
+            merged.update(metrics)
+            atomic_write_text(path, json.dumps(merged, indent=4, sort_keys=True))
 
     # ---- augmentation as a function of the step: a resumed run draws what the uninterrupted run drew
     def training_step(self, model, inputs, num_items_in_batch=None):

@@ -247,6 +247,7 @@ def select(keys, which):
     end = {
         "train/write:model.safetensors#1",
         "train/write:trainer_state.json#1",
+        "train/write:.all_results.json.*.tmp#1",  # merged into by the next attempt
         "train/rename:test_metrics.json#1",
         "train/write:..dakter.json.*.tmp#1",
     }

@@ -116,13 +116,14 @@ def test_killed_at_many_points_resumes_to_the_uninterrupted_weights(real, tmp_pa
             newest = kill["checkpoints_before"][-1] if kill["checkpoints_before"] else "none"
             assert kill["resumed_from"] == newest, kill
     points = {(k["key"], k["mode"]) for k in kills}
-    assert len(points) == len(kills) == 2 * len(chosen) and len(chosen) >= (len(keys) if plan["keys"] else 19)
+    assert len(points) == len(kills) == 2 * len(chosen) and len(chosen) >= (len(keys) if plan["keys"] else 20)
     assert any("optimizer.pt" in key and mode == "torn" for key, mode in points)  # cut mid-checkpoint
     assert ("train/rename:checkpoint-3#1", "torn") in points  # complete, not yet renamed
     assert ("train/rmtree:checkpoint-1#1", "torn") in points  # the rotation cut short
+    assert ("train/write:.all_results.json.*.tmp#1", "torn") in points  # a file the next attempt reads back
     assert any(k["resumed_from"] not in (None, "none") for k in kills)
     # each chain of killed runs was finished by its last run, with the reference's exact weights
-    assert result["kills"][-1]["code"] == 0 and len(result["chains"]) <= 8
+    assert result["kills"][-1]["code"] == 0 and len(result["chains"]) <= len(chosen)
     reference = result["reference"]
     for chain in result["chains"]:
         assert_same_weights(chain, reference)
