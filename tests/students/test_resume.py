@@ -221,16 +221,15 @@ def test_rotation_counts_only_complete_checkpoints(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-2", "checkpoint-4", "checkpoint-5", "checkpoint-6.tmp"]
 
 
-@pytest.fixture(scope="module")
-def three_classes(tmp_path_factory):
-    """A set written by `dakter generate` whose classes differ from the real data's."""
-    root = tmp_path_factory.mktemp("three_classes")
+def generated_set(root, classes, label_loss="ce"):
+    """A set written by `dakter generate` from a tiny untrained pipeline."""
     torch.manual_seed(0)
     pipe = DAKTerPipeline(
-        unet=make_joint_unet(3, "tiny", sample_size=16),
-        scheduler=DAKTerObjective(3, 0.4).sampling_scheduler(),
+        unet=make_joint_unet(len(classes), "tiny", sample_size=16),
+        scheduler=DAKTerObjective(len(classes), 0.4).sampling_scheduler(),
         balancing_factor=0.4,
-        class_names=["background", "oil", "ship"],
+        class_names=list(classes),
+        label_loss=label_loss,
     )
     pipe.save_pretrained(str(root / "pipeline"))
     settings = GenerationSettings(num_samples=8, batch_size=8, num_inference_steps=1)
@@ -238,10 +237,15 @@ def three_classes(tmp_path_factory):
     return str(root / "generated")
 
 
-def test_a_run_refused_for_its_generated_data_writes_nothing(real, three_classes, tmp_path, one_thread):
+def test_a_run_refused_for_its_generated_data_writes_nothing(real, tmp_path, one_thread):
+    three_classes = generated_set(tmp_path / "three", ["background", "oil", "ship"])
+    hard_labels = generated_set(tmp_path / "l2", ["background", "oil"], label_loss="l2")  # no soft labels
     out = tmp_path / "out"
     with pytest.raises(DataError, match="classes"):
         run(out, real, "--mode", "hard", "--generated", three_classes, "--scale", "0.5")
     assert not out.exists()  # no marker, no folder: the corrected command is not blocked
-    run(out, real)
+    with pytest.raises(DataError, match="no soft_label column"):
+        run(out, real, "--mode", "dakter", "--generated", hard_labels, "--scale", "0.5")
+    assert not out.exists()
+    run(out, real, "--mode", "hard", "--generated", hard_labels, "--scale", "0.5")
     assert (out / "model.safetensors").exists()
