@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback, TrainingArguments
 
 from dakter_hf.data.features import class_names_of
@@ -59,6 +60,7 @@ from dakter_hf.utils.arguments import RepeatableList, parse_arguments
 from dakter_hf.utils.files import atomic_write_json
 from dakter_hf.utils.ownership import (
     FolderLock,
+    agree_on_refusal,
     check_generated,
     check_output_path,
     claim_folder,
@@ -457,7 +459,17 @@ def _train_claimed(
     model,
     checkpoint,
 ) -> str:
-    with training.main_process_first(desc="claiming the output folder"):
+    claim, refusal = None, None
+    if training.process_index == 0:  # the main process claims first; the others then read its marker
+        try:
+            claim = _claim_output_dir(args, training, inputs, hold)
+        except ValueError as error:  # FolderError, DataError
+            refusal = error
+    if training.world_size > 1:  # every process stops with the main one's one-line refusal (no peer traceback)
+        agree_on_refusal(refusal, training.world_size, broadcast_object_list)
+    elif refusal is not None:
+        raise refusal
+    if claim is None:
         claim = _claim_output_dir(args, training, inputs, hold)
     if claim.record.get("finished"):
         if training.process_index == 0:

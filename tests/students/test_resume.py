@@ -11,6 +11,7 @@
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 
@@ -249,3 +250,25 @@ def test_a_run_refused_for_its_generated_data_writes_nothing(real, tmp_path, one
     assert not out.exists()
     run(out, real, "--mode", "hard", "--generated", hard_labels, "--scale", "0.5")
     assert (out / "model.safetensors").exists()
+
+
+def test_two_processes_stage_checkpoints_and_share_a_refusal(real, tmp_path):
+    """torchrun, 2 CPU processes (gloo): each process's RNG state lands in the staged checkpoint, and a
+    refused rerun stops both with the main process's one-line message (no peer traceback)."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    with socket.socket() as free:  # a port of our own for the rendezvous
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    command += [os.path.join(REPO_ROOT, "training", "train_student.py"), *common(real, 2), "--output_dir", str(out)]
+    first = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = sorted(os.listdir(out / "checkpoint-2"))
+    assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt", "trainer_state.json"} <= set(names)
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    interrupt(out)
+    refused = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert refused.stderr.count("train_student.py: error: --output_dir") == 2, refused.stderr[-2000:]
+    assert "Connection closed" not in refused.stderr and not (out / "model.safetensors").exists()
