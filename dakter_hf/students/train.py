@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+import torch
 from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback, TrainingArguments
 
@@ -553,6 +554,9 @@ def _train_claimed(
             training.output_dir, final, args, training, class_names, samples, trainer.state, test_result
         )
         claim.update(finished=True)
+    # the other processes wait for the main one's evaluation: one that exits early tears its process group
+    # down under a live peer (gloo aborts it, "terminate called without an active exception")
+    trainer.accelerator.wait_for_everyone()
     return training.output_dir
 
 
@@ -567,7 +571,10 @@ def parse_student_args(argv=None):
 def main(argv=None) -> str:
     args, training = parse_student_args(argv)
     check_student_output(args, training)
-    return train_student(args, training)
+    output_dir = train_student(args, training)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # every process leaves together, after the barrier above
+    return output_dir
 
 
 def check_student_output(args: StudentArguments, training: TrainingArguments) -> None:
