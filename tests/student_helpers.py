@@ -45,6 +45,19 @@ TINY_OVERRIDES = {
 }
 
 
+def tiny_student_flags(real):
+    """`train_student.py` flags of a real-only tiny SegFormer at 32 px (the launcher tests' student)."""
+    tiny = json.dumps(TINY_OVERRIDES["segformer-b0"])
+    return [*f"--real {real} --mode real --student segformer-b0 --resolution 32".split(), "--student_config", tiny]
+
+
+def launch_student_command(real):
+    """`accelerate launch --num_processes 1 --cpu training/train_student.py` with the tiny student's flags."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train_student.py")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", script]
+    return [*launch, *tiny_student_flags(real)]
+
+
 def run_without_dakter(script, *args, tmp_path):
     """Run `script` (python source) with `args` in a fresh interpreter, offline, with the checkout off sys.path.
 

@@ -44,36 +44,18 @@ def test_overwrite_never_deletes_the_commands_own_input(pipeline_dir, tmp_path, 
     Image.fromarray(np.full((8, 8), 100, np.uint8)).save(source / "images" / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(source / "masks" / "a.png")
     raw = tree(source)
-    assert (
-        main(
-            [
-                "data",
-                "--source",
-                f"folder:{source}",
-                "--classes",
-                "background,oil",
-                "--out",
-                str(source),
-                "--overwrite",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "data",
-                "--source",
-                f"folder:{source}",
-                "--classes",
-                "background,oil",
-                "--out",
-                str(tmp_path),
-                "--overwrite",
-            ]
-        )
-        == 2
-    )
+    for out in (source, tmp_path):  # the source folder itself, and a folder holding it
+        argv = [
+            "data",
+            "--source",
+            f"folder:{source}",
+            "--classes",
+            "background,oil",
+            "--out",
+            str(out),
+            "--overwrite",
+        ]
+        assert main(argv) == 2
     assert tree(source) == raw
 
 

@@ -5,7 +5,6 @@ accelerate's single-process launcher only `Popen(...).wait()`s; the training scr
 (`dakter_hf.utils.launcher`).
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import time
 import psutil
 import pytest
 from helpers import REPO_ROOT
-from student_helpers import TINY_OVERRIDES
+from student_helpers import launch_student_command
 
 from dakter_hf.data.save import save_dataset
 from dakter_hf.data.simulate import simulate_sar
@@ -31,23 +30,7 @@ def real(tmp_path_factory):
 
 def _launch(real, out, log):
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--cpu",
-        str(REPO_ROOT / "training" / "train_student.py"),
-        "--real",
-        real,
-        "--mode",
-        "real",
-        "--student",
-        "segformer-b0",
-        "--student_config",
-        json.dumps(TINY_OVERRIDES["segformer-b0"]),
-        "--resolution",
-        "32",
+        *launch_student_command(real),
         "--output_dir",
         str(out),
         "--max_steps",

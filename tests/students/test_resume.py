@@ -19,7 +19,7 @@ import pytest
 import torch
 from helpers import REPO_ROOT
 from safetensors.torch import load_file
-from student_helpers import TINY_OVERRIDES
+from student_helpers import tiny_student_flags
 
 from dakter_hf.data.save import save_dataset
 from dakter_hf.data.simulate import simulate_sar
@@ -46,16 +46,7 @@ def real(tmp_path_factory):
 def common(real, steps=4):
     """A tiny SegFormer, 2 epochs of 2 steps, a checkpoint every step; augmentation and dropout on."""
     return [
-        "--real",
-        real,
-        "--mode",
-        "real",
-        "--student",
-        "segformer-b0",
-        "--student_config",
-        json.dumps(TINY_OVERRIDES["segformer-b0"]),
-        "--resolution",
-        "32",
+        *tiny_student_flags(real),
         "--max_steps",
         str(steps),
         "--per_device_train_batch_size",

@@ -3,12 +3,10 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import REPO_ROOT
-from student_helpers import TINY_OVERRIDES
+from student_helpers import TINY_OVERRIDES, launch_student_command
 
 from dakter_hf.data.save import save_dataset
 from dakter_hf.data.simulate import simulate_sar
@@ -166,33 +164,9 @@ def test_config_file_with_both_argument_groups(tmp_path):
 def test_accelerate_launch_runs_the_launcher(data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--cpu",
-        str(REPO_ROOT / "training" / "train_student.py"),
-        "--real",
-        data["real"],
-        "--mode",
-        "real",
-        "--student",
-        "segformer-b0",
-        "--student_config",
-        TINY,
-        "--resolution",
-        "32",
-        "--output_dir",
-        str(tmp_path / "launched"),
-        "--max_steps",
-        "1",
-        "--per_device_train_batch_size",
-        "4",
-        "--save_strategy",
-        "no",
-        "--disable_tqdm",
-        "true",
+        *launch_student_command(data["real"]),
+        *f"--output_dir {tmp_path / 'launched'} --max_steps 1 --per_device_train_batch_size 4".split(),
+        *"--save_strategy no --disable_tqdm true".split(),
     ]
     subprocess.run(command, check=True, env=env, cwd=str(tmp_path), capture_output=True)
     assert (tmp_path / "launched" / "model.safetensors").is_file()
