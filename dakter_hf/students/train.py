@@ -429,37 +429,107 @@ def train_student(args: StudentArguments, training: TrainingArguments) -> str:
         "generated": [dataset_fingerprint(g) for g in generated],
         "teacher": folder_fingerprint(args.teacher) if args.teacher else None,
     }
-    with contextlib.ExitStack() as hold:
-        return _train_claimed(
-            args,
-            training,
-            inputs,
-            hold,
-            real,
-            generated,
+    with contextlib.ExitStack() as hold:  # the claim's lock is held until the student is saved
+        claim = _claim_on_every_process(args, training, inputs, hold)
+        if claim.record.get("finished"):
+            if training.process_index == 0:
+                print(
+                    f"{training.output_dir} already holds this finished student (same settings and data); "
+                    "nothing to do"
+                )
+            return training.output_dir
+
+        # ---- data, model, training
+        teacher = None
+        if args.teacher:
+            with training.main_process_first(desc="teacher soft labels"):
+                teacher = teacher_soft_labels(
+                    args.teacher,
+                    train_split,
+                    os.path.join(training.output_dir, "teacher_soft_labels"),
+                    write=training.process_index == 0,
+                )
+        samples = build_training_samples(
             train_split,
-            validation_split,
-            class_names,
-            id2label,
-            model,
-            checkpoint,
+            args.resolution,
+            generated=generated,
+            scale=args.scale,
+            use_soft_labels=args.mode == "dakter",
+            teacher_soft_labels=teacher,
+            augment=False,  # the trainer augments, per step (exact resumption)
         )
+        logger.info(
+            "%d training samples (%d real, %d generated), classes %s",
+            len(samples),
+            int((~samples.is_generated).sum()),
+            int(samples.is_generated.sum()),
+            class_names,
+        )
+        model.config.dakter_resolution = args.resolution
+        model.config.sar_input = {
+            **model.config.sar_input,
+            "normalization": input_normalization(args).to_dict(),
+        }  # applied again by `dakter segment`
+        width, height = train_split[0]["image"].size
+        model.config.dakter_pixel_scale = args.resolution / max(
+            width, height
+        )  # `dakter segment` resizes scenes by this
+        processor = make_image_processor(model, args.resolution)
+        trainer = DAKTerTrainer(
+            model=model,
+            args=training,
+            train_dataset=samples,
+            eval_dataset=build_eval_samples(validation_split, args.resolution)
+            if validation_split is not None
+            else None,
+            data_collator=student_collate,
+            processing_class=processor,
+            compute_metrics=make_batch_compute_metrics(len(class_names), id2label=id2label),
+            callbacks=[TimeBudget(args.max_train_minutes)],
+            loss_config=args.loss_config(),
+            augment=args.augment,
+        )
+        # latest: the newest complete checkpoint (incomplete ones are skipped with a warning)
+        checkpoint = resume_checkpoint(training.output_dir, checkpoint, not training.save_only_model)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()  # student + processor
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()  # trainer_state.json: the loss curve of the report
+        if trainer.is_world_process_zero():
+            final = trainer.accelerator.unwrap_model(trainer.model)
+            test_result = None
+            if args.test_split:
+                test_result = evaluate_student(
+                    final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size
+                )
+                if (
+                    validation_split is not None
+                ):  # temperature scaling: T from the held-out part of train, never from test
+                    batch = training.per_device_eval_batch_size
+                    temperature = fit_temperature(
+                        final, validation_split, args.resolution, batch_size=batch, seed=training.seed
+                    )
+                    scaled = evaluate_student(
+                        final, real[args.test_split], args.resolution, batch_size=batch, temperature=temperature
+                    )
+                    test_result["temperature_scaling"] = {
+                        "temperature": temperature,
+                        "fitted_on": f"{len(validation_split)} held-out training images (--validation_fraction)",
+                        **{k: scaled[k] for k in ("ece", "brier", "nll", "per_category_ece", "reliability")},
+                    }
+                atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
+            write_student_card(
+                training.output_dir, final, args, training, class_names, samples, trainer.state, test_result
+            )
+            claim.update(finished=True)
+        # the other processes wait for the main one's evaluation: one that exits early tears its process group
+        # down under a live peer (gloo aborts it, "terminate called without an active exception")
+        trainer.accelerator.wait_for_everyone()
+        return training.output_dir
 
 
-def _train_claimed(
-    args,
-    training,
-    inputs,
-    hold,
-    real,
-    generated,
-    train_split,
-    validation_split,
-    class_names,
-    id2label,
-    model,
-    checkpoint,
-) -> str:
+def _claim_on_every_process(args, training, inputs, hold):
+    """The main process claims --output_dir; under several processes all stop with its one-line refusal."""
     claim, refusal = None, None
     if training.process_index == 0:  # the main process claims first; the others then read its marker
         try:
@@ -472,92 +542,7 @@ def _train_claimed(
         raise refusal
     if claim is None:
         claim = _claim_output_dir(args, training, inputs, hold)
-    if claim.record.get("finished"):
-        if training.process_index == 0:
-            print(f"{training.output_dir} already holds this finished student (same settings and data); nothing to do")
-        return training.output_dir
-
-    # ---- data, model, training
-    teacher = None
-    if args.teacher:
-        with training.main_process_first(desc="teacher soft labels"):
-            teacher = teacher_soft_labels(
-                args.teacher,
-                train_split,
-                os.path.join(training.output_dir, "teacher_soft_labels"),
-                write=training.process_index == 0,
-            )
-    samples = build_training_samples(
-        train_split,
-        args.resolution,
-        generated=generated,
-        scale=args.scale,
-        use_soft_labels=args.mode == "dakter",
-        teacher_soft_labels=teacher,
-        augment=False,  # the trainer augments, per step (exact resumption)
-    )
-    logger.info(
-        "%d training samples (%d real, %d generated), classes %s",
-        len(samples),
-        int((~samples.is_generated).sum()),
-        int(samples.is_generated.sum()),
-        class_names,
-    )
-    model.config.dakter_resolution = args.resolution
-    model.config.sar_input = {
-        **model.config.sar_input,
-        "normalization": input_normalization(args).to_dict(),
-    }  # applied again by `dakter segment`
-    width, height = train_split[0]["image"].size
-    model.config.dakter_pixel_scale = args.resolution / max(width, height)  # `dakter segment` resizes scenes by this
-    processor = make_image_processor(model, args.resolution)
-    trainer = DAKTerTrainer(
-        model=model,
-        args=training,
-        train_dataset=samples,
-        eval_dataset=build_eval_samples(validation_split, args.resolution) if validation_split is not None else None,
-        data_collator=student_collate,
-        processing_class=processor,
-        compute_metrics=make_batch_compute_metrics(len(class_names), id2label=id2label),
-        callbacks=[TimeBudget(args.max_train_minutes)],
-        loss_config=args.loss_config(),
-        augment=args.augment,
-    )
-    # latest: the newest complete checkpoint (incomplete ones are skipped with a warning)
-    checkpoint = resume_checkpoint(training.output_dir, checkpoint, not training.save_only_model)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model()  # student + processor
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()  # trainer_state.json: the loss curve of the report
-    if trainer.is_world_process_zero():
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        test_result = None
-        if args.test_split:
-            test_result = evaluate_student(
-                final, real[args.test_split], args.resolution, batch_size=training.per_device_eval_batch_size
-            )
-            if validation_split is not None:  # temperature scaling: T from the held-out part of train, never from test
-                batch = training.per_device_eval_batch_size
-                temperature = fit_temperature(
-                    final, validation_split, args.resolution, batch_size=batch, seed=training.seed
-                )
-                scaled = evaluate_student(
-                    final, real[args.test_split], args.resolution, batch_size=batch, temperature=temperature
-                )
-                test_result["temperature_scaling"] = {
-                    "temperature": temperature,
-                    "fitted_on": f"{len(validation_split)} held-out training images (--validation_fraction)",
-                    **{k: scaled[k] for k in ("ece", "brier", "nll", "per_category_ece", "reliability")},
-                }
-            atomic_write_json(os.path.join(training.output_dir, "test_metrics.json"), to_json(test_result))
-        write_student_card(
-            training.output_dir, final, args, training, class_names, samples, trainer.state, test_result
-        )
-        claim.update(finished=True)
-    # the other processes wait for the main one's evaluation: one that exits early tears its process group
-    # down under a live peer (gloo aborts it, "terminate called without an active exception")
-    trainer.accelerator.wait_for_everyone()
-    return training.output_dir
+    return claim
 
 
 def parse_student_args(argv=None):
