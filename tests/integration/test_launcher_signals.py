@@ -31,20 +31,9 @@ def real(tmp_path_factory):
 def _launch(real, out, log):
     command = [
         *launch_student_command(real),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "1000000",  # hours: it trains until stopped
-        "--per_device_train_batch_size",
-        "4",
-        "--logging_steps",
-        "1",
-        "--save_strategy",
-        "no",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
+        *["--output_dir", str(out), "--max_steps", "1000000"],  # hours: it trains until stopped
+        *"--per_device_train_batch_size 4 --logging_steps 1 --save_strategy no --disable_tqdm true".split(),
+        *"--report_to none".split(),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("DAKTER_STOP_WITH_PARENT", None)
