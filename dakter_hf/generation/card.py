@@ -58,6 +58,7 @@ configs:
 | balancing factor b | {b:.4f} |
 | label loss / encoding / image parameterisation | {label_loss} / {label_encoding} / {prediction} |
 | sampler | {scheduler}, {steps} steps, eta = {eta}, label noise: {label_noise}, {dtype} weights |
+| soft labels from | {soft_label_source} |
 | seeds | sample i uses seed {first_seed} + i ({first_seed} .. {last_seed}) |
 
 ## Columns
@@ -84,10 +85,32 @@ check them before redistributing.
 """
 
 
+SOFT_LABEL_TEXT = {
+    "final": "the final label logits (the paper, Algorithm 2)",
+    "trajectory": "log of the label probabilities averaged over the sampler's last steps (logits whose softmax is "
+    "that mean)",
+    "posterior": "the joint model's label logits for the finished image, read with the image clean and the labels "
+    "noised again",
+}
+
+
+def soft_label_source_text(config: GenerationConfig) -> str:
+    """The card's line on where the soft labels come from (`soft_label_source` and its setting)."""
+    if config.label_loss != "ce":
+        return "none (L2 labels)"
+    if config.soft_label_source == "trajectory":
+        return f"`trajectory`: mean probability of the last {config.trajectory_steps} sampling steps"
+    if config.soft_label_source == "posterior":
+        return f"`posterior`: the label head read at label timestep {config.posterior_timestep}, image clean"
+    return "`final`: the last sampling step's logits (the paper)"
+
+
 def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[Dict]) -> str:
     """OUT/README.md: what made the dataset, its columns, how to load it; `kl_summary` is the float16 cost."""
     if config.label_loss == "ce":
-        soft_label_text = "the final label logits, float16 `Array3D(C, H, W)` (half the size of float32)."
+        soft_label_text = (
+            f"{SOFT_LABEL_TEXT[config.soft_label_source]}, float16 `Array3D(C, H, W)` (half the size of float32)."
+        )
         if kl_summary:
             soft_label_text += (
                 f" Measured cost of float16 on these samples: mean KL(float32 || float16) per pixel at "
@@ -115,5 +138,6 @@ def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[
         first_seed=config.base_seed,
         last_seed=config.base_seed + config.num_samples - 1,
         soft_label_text=soft_label_text,
+        soft_label_source=soft_label_source_text(config),
     )
     return atomic_write_text(os.path.join(out, "README.md"), text)

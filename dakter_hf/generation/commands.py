@@ -41,6 +41,21 @@ def _register_generate(sub) -> None:
     )
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, the paper)")
     parser.add_argument("--label-noise", default="consistent", choices=["consistent", "literal"])
+    parser.add_argument(
+        "--soft-labels",
+        dest="soft_label_source",
+        default="final",
+        choices=["final", "trajectory", "posterior"],
+        help="where the soft label comes from: final (the last step's logits, the paper), trajectory (mean "
+        "probability of the last --trajectory-steps steps) or posterior (the joint model segments its finished image)",
+    )
+    parser.add_argument("--trajectory-steps", type=int, default=5, help="K of --soft-labels trajectory (default 5)")
+    parser.add_argument(
+        "--posterior-timestep",
+        type=int,
+        default=200,
+        help="label noise level of --soft-labels posterior (default 200; 0 = clean, the last training step = noise)",
+    )
     parser.add_argument("--license", default="other", help="licence field of the dataset card")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: Accelerate's choice)")
     parser.add_argument("--no-save-to-disk", action="store_true", help="write only the parquet shards")
@@ -81,6 +96,9 @@ def _cmd_generate(args) -> int:
         num_inference_steps=args.steps,
         eta=args.eta,
         label_noise=args.label_noise,
+        soft_label_source=args.soft_label_source,
+        trajectory_steps=args.trajectory_steps,
+        posterior_timestep=args.posterior_timestep,
         license=args.license,
         scheduler=args.scheduler,
         dtype=args.dtype,

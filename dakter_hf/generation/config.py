@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
 
-from dakter_hf.pipelines.pipeline_dakter import LABEL_NOISE_READINGS
+from dakter_hf.pipelines.pipeline_dakter import LABEL_NOISE_READINGS, check_soft_label_options
 
 
 CONFIG_NAME = "generation_config.json"
@@ -44,6 +44,10 @@ class GenerationSettings:
     license: str = "other"  # licence field of the dataset card (--license)
     scheduler: Optional[str] = None  # ddim, dpm++, unipc, ... (schedulers.SCHEDULERS); None: as saved (--scheduler)
     dtype: Optional[str] = None  # fp32, fp16 or bf16 weights while sampling; None: as saved (--dtype)
+    # where the soft label comes from: final (the paper), trajectory or posterior; see DAKTerPipeline (--soft-labels)
+    soft_label_source: str = "final"
+    trajectory_steps: int = 5  # `trajectory`: average the label probabilities of the last K steps (--trajectory-steps)
+    posterior_timestep: int = 200  # `posterior`: the label noise level the label head reads at (--posterior-timestep)
     batch_size: int = field(default=8, metadata=NOT_RECORDED)  # samples per pipeline call (--batch-size)
     save_to_disk: bool = field(default=True, metadata=NOT_RECORDED)  # also write OUT/hf (not --no-save-to-disk)
     # T of the float16 check (see KL_TEMPERATURE); the card and generation_config.json's soft_label_kl record it
@@ -53,6 +57,7 @@ class GenerationSettings:
         check_generation_options(
             self.num_samples, self.batch_size, self.shard_size, self.num_inference_steps, self.eta, self.label_noise
         )
+        check_soft_label_options(self.soft_label_source, self.trajectory_steps, self.posterior_timestep)
         if isinstance(self.kl_temperature, bool) or not float(self.kl_temperature) > 0:
             raise ValueError(f"kl_temperature must be > 0, got {self.kl_temperature!r}")
 
@@ -82,7 +87,13 @@ class GenerationConfig(GenerationSettings):
     def record(self) -> dict:
         """The fields that decide the samples: what `generation_config.json` holds and a resume compares."""
         recorded = {f.name for f in fields(self) if f.metadata.get("recorded", True)}
-        return {k: v for k, v in asdict(self).items() if k in recorded}
+        # the soft-label source's settings only where they decide something: folders made before the
+        # option (the paper's `final`) keep the record they had, and resume
+        unused = {"final": {"soft_label_source", "trajectory_steps", "posterior_timestep"}}.get(
+            self.soft_label_source,
+            {"trajectory_steps"} if self.soft_label_source == "posterior" else {"posterior_timestep"},
+        )
+        return {k: v for k, v in asdict(self).items() if k in recorded and k not in unused}
 
 
 def check_generation_options(num_samples, batch_size, shard_size, num_inference_steps, eta, label_noise) -> None:

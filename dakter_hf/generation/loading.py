@@ -105,6 +105,15 @@ def prepare_pipeline(pipe: DAKTerPipeline, generator: str, settings: GenerationS
         raise ValueError(
             f"--steps must be at most the {timesteps} training timesteps, got {settings.num_inference_steps}"
         )
+    if settings.soft_label_source == "posterior" and settings.posterior_timestep >= timesteps:
+        raise ValueError(
+            f"--posterior-timestep must be below the {timesteps} training timesteps, got {settings.posterior_timestep}"
+        )
+    if settings.soft_label_source != "final" and pipe.config.label_loss != "ce":
+        raise ValueError(
+            f"--soft-labels {settings.soft_label_source} needs a model with label logits (label_loss ce); {generator} "
+            f"was trained with label_loss {pipe.config.label_loss}"
+        )
     pipe.set_progress_bar_config(disable=True)
     model = pipe.config
     return GenerationConfig(
@@ -114,6 +123,9 @@ def prepare_pipeline(pipe: DAKTerPipeline, generator: str, settings: GenerationS
         num_inference_steps=int(settings.num_inference_steps),
         eta=float(settings.eta),
         label_noise=settings.label_noise,
+        soft_label_source=settings.soft_label_source,
+        trajectory_steps=int(settings.trajectory_steps),
+        posterior_timestep=int(settings.posterior_timestep),
         license=settings.license,
         scheduler=scheduler,
         dtype=dtype,

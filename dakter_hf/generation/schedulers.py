@@ -13,6 +13,8 @@ from typing import Dict, Optional, Tuple
 import diffusers
 import torch
 
+from dakter_hf.pipelines.pipeline_dakter import joint_forward
+
 
 # name -> (diffusers class name, config overrides)
 SCHEDULERS: Dict[str, Tuple[str, Dict]] = {
@@ -114,7 +116,7 @@ def check_dtype_runs(pipe) -> None:
     probe = torch.zeros(1, unet.config.in_channels, side, side, device=unet.device, dtype=unet.dtype)
     try:
         with torch.no_grad():
-            unet(probe, torch.tensor(1, device=unet.device))
+            joint_forward(unet, probe, torch.tensor(1, device=unet.device))
     except (RuntimeError, NotImplementedError) as error:
         name = DTYPE_NAMES.get(unet.dtype, str(unet.dtype))
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -167,6 +167,9 @@ def generate_shard(pipe: DAKTerPipeline, config: GenerationConfig, shard: int, p
             generator=generators,
             eta=config.eta,
             label_noise=config.label_noise,
+            soft_label_source=config.soft_label_source,
+            trajectory_steps=config.trajectory_steps,
+            posterior_timestep=config.posterior_timestep,
             output_type="np",
         )
         for k, (index, seed) in enumerate(zip(batch, seeds)):

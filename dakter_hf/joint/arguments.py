@@ -59,6 +59,14 @@ class JointTrainingArguments:
         },
     )
     snr_gamma: Optional[float] = field(default=None, metadata={"help": "min-SNR-gamma weighting of the image loss"})
+    independent_label_timestep: float = field(
+        default=0.0,
+        metadata={
+            "help": "fraction of each batch whose image stays clean while its labels get their own timestep, so the "
+            "model also learns to segment (DAKTerPipeline.segment, soft labels 'posterior'); > 0 builds the UNet "
+            "with a label-timestep embedding. 0: the paper (one noise level for both)"
+        },
+    )
     zero_terminal_snr: bool = field(
         default=True,
         metadata={
@@ -164,6 +172,10 @@ class JointTrainingArguments:
                 raise ValueError(f"--{flag} must be >= {lowest}, got {value}")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"--checkpoints_total_limit must be >= 1 or none, got {self.checkpoints_total_limit}")
+        if isinstance(self.independent_label_timestep, bool) or not 0.0 <= self.independent_label_timestep <= 1.0:
+            raise ValueError(
+                f"--independent_label_timestep must be a fraction in [0, 1], got {self.independent_label_timestep!r}"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_train_minutes is not None and not self.max_train_minutes > 0:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from dakter_hf.pipelines.pipeline_dakter import check_label_options, encode_labels, num_label_channels
+from dakter_hf.pipelines.pipeline_dakter import check_label_options, encode_labels, joint_forward, num_label_channels
 
 
 PREDICTION_ALIASES = {
@@ -55,6 +55,10 @@ class DAKTerObjective:
         label_encoding: `onehot` or `binary` (SatSynth, ceil(log2 C) bit channels).
         image_prediction_type: `sample` (the paper: predict x0), `epsilon` or `v`.
         snr_gamma: min-SNR-gamma weighting of the image loss (None = off).
+        independent_label_timestep: fraction p of samples whose image stays clean (t = 0) while
+            their labels get a timestep of their own: the segmenter task behind the `posterior`
+            soft labels. Those samples add no image loss (the image is given, not generated).
+            Needs a UNet with a label-timestep embedding (`has_label_timestep`). 0: the paper.
         zero_terminal_snr: rescale the linear betas to zero terminal SNR.
         num_train_timesteps, beta_start, beta_end, beta_schedule: the DDPM schedule
             (the paper: linear, 1000 steps).
@@ -69,6 +73,7 @@ class DAKTerObjective:
         image_prediction_type: str = "sample",
         snr_gamma: Optional[float] = None,
         zero_terminal_snr: bool = False,
+        independent_label_timestep: float = 0.0,
         num_train_timesteps: int = 1000,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
@@ -88,7 +93,10 @@ class DAKTerObjective:
         self.label_loss = label_loss
         self.label_encoding = label_encoding
         self.image_prediction_type = prediction
+        if not 0.0 <= float(independent_label_timestep) <= 1.0:
+            raise ValueError(f"independent_label_timestep must be in [0, 1], got {independent_label_timestep}")
         self.snr_gamma = snr_gamma
+        self.independent_label_timestep = float(independent_label_timestep)
         self.zero_terminal_snr = zero_terminal_snr
         self.num_label_channels = num_label_channels(num_classes, label_encoding)
         self.scheduler = DDPMScheduler(
@@ -151,8 +159,21 @@ class DAKTerObjective:
             timesteps = torch.randint(
                 0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=steps_device
             ).to(device)
-        noisy = self.scheduler.add_noise(clean, noise, timesteps)
-        output = unet(noisy, timesteps).sample
+        label_timesteps, image_weight = None, None
+        if self.independent_label_timestep > 0:  # drawn after noise and t, so p = 0 keeps the paper's draws
+            label_timesteps, image_weight = self._segmenter_draws(batch, timesteps, generator)
+            image_timesteps = timesteps * image_weight.long()  # the segmenter samples: a clean image, t = 0
+            noisy = torch.cat(
+                [
+                    self.scheduler.add_noise(clean[:, :1], noise[:, :1], image_timesteps),
+                    self.scheduler.add_noise(clean[:, 1:], noise[:, 1:], label_timesteps),
+                ],
+                dim=1,
+            )
+            timesteps = image_timesteps
+        else:
+            noisy = self.scheduler.add_noise(clean, noise, timesteps)
+        output = joint_forward(unet, noisy, timesteps, label_timestep=label_timesteps)
 
         image_output, label_output = output[:, :1], output[:, 1:]
         if self.image_prediction_type == "sample":
@@ -164,7 +185,10 @@ class DAKTerObjective:
         per_sample = F.mse_loss(image_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.snr_gamma is not None:
             per_sample = per_sample * self._min_snr_weights(timesteps)
-        image_loss = per_sample.mean()
+        if image_weight is None:
+            image_loss = per_sample.mean()
+        else:  # the mean over the samples that generate their image (zero when there are none)
+            image_loss = (per_sample * image_weight).sum() / image_weight.sum().clamp(min=1)
 
         if self.label_loss == "ce":
             label_loss = F.cross_entropy(label_output.float(), masks.long())
@@ -173,6 +197,22 @@ class DAKTerObjective:
         return JointLossOutput(
             loss=image_loss + label_loss, image_loss=image_loss, label_loss=label_loss, timesteps=timesteps
         )
+
+    def _segmenter_draws(self, batch: int, timesteps: torch.Tensor, generator: Optional[torch.Generator]):
+        """Which samples are segmenter samples (probability p), and every sample's label timestep.
+
+        Returns (label timesteps, image weight): a segmenter sample gets a uniform label timestep
+        of its own and image weight 0; the others keep t for both modalities and weight 1.
+        """
+        device = timesteps.device
+        draw_device = generator.device if generator is not None else device
+        chosen = (
+            torch.rand((batch,), generator=generator, device=draw_device).to(device) < self.independent_label_timestep
+        )
+        own = torch.randint(
+            0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=draw_device
+        ).to(device)
+        return torch.where(chosen, own, timesteps), (~chosen).float()
 
     def _min_snr_weights(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma weights (Hang et al. 2023) for the chosen image target."""

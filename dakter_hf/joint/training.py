@@ -44,7 +44,7 @@ from dakter_hf.joint.objective import DAKTerObjective
 from dakter_hf.joint.samples import log_samples
 from dakter_hf.joint.speed import adamw, apply_model_options, enable_tf32, resolve_mixed_precision
 from dakter_hf.joint.unet import make_joint_unet
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline, has_label_timestep
 from dakter_hf.utils.devices import no_accelerator
 from dakter_hf.utils.files import atomic_write_json
 from dakter_hf.utils.hub import push_folder
@@ -89,8 +89,15 @@ def _make_unet(args: JointTrainingArguments, init_pipeline: Optional[DAKTerPipel
     if init_pipeline is not None:
         unet = init_pipeline.unet
         unet.register_to_config(sample_size=args.resolution)
+        if args.independent_label_timestep > 0 and not has_label_timestep(unet):
+            raise ValueError(
+                f"--independent_label_timestep needs a UNet with a label-timestep embedding; --init_from "
+                f"{args.init_from} has none (it was trained with --independent_label_timestep 0)"
+            )
     else:
         overrides = json.loads(args.unet_config) if args.unet_config else {}
+        if args.independent_label_timestep > 0:
+            overrides.setdefault("class_embed_type", "timestep")
         unet = make_joint_unet(
             num_classes, args.unet_preset, sample_size=args.resolution, label_encoding=args.label_encoding, **overrides
         )
@@ -225,6 +232,7 @@ def _train(args: JointTrainingArguments, hold: contextlib.ExitStack) -> str:
         label_encoding=args.label_encoding,
         image_prediction_type=args.image_prediction,
         snr_gamma=args.snr_gamma,
+        independent_label_timestep=args.independent_label_timestep,
         zero_terminal_snr=args.zero_terminal_snr,
         num_train_timesteps=args.num_train_timesteps,
     )

@@ -41,6 +41,7 @@ LABEL_LOSSES = ("ce", "l2")
 LABEL_ENCODINGS = ("onehot", "binary")
 IMAGE_PREDICTION_TYPES = ("sample", "epsilon", "v_prediction")
 LABEL_NOISE_READINGS = ("consistent", "literal")
+SOFT_LABEL_SOURCES = ("final", "trajectory", "posterior")
 PIPELINE_FILE_STEM = "pipeline_dakter"
 
 
@@ -89,6 +90,40 @@ def label_prediction_to_state(label_output: torch.Tensor, label_loss: str, balan
     if label_loss == "ce":
         return (label_output.softmax(dim=1) * 2 - 1) * balancing_factor
     return label_output.clamp(-1, 1) * balancing_factor
+
+
+def check_soft_label_options(soft_label_source: str, trajectory_steps: int, posterior_timestep: int) -> None:
+    """Where the soft label comes from (see `DAKTerPipeline.__call__`): clear errors for impossible choices."""
+    if soft_label_source not in SOFT_LABEL_SOURCES:
+        raise ValueError(f"soft_label_source must be one of {SOFT_LABEL_SOURCES}, got {soft_label_source!r}")
+    for name, value, low in (("trajectory_steps", trajectory_steps, 1), ("posterior_timestep", posterior_timestep, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
+def has_label_timestep(unet) -> bool:
+    """Whether the UNet reads the labels' own noise level (trained with an independent label timestep).
+
+    Such a UNet has diffusers' `class_embed_type="timestep"`: the label timestep enters through the
+    class embedding, beside the image's timestep.
+    """
+    return getattr(getattr(unet, "config", None), "class_embed_type", None) == "timestep"
+
+
+def joint_forward(unet, sample: torch.Tensor, timestep, label_timestep=None) -> torch.Tensor:
+    """The joint UNet's output for image timestep `timestep` and label timestep `label_timestep`.
+
+    Training and sampling call the network only through here. A UNet without a label timestep
+    (the paper's training: one noise level for both modalities) sees `label_timestep` only when
+    it is given, as its one timestep; otherwise `timestep`. A UNet with one (`has_label_timestep`)
+    gets the label timestep as its class label (the image's when none is given).
+    """
+    if not has_label_timestep(unet):
+        return unet(sample, timestep if label_timestep is None else label_timestep).sample
+    label_timestep = timestep if label_timestep is None else label_timestep
+    if not torch.is_tensor(label_timestep) or label_timestep.ndim == 0:
+        label_timestep = torch.full((sample.shape[0],), int(label_timestep), device=sample.device, dtype=torch.long)
+    return unet(sample, timestep, class_labels=label_timestep).sample
 
 
 # ------------------------------------------------------------- image parameterisation
@@ -312,6 +347,9 @@ class DAKTerPipeline(DiffusionPipeline):
         clip_image: bool = True,
         output_type: str = "pil",
         return_dict: bool = True,
+        soft_label_source: str = "final",
+        trajectory_steps: int = 5,
+        posterior_timestep: int = 200,
     ) -> Union[DAKTerPipelineOutput, tuple]:
         r"""
         Generate SAR images with soft labels (Algorithm 2).
@@ -332,7 +370,21 @@ class DAKTerPipeline(DiffusionPipeline):
             clip_image (`bool`, defaults to True): clamp the image's x0 estimate to [-1, 1].
             output_type (`str`, defaults to `"pil"`): `pil`, `np` or `pt`.
             return_dict (`bool`, defaults to True): return a [`DAKTerPipelineOutput`] or a tuple.
+            soft_label_source (`str`, defaults to `"final"`): where the soft label comes from.
+                `final`: the last step's label logits (Algorithm 2). `trajectory`: the mean of the label
+                probabilities over the last `trajectory_steps` steps, returned as log-probabilities (logits
+                whose softmax is that mean). `posterior`: the joint model as a segmenter of its own finished
+                image: the final label state is noised again to `posterior_timestep` while the image stays
+                clean, and the label head is read once (see `segment`). The mask is the soft label's argmax.
+            trajectory_steps (`int`, defaults to 5): K for `trajectory`.
+            posterior_timestep (`int`, defaults to 200): the label noise level for `posterior`.
         """
+        check_soft_label_options(soft_label_source, trajectory_steps, posterior_timestep)
+        if soft_label_source != "final" and self.config.label_loss != "ce":
+            raise ValueError(
+                f"soft_label_source={soft_label_source!r} needs a model trained with label_loss='ce' (label logits); "
+                f"this one has label_loss={self.config.label_loss!r}"
+            )
         if label_noise not in LABEL_NOISE_READINGS:
             raise ValueError(f"label_noise must be one of {LABEL_NOISE_READINGS}, got {label_noise!r}")
         if output_type not in ("pil", "np", "pt"):
@@ -356,11 +408,20 @@ class DAKTerPipeline(DiffusionPipeline):
             state = torch.cat([state[:, :1], state[:, 1:] * b], dim=1)
         alphas = _model_alphas(scheduler, timesteps)
 
+        keep = min(trajectory_steps, len(timesteps)) if soft_label_source == "trajectory" else 0
         if _is_plain_ddim(scheduler, eta):
-            state, label_output = self._ddim_loop(state, timesteps, alphas, b, clip_image)
+            state, label_output, trajectory = self._ddim_loop(state, timesteps, alphas, b, clip_image, keep)
         else:
-            state, label_output = self._scheduler_loop(state, timesteps, alphas, b, clip_image, eta, generator)
+            state, label_output, trajectory = self._scheduler_loop(
+                state, timesteps, alphas, b, clip_image, eta, generator, keep
+            )
 
+        if soft_label_source == "trajectory":  # log of the mean probability: logits whose softmax is the mean
+            label_output = (trajectory / keep).clamp_min(torch.finfo(trajectory.dtype).tiny).log()
+        elif soft_label_source == "posterior":
+            label_output = self.segment(
+                state[:, :1].clamp(-1, 1), posterior_timestep, label_state=state[:, 1:], generator=generator
+            )
         images = (state[:, :1].float() / 2 + 0.5).clamp(0, 1)
         label_output = label_output.float()
         if config.label_loss == "ce":
@@ -392,8 +453,14 @@ class DAKTerPipeline(DiffusionPipeline):
         return DAKTerPipelineOutput(*result)
 
     def _ddim_loop(
-        self, state: torch.Tensor, timesteps: torch.Tensor, alphas: List[float], b: float, clip_image: bool
-    ) -> torch.Tensor:
+        self,
+        state: torch.Tensor,
+        timesteps: torch.Tensor,
+        alphas: List[float],
+        b: float,
+        clip_image: bool,
+        keep: int = 0,
+    ) -> tuple:
         """Deterministic DDIM (eta = 0) on x0, updated in place: a few fused kernels per step.
 
         DDIMScheduler.step with prediction_type="sample" computes
@@ -401,7 +468,8 @@ class DAKTerPipeline(DiffusionPipeline):
         i.e. x_prev = c_t x_t + c_0 x0 with c_t = sqrt(1 - a') / sqrt(1 - a) and
         c_0 = sqrt(a') - c_t sqrt(a): the same step, with scalars computed once per step
         and no tensor allocated beyond the network's output. Returns the final state and
-        the last label output.
+        the last label output, and the sum of the label probabilities of the last `keep` steps
+        (None when `keep` is 0).
         """
         scheduler, config = self.scheduler, self.config
         schedule = scheduler.alphas_cumprod.double().cpu()
@@ -415,10 +483,12 @@ class DAKTerPipeline(DiffusionPipeline):
             a_prev = float(schedule[previous]) if previous >= 0 else float(scheduler.final_alpha_cumprod)
             c_t = math.sqrt(max(1.0 - a_prev, 0.0)) / math.sqrt(max(1.0 - a, 1e-20))
             coefficients.append((c_t, math.sqrt(a_prev) - c_t * math.sqrt(a)))
-        label_output = None
+        label_output, trajectory = None, None
         for i, t in enumerate(self.progress_bar(timesteps)):
-            output = self.unet(state, t).sample
+            output = joint_forward(self.unet, state, t)
             label_output = output[:, 1:]
+            if i >= len(timesteps) - keep:
+                trajectory = _add_probabilities(trajectory, label_output)
             a = alphas[i]
             c_t, c_0 = coefficients[i]
             image = image_x0_at_step(
@@ -431,26 +501,86 @@ class DAKTerPipeline(DiffusionPipeline):
                 state[:, 1:].add_(labels, alpha=2 * b * c_0).sub_(b * c_0)
             else:  # l2: the regressed codes, clamped, times b
                 state[:, 1:].add_(label_output.clamp(-1, 1), alpha=b * c_0)
-        return state, label_output
+        return state, label_output, trajectory
 
-    def _scheduler_loop(self, state, timesteps, alphas, b: float, clip_image: bool, eta: float, generator):
+    def _scheduler_loop(
+        self, state, timesteps, alphas, b: float, clip_image: bool, eta: float, generator, keep: int = 0
+    ):
         """Any diffusers scheduler: the clean estimate, converted to its prediction type, goes to `step`."""
         scheduler, config = self.scheduler, self.config
         accepted = set(inspect.signature(scheduler.step).parameters)
         extra = {key: value for key, value in (("eta", eta), ("generator", generator)) if key in accepted}
         prediction_type = scheduler.config.prediction_type
-        label_output = None
+        label_output, trajectory = None, None
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = scheduler.scale_model_input(state, t)
-            output = self.unet(model_input, t).sample
+            output = joint_forward(self.unet, model_input, t)
             label_output = output[:, 1:]
+            if i >= len(timesteps) - keep:
+                trajectory = _add_probabilities(trajectory, label_output)
             image = image_x0_at_step(
                 output[:, :1], model_input[:, :1], alphas[i], config.image_prediction_type, clip_image
             )
             clean = torch.cat([image, label_prediction_to_state(label_output, config.label_loss, b)], dim=1)
             target = clean_to_scheduler_output(clean, model_input, alphas[i], prediction_type)
             state = scheduler.step(target, t, state, **extra).prev_sample
-        return state, label_output
+        return state, label_output, trajectory
+
+    # ------------------------------------------------------------------ segmenting
+    @torch.no_grad()
+    def segment(
+        self,
+        images: torch.Tensor,
+        label_timestep: Optional[int] = None,
+        label_state: Optional[torch.Tensor] = None,
+        generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
+    ) -> torch.Tensor:
+        r"""
+        The joint model as a segmenter: label logits for clean images, read from the label head.
+
+        The image channel holds the clean image (image timestep 0); the label channels hold
+        `label_state` noised to `label_timestep`, x = sqrt(a) y + sqrt(1 - a) eps, as in training.
+        Without a `label_state` the labels start from the uniform distribution's state, so at the
+        last training timestep (the default) they are noise alone: a segmentation of `images`
+        from nothing but the image. A UNet trained with an independent label timestep
+        (`has_label_timestep`) was trained for exactly this input; the paper's UNet, which
+        always saw one noise level for both, gets `label_timestep` as its one timestep.
+
+        Args:
+            images (`torch.Tensor`): (B, 1, H, W) in [-1, 1] at the UNet's sample size.
+            label_timestep (`int`, *optional*): the labels' noise level (default: the last training timestep).
+            label_state (`torch.Tensor`, *optional*): (B, C, H, W) labels in the b-scaled state space.
+            generator (`torch.Generator` or a list of them, *optional*): for the label noise.
+
+        Returns:
+            `torch.Tensor`: label logits (B, C, H, W), float32.
+        """
+        if self.config.label_loss != "ce":
+            raise ValueError("segment() needs a model trained with label_loss='ce' (label logits)")
+        if images.ndim != 4 or images.shape[1] != 1:
+            raise ValueError(f"images must be (B, 1, H, W) in [-1, 1], got shape {tuple(images.shape)}")
+        last = self.scheduler.config.num_train_timesteps - 1
+        label_timestep = last if label_timestep is None else int(label_timestep)
+        if not 0 <= label_timestep <= last:
+            raise ValueError(f"label_timestep must be in [0, {last}], got {label_timestep}")
+        device, dtype = self._execution_device, self.unet.dtype
+        images = images.to(device=device, dtype=dtype)
+        shape = (images.shape[0], self.unet.config.in_channels - 1, *images.shape[2:])
+        b = float(self.config.balancing_factor)
+        if label_state is None:  # the uniform distribution: (2 / C - 1) b in every channel
+            label_state = torch.full(shape, (2.0 / self.num_classes - 1.0) * b, device=device, dtype=dtype)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        alpha = float(self.scheduler.alphas_cumprod[label_timestep])
+        labels = math.sqrt(alpha) * label_state.to(device=device, dtype=dtype) + math.sqrt(1.0 - alpha) * noise
+        sample = torch.cat([images, labels], dim=1)
+        output = joint_forward(self.unet, sample, 0, label_timestep=label_timestep)
+        return output[:, 1:].float()
+
+
+def _add_probabilities(total: Optional[torch.Tensor], label_output: torch.Tensor) -> torch.Tensor:
+    """The running sum of label probabilities (softmax over classes) of the trajectory's last steps."""
+    probabilities = label_output.float().softmax(dim=1)
+    return probabilities if total is None else total.add_(probabilities)
 
 
 def check_label_options(label_loss: str, label_encoding: str, balancing_factor: float) -> None:
