@@ -92,11 +92,15 @@ def label_prediction_to_state(label_output: torch.Tensor, label_loss: str, balan
     return label_output.clamp(-1, 1) * balancing_factor
 
 
-def check_soft_label_options(soft_label_source: str, trajectory_steps: int, posterior_timestep: int) -> None:
+def check_soft_label_options(
+    soft_label_source: str, trajectory_steps: int, posterior_timestep: Optional[int] = None
+) -> None:
     """Where the soft label comes from (see `DAKTerPipeline.__call__`): clear errors for impossible choices."""
     if soft_label_source not in SOFT_LABEL_SOURCES:
         raise ValueError(f"soft_label_source must be one of {SOFT_LABEL_SOURCES}, got {soft_label_source!r}")
     for name, value, low in (("trajectory_steps", trajectory_steps, 1), ("posterior_timestep", posterior_timestep, 0)):
+        if name == "posterior_timestep" and value is None:  # the last training timestep
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
 
@@ -349,7 +353,7 @@ class DAKTerPipeline(DiffusionPipeline):
         return_dict: bool = True,
         soft_label_source: str = "final",
         trajectory_steps: int = 5,
-        posterior_timestep: int = 200,
+        posterior_timestep: Optional[int] = None,
     ) -> Union[DAKTerPipelineOutput, tuple]:
         r"""
         Generate SAR images with soft labels (Algorithm 2).
@@ -377,7 +381,8 @@ class DAKTerPipeline(DiffusionPipeline):
                 image: the final label state is noised again to `posterior_timestep` while the image stays
                 clean, and the label head is read once (see `segment`). The mask is the soft label's argmax.
             trajectory_steps (`int`, defaults to 5): K for `trajectory`.
-            posterior_timestep (`int`, defaults to 200): the label noise level for `posterior`.
+            posterior_timestep (`int`, *optional*): the label noise level for `posterior`; by default the last
+                training timestep, where the labels are noise alone and the label comes from the image.
         """
         check_soft_label_options(soft_label_source, trajectory_steps, posterior_timestep)
         if soft_label_source != "final" and self.config.label_loss != "ce":
