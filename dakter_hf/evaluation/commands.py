@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from dakter_hf.data.options import add_source_options, load_from_args
+from dakter_hf.evaluation.soft_labels import DEFAULT_BOUNDARY_WIDTH, DEFAULT_KD_TEMPERATURE
 from dakter_hf.utils.files import atomic_write_json
 
 
@@ -16,6 +17,18 @@ def _register_quality(sub) -> None:
     parser.add_argument("--split", default="train", help="split of --real")
     parser.add_argument("--max-images", type=int, default=None, help="use the first N images of each")
     parser.add_argument("--json", default=None, help="write the report here (default: GENERATED/quality.json)")
+    parser.add_argument(
+        "--kd-temperature",
+        type=float,
+        default=DEFAULT_KD_TEMPERATURE,
+        help="T of the soft-label statistics at the distillation temperature (default: %(default)s, the KD loss's)",
+    )
+    parser.add_argument(
+        "--boundary-width",
+        type=int,
+        default=DEFAULT_BOUNDARY_WIDTH,
+        help="soft-label entropy within this many pixels of a class boundary vs farther (default: %(default)s)",
+    )
     parser.set_defaults(func=_cmd_quality)
 
 
@@ -40,7 +53,14 @@ def _cmd_quality(args) -> int:
     check_generated(args.generated)
     real = load_from_args(args, args.real, args.split)[args.split]
     generated = load_saved(args.generated, split="train")["train"]
-    report = quality_report(real, generated, max_images=args.max_images, show_progress=True)
+    report = quality_report(
+        real,
+        generated,
+        max_images=args.max_images,
+        show_progress=True,
+        kd_temperature=args.kd_temperature,
+        boundary_width=args.boundary_width,
+    )
     print(format_quality_table(report))
     path = atomic_write_json(path, report)
     print(f"wrote {path}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Tuple
 
 import datasets
@@ -12,6 +13,15 @@ from tqdm.auto import tqdm
 
 from dakter_hf.data.arrays import is_dataset, iter_image_mask_pairs, mask_to_ids, to_grey_array
 from dakter_hf.data.features import class_names_of, oil_class_candidates, oil_class_index
+from dakter_hf.evaluation.soft_labels import (
+    DEFAULT_BOUNDARY_WIDTH,
+    DEFAULT_KD_TEMPERATURE,
+    ClassFractions,
+    SoftLabelStatistics,
+    class_fraction_comparison,
+    has_soft_labels,
+    iter_soft_label_batches,
+)
 from dakter_hf.evaluation.statistics import (
     GREY_LEVELS,
     DatasetStatistics,
@@ -91,6 +101,9 @@ def quality_report(
     window: int = 8,
     bins: int = 64,
     show_progress: bool = False,
+    kd_temperature: float = DEFAULT_KD_TEMPERATURE,
+    boundary_width: int = DEFAULT_BOUNDARY_WIDTH,
+    soft_label_batch_size: int = 16,
 ) -> Dict[str, object]:
     """Compare a real and a generated SAR segmentation dataset; JSON-serialisable dict.
 
@@ -105,6 +118,8 @@ def quality_report(
         max_images: use only the first ``max_images`` of each dataset.
         window: speckle tile size (see :func:`~dakter_hf.evaluation.statistics.speckle_stats`).
         bins: histogram bins for the Jensen-Shannon divergence (must divide 256).
+        kd_temperature, boundary_width: of the soft-label statistics (see
+            :mod:`dakter_hf.evaluation.soft_labels`), read `soft_label_batch_size` rows at a time.
 
     Real images whose size differs from the first generated image's are resized
     to it (bilinear image, nearest mask, PIL), which is noted: the resizing
@@ -113,8 +128,12 @@ def quality_report(
     image at a time; only the per-tile speckle values are kept until the end.
 
     Returns ``{"real": {...}, "generated": {...}, "distance": {"histogram_js",
-    "histogram_w1", "spectrum_log10_mad"}, "notes": [...], "num_real",
-    "num_generated", "oil_class", "sea_class", "class_names", "settings"}``.
+    "histogram_w1", "spectrum_log10_mad"}, "soft_labels", "class_fractions", "notes": [...],
+    "num_real", "num_generated", "oil_class", "sea_class", "class_names", "settings"}``.
+    ``soft_labels``: :meth:`~dakter_hf.evaluation.soft_labels.SoftLabelStatistics.result` of the
+    generated set's `soft_label` logits, None without them (L2 labels); ``class_fractions``:
+    :func:`~dakter_hf.evaluation.soft_labels.class_fraction_comparison` of the per-image class
+    fractions of the generated masks against the (resized) real ones.
     Per-dataset keys: see :func:`~dakter_hf.evaluation.formatting.format_quality_table` rows plus ``histogram``
     (``bins`` probabilities) and ``spectrum`` (power per radial bin, bin
     centres from :func:`~dakter_hf.evaluation.statistics.radial_frequencies`).
@@ -147,14 +166,18 @@ def quality_report(
 
         return tqdm(iterable, total=total, desc=desc)
 
+    num_classes = len(names) if names else None
     gen_acc = DatasetStatistics(oil_class, sea_class, window, num_bins)
+    gen_fractions, real_fractions = ClassFractions(num_classes), ClassFractions(num_classes)
     gen_acc.add(first, mask_to_ids(first_mask))
+    gen_fractions.add(mask_to_ids(first_mask))
     total_gen = len(generated) - 1 if hasattr(generated, "__len__") else None
     for image, mask in progress(gen_iter, total_gen, "quality: generated"):
         image, ids = grey_float(image), mask_to_ids(mask)
         if image.shape != ids.shape:
             raise ValueError(f"a generated image has shape {image.shape} but its mask {ids.shape}")
         gen_acc.add(image, ids)
+        gen_fractions.add(ids)
 
     real_acc = DatasetStatistics(oil_class, sea_class, window, num_bins)
     resized: Dict[Tuple[int, int], int] = {}
@@ -169,7 +192,9 @@ def quality_report(
             resized[key] = resized.get(key, 0) + 1
             pil_image = pil_image.resize(target_wh, Image.BILINEAR)
             pil_mask = pil_mask.resize(target_wh, Image.NEAREST)
-        real_acc.add(grey_float(pil_image), mask_to_ids(pil_mask))
+        ids = mask_to_ids(pil_mask)
+        real_acc.add(grey_float(pil_image), ids)
+        real_fractions.add(ids)
     if real_acc.n == 0:
         raise ValueError("the real dataset is empty")
     if resized:
@@ -192,6 +217,17 @@ def quality_report(
                 f"{name}: no {window}x{window} tile lies entirely in sea (class {sea_class}); ENL/CV undefined"
             )
 
+    soft = None
+    if has_soft_labels(generated):
+        soft_acc = SoftLabelStatistics(kd_temperature, boundary_width)
+        batches = iter_soft_label_batches(generated, soft_label_batch_size)
+        total = math.ceil(len(generated) / soft_label_batch_size)
+        for logits, masks in progress(batches, total, "quality: soft labels"):
+            soft_acc.add(logits, masks)
+        soft = soft_acc.result()
+    else:
+        notes.append("generated: no soft_label column (L2 labels?); only the class fractions of its masks")
+
     hist_real, hist_gen = real_acc.histogram(), gen_acc.histogram()
     w1 = histogram_distance(hist_real, hist_gen)["w1"]
     js = histogram_distance(rebin_histogram(hist_real, bins), rebin_histogram(hist_gen, bins))["js"]
@@ -203,6 +239,8 @@ def quality_report(
             "histogram_w1": finite_or_none(w1),
             "spectrum_log10_mad": finite_or_none(spectrum_distance(real_acc.spectrum(), gen_acc.spectrum())),
         },
+        "soft_labels": soft,
+        "class_fractions": class_fraction_comparison(real_fractions, gen_fractions, names, oil_class),
         "notes": notes,
         "num_real": real_acc.n,
         "num_generated": gen_acc.n,
@@ -215,5 +253,7 @@ def quality_report(
             "spectrum_bins": int(num_bins),
             "w1_bins": GREY_LEVELS,
             "max_images": max_images,
+            "kd_temperature": float(kd_temperature),
+            "boundary_width": int(boundary_width),
         },
     }

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 
 from dakter_hf.data.features import class_names_of
 from dakter_hf.data.sources import load_saved
-from dakter_hf.evaluation.formatting import format_quality_comparison
+from dakter_hf.evaluation.formatting import format_quality_comparison, format_soft_label_tables
 from dakter_hf.experiment import figures
 from dakter_hf.experiment.steps import code_description, read_done
 from dakter_hf.experiment.tables import scale_points, summarize, table1_markdown, table4_markdown
@@ -339,6 +339,7 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
             ]
             lines += ["```text", frechet[missing[0]].get("note", "").strip(), "```"]
         lines.append("")
+        lines += soft_label_section(quality)
     captions = {
         "real_vs_generated": "Real training pairs beside generated ones (image | mask), like the paper's Fig. 7"
         if report.get("show_real_images", True)
@@ -375,3 +376,27 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
     ]
     lines += ["## Experiment file", "", "```yaml", report["config"]["text"].rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def soft_label_section(quality: Dict[str, Dict[str, Any]]) -> List[str]:
+    """The section "What the soft labels carry": each generated set's soft-label statistics and per-image class
+    fractions, from its quality step's `soft_labels` and `class_fractions` (dakter_hf.evaluation.soft_labels)."""
+    lines = ["## What the soft labels carry", ""]
+    tables = format_soft_label_tables(quality)
+    old = [name for name, q in quality.items() if "class_fractions" not in q]
+    if tables:
+        lines += [
+            "Entropy and top-class probability of softmax(logits / T) per generated pixel (T = 1, and the KD "
+            "temperature), where the entropy sits (a band around the argmax mask's class boundaries against the "
+            "interiors), and the per-image class fractions of the generated masks against the real training masks.",
+            "",
+            tables,
+            "",
+        ]
+    if old:
+        lines += [
+            f"Not measured for {', '.join(old)}: its cached quality step predates the soft-label statistics "
+            "(a new output folder, or removing that quality step's folder, recomputes it).",
+            "",
+        ]
+    return lines
