@@ -12,10 +12,30 @@
     seeds: [0, 1, 2]
     arms: [real, ddpm-l2, dakter-no-kd, dakter-kd]
     show_real_images: false                    # figures without real images (SOS: scientific use only)
+    real_fractions: [0.1, 0.25, 1.0]           # label scarcity (default [1.0]): see subsets.py
+    subset_seed: 0                             # the seed of the scarcity subsets (one subset per fraction)
+    budget: equal_steps                        # or equal_epochs (the paper's protocol); an arm may override it
+    joint_segmenter: false                     # true or {label_timestep, batch_size}: the joint model as a
+                                               # segmenter of the test split, one more row of Table 1
 
 Every section is checked like its command line (unknown keys and bad values name the file
 and the key) before anything runs. Arms are the paper's comparisons (`ARMS`), or a mapping
-`{name: ..., mode: real|hard|dakter, joint: {overrides}}` for one of your own.
+`{name: ..., mode: real|hard|dakter, joint: {overrides}, generation: {overrides}, budget: ...,
+segmenter: true}` for one of your own.
+
+Label scarcity: each fraction < 1 of `real_fractions` is a seeded subset of the real training
+split, stratified by whether an image holds oil (`subsets.scarcity_subset`); every step of that
+fraction (b, joint models, generated sets, quality, every student of every arm, the segmenter)
+reads it, and the number of generated samples is scale x the subset's size. Fraction 1.0 is
+the full split, with the step keys it always had.
+
+The student budget (`budget`, top level, or per arm): `equal_steps` trains every arm for the
+student's `max_steps`; `equal_epochs` (the paper's protocol) gives an arm with generated data
+round(max_steps x (n_real + n_generated) / n_real) steps, n_real the real images it trains on
+(after `validation_fraction`) and n_generated = round(scale x n_real) the generated rows
+train_student mixes in, i.e. as many passes over its larger set as the real arm makes over
+its own. A student without `max_steps` trains `num_train_epochs` epochs in every arm: equal
+epochs already.
 """
 
 from __future__ import annotations
@@ -26,7 +46,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from dakter_hf.generation.config import check_generation_options
+from dakter_hf.generation.config import GenerationSettings, check_generation_options
 from dakter_hf.generation.schedulers import make_scheduler
 from dakter_hf.joint.arguments import JointTrainingArguments
 from dakter_hf.joint.balance import balancing_choice
@@ -43,6 +63,9 @@ class Arm:
     joint: Optional[Dict[str, Any]] = None  # overrides of the joint settings; None: no generated data
     teacher: bool = False  # the teacher-KD baseline: a larger real-only student's soft labels
     title: str = ""
+    generation: Optional[Dict[str, Any]] = None  # overrides of the generation settings (e.g. soft_label_source)
+    budget: Optional[str] = None  # equal_steps or equal_epochs; None: the experiment's `budget`
+    segmenter: bool = False  # also evaluate this arm's joint model as a segmenter of the test split
 
     @property
     def uses_generated(self) -> bool:
@@ -82,7 +105,24 @@ DATA_KEYS = {
     "train_split",
     "test_split",
 }
-GENERATION_DEFAULTS = {"steps": 50, "scheduler": None, "batch_size": 16, "eta": 0.0, "seed": 0, "dtype": None}
+# the soft-label source (GenerationSettings' fields); left out of a step's key at these defaults, so the
+# generated sets made before these settings existed keep their keys
+SOFT_LABEL_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(GenerationSettings)
+    if f.name in ("soft_label_source", "trajectory_steps", "posterior_timestep")
+}
+GENERATION_DEFAULTS = {
+    "steps": 50,
+    "scheduler": None,
+    "batch_size": 16,
+    "eta": 0.0,
+    "seed": 0,
+    "dtype": None,
+    **SOFT_LABEL_DEFAULTS,
+}
+BUDGETS = ("equal_steps", "equal_epochs")
+SEGMENTER_DEFAULTS = {"label_timestep": None, "batch_size": 16}
 QUALITY_DEFAULTS = {"max_images": None, "inception_weights": None}
 TOP_KEYS = {
     "name",
@@ -99,6 +139,10 @@ TOP_KEYS = {
     "quality",
     "description",
     "show_real_images",
+    "real_fractions",
+    "subset_seed",
+    "budget",
+    "joint_segmenter",
 }
 # the runner sets these itself (paths, resumption, logging); a config may not
 JOINT_RESERVED = {
@@ -158,12 +202,31 @@ class ExperimentConfig:
     report_dir: Optional[str] = None
     description: str = ""
     show_real_images: bool = True  # false: figures show generated pairs only (data you may not publish)
+    real_fractions: List[float] = field(default_factory=lambda: [1.0])  # ascending
+    subset_seed: int = 0
+    budget: str = "equal_steps"
+    joint_segmenter: Optional[Dict[str, Any]] = None  # segmenter settings; None: only arms that ask for one
     path: Optional[str] = None
     text: str = field(default="", repr=False)
 
     @property
     def baseline(self) -> str:
         return BASELINE_ARM
+
+    def budget_of(self, arm: Arm) -> str:
+        """The student budget of `arm`: its own, else the experiment's."""
+        return arm.budget or self.budget
+
+    def segmenter_of(self, arm: Arm) -> Optional[Dict[str, Any]]:
+        """The segmenter settings for `arm`'s joint model, or None when nobody asked for one."""
+        if not (arm.segmenter or self.joint_segmenter is not None) or not segments(self.joint, arm):
+            return None
+        return dict(self.joint_segmenter or SEGMENTER_DEFAULTS)
+
+
+def segments(joint: Dict[str, Any], arm: Arm) -> bool:
+    """Can `arm`'s joint model segment (label logits: label_loss ce)?"""
+    return arm.uses_generated and str(effective_joint_setting(joint_settings(joint, arm), "label_loss")) == "ce"
 
 
 def _section(config: dict, key: str, path: str, kind: type, default):
@@ -194,11 +257,32 @@ def _arm(entry, path: str, index: int) -> Arm:
             )
         return ARMS[entry]
     if isinstance(entry, dict):
-        unknown = set(entry) - {"name", "mode", "joint", "title"}
+        unknown = set(entry) - {"name", "mode", "joint", "title", "generation", "budget", "segmenter"}
         if unknown or "name" not in entry or entry.get("mode") not in ("real", "hard", "dakter"):
             raise ValueError(
-                f"{path}: an arm mapping needs `name` and `mode` (real, hard or dakter), optionally `joint` and "
-                f"`title`; got {entry}"
+                f"{path}: an arm mapping needs `name` and `mode` (real, hard or dakter), optionally `joint`, "
+                f"`generation`, `budget`, `segmenter` and `title`; got {entry}"
+            )
+        generation = entry.get("generation")
+        if generation is not None:
+            if not isinstance(generation, dict) or entry["mode"] == "real":
+                raise ValueError(
+                    f"{path}: arms[{index}].generation must be a mapping of generation settings, for an arm with "
+                    f"generated data; got {generation!r}"
+                )
+            bad = sorted(set(generation) - set(GENERATION_DEFAULTS))
+            if bad:
+                raise ValueError(
+                    f"{path}: arms[{index}].generation: unknown key(s) {bad}; known: {sorted(GENERATION_DEFAULTS)}"
+                )
+        budget = entry.get("budget")
+        if budget is not None and budget not in BUDGETS:
+            raise ValueError(f"{path}: arms[{index}].budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        segmenter = entry.get("segmenter", False)
+        if not isinstance(segmenter, bool) or (segmenter and entry["mode"] == "real"):
+            raise ValueError(
+                f"{path}: arms[{index}].segmenter must be true or false (true only for an arm with a joint model), "
+                f"got {segmenter!r}"
             )
         joint = entry.get("joint")
         if entry["mode"] != "real" and joint is None:
@@ -210,7 +294,13 @@ def _arm(entry, path: str, index: int) -> Arm:
                 )
             joint = _checked(joint, (JointTrainingArguments,), JOINT_RESERVED, f"{path}: arms[{index}].joint")
         return Arm(
-            str(entry["name"]), entry["mode"], joint if entry["mode"] != "real" else None, title=entry.get("title", "")
+            str(entry["name"]),
+            entry["mode"],
+            joint if entry["mode"] != "real" else None,
+            title=entry.get("title", ""),
+            generation=dict(generation) if generation else None,
+            budget=budget,
+            segmenter=segmenter,
         )
     raise ValueError(f"{path}: an arm is a name or a mapping, got {entry!r}")
 
@@ -301,7 +391,29 @@ def load_experiment_config(
     if quality["max_images"] is not None and (not isinstance(quality["max_images"], int) or quality["max_images"] < 2):
         raise ValueError(f"{path}: quality.max_images must be an integer >= 2 or null, got {quality['max_images']!r}")
     _check_generation(path, generation)
+    for index, arm in enumerate(arms):
+        if arm.generation:
+            _check_generation(path, {**generation, **arm.generation}, where=f"arms[{index}].generation")
     _check_settings(path, joint, arms, students, teacher)
+    fractions = _section(raw, "real_fractions", path, list, [1.0])
+    if (
+        not fractions
+        or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in fractions)
+        or len(set(map(float, fractions))) != len(fractions)
+    ):
+        raise ValueError(
+            f"{path}: real_fractions must be a non-empty list of distinct numbers in (0, 1], got {fractions}"
+        )
+    subset_seed = raw.get("subset_seed", 0)
+    if not isinstance(subset_seed, int) or isinstance(subset_seed, bool):
+        raise ValueError(f"{path}: subset_seed must be an integer, got {subset_seed!r}")
+    budget = raw.get("budget", "equal_steps")
+    if budget not in BUDGETS:
+        raise ValueError(f"{path}: budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    segmenter = _segmenter_settings(path, raw.get("joint_segmenter", False))
+    for arm in arms:
+        if arm.segmenter and not segments(joint, arm):
+            raise ValueError(f"{path}: arm {arm.name}: a segmenter needs a joint model with label_loss ce")
     out = output_dir or raw.get("output_dir") or os.path.join("outputs", "experiments", name)
     # a run elsewhere (--out) reports beside itself, not into the file's (perhaps committed) report folder
     report = report_dir or (None if output_dir else raw.get("report_dir")) or os.path.join(out, "report")
@@ -320,16 +432,52 @@ def load_experiment_config(
         report_dir=os.path.abspath(report),
         description=str(raw.get("description", "")),
         show_real_images=_section(raw, "show_real_images", path, bool, True),
+        real_fractions=sorted(float(f) for f in fractions),
+        subset_seed=subset_seed,
+        budget=budget,
+        joint_segmenter=segmenter,
         path=os.path.abspath(path),
         text=text,
     )
 
 
-def _check_generation(path: str, generation: dict) -> None:
+def _segmenter_settings(path: str, value) -> Optional[Dict[str, Any]]:
+    """`joint_segmenter`: false (None), true (the defaults) or a mapping of SEGMENTER_DEFAULTS' keys."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return dict(SEGMENTER_DEFAULTS)
+    if not isinstance(value, dict) or set(value) - set(SEGMENTER_DEFAULTS):
+        raise ValueError(
+            f"{path}: joint_segmenter must be true, false or a mapping of {sorted(SEGMENTER_DEFAULTS)}, got {value!r}"
+        )
+    settings = {**SEGMENTER_DEFAULTS, **value}
+    timestep, batch = settings["label_timestep"], settings["batch_size"]
+    if timestep is not None and (not isinstance(timestep, int) or isinstance(timestep, bool) or timestep < 0):
+        raise ValueError(f"{path}: joint_segmenter.label_timestep must be an integer >= 0 or null, got {timestep!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"{path}: joint_segmenter.batch_size must be an integer >= 1, got {batch!r}")
+    return settings
+
+
+def generation_step_settings(generation: Dict[str, Any], arm: Arm, scale: float) -> Dict[str, Any]:
+    """The generate step's settings of `arm`: the experiment's, the arm's overrides, the largest scale;
+    the soft-label settings at their defaults left out (the keys of sets made before them stay valid)."""
+    merged = {**generation, **(arm.generation or {}), "scale": scale}
+    return {k: v for k, v in merged.items() if not (k in SOFT_LABEL_DEFAULTS and v == SOFT_LABEL_DEFAULTS[k])}
+
+
+def _check_generation(path: str, generation: dict, where: str = "generation") -> None:
     try:
         check_generation_options(1, generation["batch_size"], 1, generation["steps"], generation["eta"], "consistent")
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: generation: {error}") from None
+        raise ValueError(f"{path}: {where}: {error}") from None
+    soft = {k: generation[k] for k in SOFT_LABEL_DEFAULTS if generation[k] != SOFT_LABEL_DEFAULTS[k]}
+    if soft:
+        try:
+            GenerationSettings(num_samples=1, **soft)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {where}: {error}") from None
     if generation["scheduler"] is not None:
         try:
             make_scheduler(

@@ -1,5 +1,6 @@
 """Figures for the experiment report: real vs generated (paper Fig. 7), soft labels (Fig. 2),
-metric vs augmentation scale (Fig. 5) and training curves, plus readers for the loss logs.
+metric vs augmentation scale (Fig. 5), metric vs the number of labelled images (label scarcity) and
+training curves, plus readers for the loss logs.
 
 Every figure comes back as a PIL image, so callers never touch matplotlib state; image grids
 are drawn with PIL (reusing :mod:`dakter_hf.data.visualize`), plots with an Agg canvas of their own.
@@ -311,3 +312,38 @@ def student_loss_curve(folder: str) -> List[Tuple[int, float]]:
         for entry in state.get("log_history", [])
         if "step" in entry and _is_number(entry.get("loss"))
     ]
+
+
+def labelled_curve_figure(
+    points: Mapping[str, Sequence[Tuple[int, Sequence[float]]]], metric_name: str = "test mIoU", title: str = ""
+) -> Image.Image:
+    """Metric (shown as %) against the number of labelled images: per arm the mean over seeds as a line,
+    the seeds' range as a band and every seed as a dot (`tables.labelled_points` gives the points)."""
+
+    figure = Figure(figsize=(5.5, 3.8), dpi=100)
+    axes = figure.add_subplot()
+    counts = sorted({int(p[0]) for arm in points.values() for p in arm})
+    for index, (arm, arm_points) in enumerate(points.items()):
+        colour = f"C{index % 10}"
+        ordered = sorted(arm_points, key=lambda p: p[0])
+        x = np.array([p[0] for p in ordered], dtype=np.float64)
+        values = [100 * np.asarray(p[1], dtype=np.float64) for p in ordered]
+        mean = np.array([v.mean() for v in values])
+        axes.plot(x, mean, marker="o", color=colour, label=str(arm))
+        if any(len(v) > 1 for v in values):
+            low, high = np.array([v.min() for v in values]), np.array([v.max() for v in values])
+            axes.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+        for xi, v in zip(x, values):
+            axes.scatter(np.full(len(v), xi), v, color=colour, s=10, alpha=0.6)
+    if counts and counts[-1] > 4 * max(counts[0], 1):
+        axes.set_xscale("log")
+    axes.set_xticks(counts, [str(c) for c in counts])
+    axes.minorticks_off()
+    axes.set_xlabel("labelled real images")
+    axes.set_ylabel(f"{metric_name} (%)")
+    if title:
+        axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _render(figure)

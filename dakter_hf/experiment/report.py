@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from dakter_hf.data.features import class_names_of
 from dakter_hf.data.sources import load_saved
 from dakter_hf.evaluation.formatting import format_quality_comparison, format_soft_label_tables
 from dakter_hf.experiment import figures
 from dakter_hf.experiment.steps import code_description, read_done
-from dakter_hf.experiment.tables import scale_points, summarize, table1_markdown, table4_markdown
+from dakter_hf.experiment.tables import (
+    fractions_of,
+    labelled_points,
+    per_seed_markdown,
+    scale_points,
+    summarize,
+    table1_markdown,
+    table4_markdown,
+)
 from dakter_hf.utils.files import atomic_write_json, atomic_write_text
 from dakter_hf.utils.ownership import FolderLock, claim_folder
 
@@ -43,21 +51,94 @@ def _step_code(runner, done: Dict[str, Dict[str, Any]]) -> Dict[str, List[str]]:
     return versions
 
 
+def _fraction_name(fraction: float) -> str:
+    return f"{100 * fraction:g} % of the labels"
+
+
 def _generated_sets(runner) -> Dict[str, Dict[str, Any]]:
-    """One entry per distinct generated set, named by the arms that use it."""
+    """One entry per distinct generated set, named by the arms that use it (and its real fraction when
+    the experiment has several)."""
     sets: Dict[str, Dict[str, Any]] = {}
-    for arm, step in runner.plan.generated_of_arm.items():
+    several = len(runner.config.real_fractions) > 1
+    for (arm, fraction), step in runner.plan.generated_of_arm.items():
         entry = sets.setdefault(
             step.key,
             {
                 "arms": [],
+                "fraction": fraction,
                 "generate": step,
-                "joint": runner.plan.joint_of_arm[arm],
-                "quality": runner.plan.quality_of_arm[arm],
+                "joint": runner.plan.joint_of_arm[(arm, fraction)],
+                "quality": runner.plan.quality_of_arm[(arm, fraction)],
             },
         )
         entry["arms"].append(arm)
-    return {" / ".join(entry["arms"]): entry for entry in sets.values()}
+    return {
+        " / ".join(entry["arms"]) + (f" ({_fraction_name(entry['fraction'])})" if several else ""): entry
+        for entry in sets.values()
+    }
+
+
+SEGMENTER_STUDENT = "joint model (segmenter)"
+
+
+def _runs(runner) -> List[Dict[str, Any]]:
+    """Every student run, and every evaluation of a joint model as a segmenter, as the tables read them."""
+    plan = runner.plan
+    runs = []
+    for r in plan.runs:
+        result = runner.result(r["step"])
+        runs.append(
+            {
+                "arm": r["arm"],
+                "student": r["student"],
+                "scale": r["scale"],
+                "seed": r["seed"],
+                "fraction": r["fraction"],
+                "num_labelled": runner.num_labelled(r["fraction"]),
+                "budget": r["budget"],
+                "planned_steps": runner.planned_steps(r["step"]),
+                "metrics": result["metrics"],
+                "steps": result.get("steps"),
+                "step": os.path.relpath(r["step"].folder(runner.root), runner.root),
+            }
+        )
+    for r in plan.segmenter_runs:
+        settings = r["step"].settings
+        runs.append(
+            {
+                "arm": r["arm"],
+                "student": SEGMENTER_STUDENT,
+                "scale": None,
+                "seed": r["seed"],
+                "fraction": r["fraction"],
+                "num_labelled": runner.num_labelled(r["fraction"]),
+                "budget": None,
+                "planned_steps": None,
+                "label_timestep": settings["label_timestep"],
+                "metrics": runner.result(r["step"])["metrics"],
+                "steps": None,
+                "step": os.path.relpath(r["step"].folder(runner.root), runner.root),
+            }
+        )
+    return runs
+
+
+def _fractions(runner) -> Dict[str, Dict[str, Any]]:
+    """Per real fraction: its labelled images, their oil share and the subset step (none for the full split)."""
+    out = {}
+    for fraction, step in runner.plan.data_of_fraction.items():
+        result = runner.result(step)
+        out[f"{fraction:g}"] = {
+            "fraction": fraction,
+            "num_labelled": runner.num_labelled(fraction),
+            "subset_seed": step.settings.get("seed") if step.kind == "subset" else None,
+            "num_with_oil": result.get("num_with_oil"),
+            "oil_share": result.get("oil_share"),
+            "full_oil_share": result.get("full_oil_share"),
+            "b": runner.result(runner.plan.balance_of_fraction[fraction])["b"],
+            "step": os.path.relpath(step.folder(runner.root), runner.root),
+        }
+    return out
 
 
 def write_report(runner) -> Dict[str, Any]:
@@ -70,18 +151,7 @@ def write_report(runner) -> Dict[str, Any]:
 
 def _write_report(runner, out: str) -> Dict[str, Any]:
     config, plan = runner.config, runner.plan
-    runs = [
-        {
-            "arm": r["arm"],
-            "student": r["student"],
-            "scale": r["scale"],
-            "seed": r["seed"],
-            "metrics": runner.result(r["step"])["metrics"],
-            "steps": runner.result(r["step"]).get("steps"),
-            "step": os.path.relpath(r["step"].folder(runner.root), runner.root),
-        }
-        for r in plan.runs
-    ]
+    runs = _runs(runner)
     data = runner.result(plan.data)
     real_train = load_saved(runner.work(plan.data), split=config.data["train_split"])[config.data["train_split"]]
     summary = summarize(runs, baseline_arm=config.baseline, class_names=class_names_of(real_train))
@@ -91,6 +161,7 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
             "arms": entry["arms"],
             "joint": {k: v for k, v in runner.result(entry["joint"]).items() if k in ("b", "steps")},
             "joint_settings": entry["joint"].settings,
+            "fraction": entry["fraction"],
             "num_samples": runner.result(entry["generate"])["num_samples"],
             "generation": entry["generate"].settings,
             "quality": runner.result(entry["quality"]),
@@ -111,12 +182,16 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
         "code": code_description(),
         "step_code": _step_code(runner, done),
         "data": {"source": config.data["source"], "splits": data["splits"]},
+        "real_fractions": _fractions(runner),
+        "budget": config.budget,
+        "budgets": {arm.name: config.budget_of(arm) if arm.uses_generated else "equal_steps" for arm in config.arms},
         "balancing_factor": runner.result(plan.balance),
         "arms": {
             arm.name: {
                 "title": arm.title,
                 "student_mode": arm.mode,
                 "joint_overrides": arm.joint,
+                "generation_overrides": arm.generation,
                 "teacher": arm.teacher,
             }
             for arm in config.arms
@@ -173,12 +248,13 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
                 figures.training_curves_figure(curves, "joint model: training loss", smoothing=0.6),
                 os.path.join(out, "joint_loss.png"),
             )
-    student_curves = {}
+    student_curves, several = {}, len(config.real_fractions) > 1
     for run in runner.plan.runs:
         if run["seed"] == config.seeds[0]:
             label = f"{run['student']} {run['arm']}" + (
                 f" x{run['scale']:g}" if run["scale"] is not None and len(config.scales) > 1 else ""
             )
+            label += f" ({run['fraction']:g})" if several else ""
             student_curves[label] = figures.student_loss_curve(runner.work(run["step"]))
     if any(student_curves.values()):
         paths["student_loss"] = figures.save_png(
@@ -204,6 +280,18 @@ def _write_figures(runner, out: str, real_train, sets: Dict[str, Dict[str, Any]]
             paths[f"scale_{student}"] = figures.save_png(
                 figures.scale_curve_figure(points, baseline=baseline), os.path.join(out, f"scale_{student}.png")
             )
+    if several:  # the label-scarcity figure: test mIoU against the labelled images, one line per arm
+        titles = _arm_titles(config)
+        for student in sorted({r["student"] for r in runner.plan.runs}):
+            points = labelled_points(summary, student)
+            points = {titles.get(arm, arm): p for arm, p in points.items()}
+            segmenter = labelled_points(summary, SEGMENTER_STUDENT)
+            points.update({f"joint model as segmenter ({arm})": p for arm, p in segmenter.items()})
+            if points:
+                paths[f"labels_{student}"] = figures.save_png(
+                    figures.labelled_curve_figure(points, title=f"{student}: test mIoU against the labels"),
+                    os.path.join(out, f"labels_{student}.png"),
+                )
     return paths
 
 
@@ -212,7 +300,8 @@ RELIABILITY_ARMS = ("real", "dakter-no-kd", "dakter-kd")  # real only vs without
 
 def _reliability_figures(runner, out: str, paths: Dict[str, str]) -> None:
     """One reliability diagram per student: its runs' test-pixel bins pooled over seeds (and scales) per arm."""
-    runs, titles = runner.plan.runs, _arm_titles(runner.config)
+    largest = runner.config.real_fractions[-1]  # pooled over the seeds (and scales) of the largest fraction
+    runs, titles = [r for r in runner.plan.runs if r["fraction"] == largest], _arm_titles(runner.config)
     arms = [a for a in RELIABILITY_ARMS if a in {r["arm"] for r in runs}]
     if len(arms) < 2:  # none of the paper's trio beside real only: every arm
         arms = [a.name for a in runner.config.arms]
@@ -232,19 +321,99 @@ def _reliability_figures(runner, out: str, paths: Dict[str, str]) -> None:
             paths[f"reliability_{student}"] = figures.save_png(figure, os.path.join(out, f"reliability_{student}.png"))
 
 
-def _steps_line(runs: List[Dict[str, Any]]) -> str:
-    """How long each arm's students trained: equal budgets are what make the arms comparable."""
+def _steps_line(runs: List[Dict[str, Any]], budgets: Optional[Dict[str, str]] = None) -> str:
+    """How long each arm's students trained, under which budget (`budgets`: arm -> equal_steps/equal_epochs)."""
     by_arm: Dict[str, List] = {}
     for run in runs:
-        by_arm.setdefault(run["arm"], []).append(run.get("steps"))
+        if run.get("student") != SEGMENTER_STUDENT:
+            by_arm.setdefault(run["arm"], []).append(run.get("steps"))
     parts = []
     for arm, steps in by_arm.items():
         known = [s for s in steps if s is not None]
         parts.append(
             f"{arm} "
             + ("n/a" if not known else f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}")
+            + (f" ({budgets[arm].replace('_', ' ')})" if budgets and arm in budgets else "")
         )
     return "Optimizer steps per student (over seeds): " + ", ".join(parts) + "."
+
+
+BUDGET_TEXT = {
+    "equal_steps": "every arm trains the student's max_steps",
+    "equal_epochs": "the paper's protocol: an arm with generated data trains round(max_steps x (n_real + "
+    "n_generated) / n_real) steps, as many passes over real + generated as the real arm makes over the real images",
+}
+
+
+def _budget_lines(report: Dict[str, Any]) -> List[str]:
+    budgets = report.get("budgets")
+    if not budgets:
+        return []
+    used = sorted(set(budgets.values()))
+    return [
+        f"Student budget: {', '.join(f'`{b}` ({BUDGET_TEXT[b]})' for b in used)}; per arm: "
+        + ", ".join(f"{arm} {b.replace('_', ' ')}" for arm, b in budgets.items())
+        + ".",
+        "",
+    ]
+
+
+def _table1_sections(report: Dict[str, Any]) -> List[str]:
+    """Table 1 (with the per-seed values) once per real fraction; the title as before for one fraction."""
+    summary, fractions = report["summary"], report.get("real_fractions") or {}
+    lines: List[str] = []
+    several = len(fractions_of(summary)) > 1
+    for fraction in fractions_of(summary):
+        runs = [r for r in report["runs"] if r.get("fraction", 1.0) == fraction]
+        info = fractions.get(f"{fraction:g}", {})
+        where = (
+            f" ({info.get('num_labelled')} labelled images, {100 * fraction:g} % of the training split)"
+            if several or fraction != 1.0
+            else ""
+        )
+        lines += [f"## Table 1{where}: test mIoU and F1, mean ± std over seeds", ""]
+        lines += [table1_markdown(summary, fraction), ""]
+        lines += [_steps_line(runs, report.get("budgets")), ""]
+        lines += [f"### Per seed: test mIoU{where}", "", per_seed_markdown(summary, fraction), ""]
+    if any(r.get("student") == SEGMENTER_STUDENT for r in report["runs"]):
+        lines += [
+            f"`{SEGMENTER_STUDENT}`: the arm's joint model reading the label head for each clean test image "
+            "(`DAKTerPipeline.segment`, label channels noised to the label timestep from the uniform state), "
+            "scored with the students' metrics; its seed draws the label noise. It has no real-only run to pair "
+            "with.",
+            "",
+        ]
+    return lines
+
+
+def _scarcity_lines(report: Dict[str, Any]) -> List[str]:
+    """The real fractions: labelled images, their oil share against the full split's, b."""
+    fractions = report.get("real_fractions") or {}
+    if list(fractions) in ([], ["1"]):
+        return []
+    lines = [
+        "## Label scarcity",
+        "",
+        "Each fraction below 1 is a seeded subset of the real training split, stratified by whether an image "
+        "holds oil, and nested (a smaller fraction's images lie inside a larger one's). The same subset feeds the "
+        "fraction's joint model(s), its generated sets (scale x the subset's size) and every student of every arm.",
+        "",
+        "| fraction | labelled images | with oil | oil share (full split) | b | subset seed |",
+        "|---:|---:|---:|---|---:|---:|",
+    ]
+    for entry in fractions.values():
+        share = (
+            "-"
+            if entry.get("oil_share") is None
+            else f"{100 * entry['oil_share']:.1f} % ({100 * entry['full_oil_share']:.1f} %)"
+        )
+        seed = "-" if entry.get("subset_seed") is None else str(entry["subset_seed"])
+        with_oil = "-" if entry.get("num_with_oil") is None else str(entry["num_with_oil"])
+        lines.append(
+            f"| {100 * entry['fraction']:g} % | {entry['num_labelled']} | {with_oil} | "
+            f"{share} | {entry['b']:.4f} | {seed} |"
+        )
+    return lines + [""]
 
 
 def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
@@ -289,8 +458,7 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
             arm["student_mode"]
         ]
         lines.append(f"| `{name}` ({titles.get(name, name)}) | {source} | {loss} |")
-    lines += ["", "## Table 1: test mIoU and F1, mean ± std over seeds", "", table1_markdown(report["summary"]), ""]
-    lines += [_steps_line(report["runs"]), ""]
+    lines += [""] + _scarcity_lines(report) + _budget_lines(report) + _table1_sections(report)
     lines += [
         "ECE is before temperature scaling. A student trained with `validation_fraction` "
         "(and `eval_strategy: epoch`) also records `temperature_scaling` in its test_metrics.json: "
@@ -298,7 +466,14 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         "after dividing its logits by T.",
         "",
     ]
-    lines += ["## Table 4: per-class IoU, precision and recall", "", table4_markdown(report["summary"]), ""]
+    for fraction in fractions_of(report["summary"]):
+        where = f" ({100 * fraction:g} % of the labels)" if len(fractions_of(report["summary"])) > 1 else ""
+        lines += [
+            f"## Table 4{where}: per-class IoU, precision and recall",
+            "",
+            table4_markdown(report["summary"], fraction),
+            "",
+        ]
     if report["generated_sets"]:
         lines += [
             "## Joint models and generated sets",
@@ -348,6 +523,12 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         "joint_loss": "Joint model training loss",
         "student_loss": "Student training loss (first seed)",
     }
+    for name in report["figures"]:
+        if name.startswith("labels_"):
+            captions[name] = (
+                f"Test mIoU against the number of labelled images, {name[len('labels_') :]}: one line per arm "
+                "(mean over seeds), the band spans the seeds, each dot is one seed"
+            )
     if report["figures"]:
         lines += ["## Figures", ""]
         for name, file in report["figures"].items():

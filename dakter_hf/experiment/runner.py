@@ -19,22 +19,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+import datasets
+
 from dakter_hf.data.export import ExportSettings, export_dataset
 from dakter_hf.data.options import normalization_from_options
+from dakter_hf.data.save import save_dataset
 from dakter_hf.data.sources import load_saved, source_path
 from dakter_hf.errors import FolderError
 from dakter_hf.evaluation.fid import InceptionWeightsMissing, find_inception_weights, frechet_distances
 from dakter_hf.evaluation.report import quality_report
 from dakter_hf.experiment.config import (
+    SOFT_LABEL_DEFAULTS,
     Arm,
     ExperimentConfig,
     effective_joint_setting,
+    generation_step_settings,
     joint_settings,
     split_student_settings,
     student_name,
 )
 from dakter_hf.experiment.report import write_report
+from dakter_hf.experiment.segmenter import evaluate_segmenter
 from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
+from dakter_hf.experiment.subsets import images_with_oil, scarcity_subset, subset_summary
 from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.joint.arguments import JointTrainingArguments
@@ -42,9 +49,11 @@ from dakter_hf.joint.balance import balance_arguments, balance_resolution_of, sn
 from dakter_hf.joint.checkpoints import sorted_checkpoints
 from dakter_hf.joint.training import train
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+from dakter_hf.students.metrics import to_json
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments, train_student
 from dakter_hf.utils.files import atomic_write_json
 from dakter_hf.utils.ownership import (
+    MARKER,
     FolderLock,
     check_not_an_input,
     check_output_path,
@@ -52,6 +61,7 @@ from dakter_hf.utils.ownership import (
     dataset_fingerprint,
     is_within,
     read_marker,
+    settings_hash,
 )
 
 
@@ -87,18 +97,27 @@ def _inception_weights(path: Optional[str]) -> Optional[Dict[str, Any]]:
 
 @dataclass
 class Plan:
-    """The steps in run order, and which student step gives each (arm, student, scale, seed)."""
+    """The steps in run order, and which student step gives each (arm, student, scale, seed, fraction).
+
+    The per-arm maps are keyed by (arm name, real fraction); fraction 1.0 is the full training split.
+    """
 
     steps: List[Step] = field(default_factory=list)
-    runs: List[Dict[str, Any]] = field(default_factory=list)  # {arm, student, scale, seed, step}
-    joint_of_arm: Dict[str, Step] = field(default_factory=dict)
-    generated_of_arm: Dict[str, Step] = field(default_factory=dict)
-    quality_of_arm: Dict[str, Step] = field(default_factory=dict)
-    data: Optional[Step] = None
-    balance: Optional[Step] = None
+    # {arm, student, scale, seed, fraction, budget, step}
+    runs: List[Dict[str, Any]] = field(default_factory=list)
+    joint_of_arm: Dict[tuple, Step] = field(default_factory=dict)
+    generated_of_arm: Dict[tuple, Step] = field(default_factory=dict)
+    quality_of_arm: Dict[tuple, Step] = field(default_factory=dict)
+    data: Optional[Step] = None  # the full real data (`dakter data`)
+    data_of_fraction: Dict[float, Step] = field(default_factory=dict)  # the data step or a subset step
+    balance: Optional[Step] = None  # b of the largest fraction's data
+    balance_of_fraction: Dict[float, Step] = field(default_factory=dict)
     # joint step key -> the balance step whose b it trains with (only joint steps that use the SNR value)
     balance_of_joint: Dict[str, Step] = field(default_factory=dict)
-    teacher: Optional[Step] = None
+    teacher: Optional[Step] = None  # the largest fraction's teacher
+    teacher_of_fraction: Dict[float, Step] = field(default_factory=dict)
+    # the joint models as segmenters: {arm (the first asking), fraction, seed, step}
+    segmenter_runs: List[Dict[str, Any]] = field(default_factory=list)
 
     def add(self, step: Step) -> Step:
         """Add a step once (arms sharing a step share its key)."""
@@ -107,6 +126,11 @@ class Plan:
                 return existing
         self.steps.append(step)
         return step
+
+
+def _fraction_tag(fraction: float) -> str:
+    """A label prefix for the steps of a scarcity subset ("" for the full split: labels as before)."""
+    return "" if fraction == 1.0 else f"f{fraction:g}-"
 
 
 class ExperimentRunner:
@@ -130,24 +154,47 @@ class ExperimentRunner:
                 self._run_data,
             )
         )
-        data_key = plan.data.key
-        plan.balance = plan.add(self._balance_step(config.joint, data_key))
+        for fraction in config.real_fractions:
+            data = plan.data
+            if fraction != 1.0:  # a seeded, stratified subset of the training split, shared by every arm
+                settings = {"fraction": fraction, "seed": config.subset_seed}
+                data = plan.add(
+                    Step(
+                        "subset",
+                        f"real-{fraction:g}-seed{config.subset_seed}",
+                        settings,
+                        {"data": plan.data.key},
+                        self._run_subset,
+                    )
+                )
+            plan.data_of_fraction[fraction] = data
+            self._plan_fraction(plan, fraction, data.key)
+        largest = config.real_fractions[-1]
+        plan.balance = plan.balance_of_fraction[largest]
+        plan.teacher = plan.teacher_of_fraction.get(largest)
+        return plan
+
+    def _plan_fraction(self, plan: Plan, fraction: float, data_key: str) -> None:
+        """The steps of one real fraction, every one reading `data_key` (its data)."""
+        config, tag = self.config, _fraction_tag(fraction)
+        plan.balance_of_fraction[fraction] = plan.add(self._balance_step(config.joint, data_key, tag))
         # the key knows whether Inception weights were there: adding them later computes FID
         quality_settings = {
             **config.quality,
             "inception_found": _inception_weights(config.quality["inception_weights"]),
         }
+        segmenters: Dict[str, Step] = {}  # joint step key -> its first segmenter step (arms share it)
         for arm in config.arms:
             if not arm.uses_generated:
                 continue
             settings = joint_settings(config.joint, arm)
             loss, encoding = settings.get("label_loss", "ce"), settings.get("label_encoding", "onehot")
-            slug = f"{loss}-{encoding}-b{settings.get('balancing_factor', 'auto')}"
+            slug = f"{tag}{loss}-{encoding}-b{settings.get('balancing_factor', 'auto')}"
             # the SNR value is computed once, by a balance step; b depends only on the data and on settings
             # the joint key already holds, so the key needs no balance input
             balance = None
             if effective_joint_setting(settings, "balancing_factor") == "auto":
-                balance = plan.add(self._balance_step(settings, data_key))
+                balance = plan.add(self._balance_step(settings, data_key, tag))
             joint = plan.add(
                 Step(
                     "joint",
@@ -160,30 +207,48 @@ class ExperimentRunner:
             )
             if balance is not None:
                 plan.balance_of_joint[joint.key] = balance
-            generation = {**config.generation, "scale": max(config.scales)}
+            generation = generation_step_settings(config.generation, arm, max(config.scales))
+            source = generation.get("soft_label_source")
             generated = plan.add(
-                Step("generate", slug, generation, {"joint": joint.key, "data": data_key}, self._run_generate)
+                Step(
+                    "generate",
+                    slug + (f"-{source}" if source else ""),
+                    generation,
+                    {"joint": joint.key, "data": data_key},
+                    self._run_generate,
+                )
             )
             quality = plan.add(
                 Step(
                     "quality",
-                    slug,
+                    generated.label,
                     quality_settings,
                     {"generated": generated.key, "data": data_key},
                     self._run_quality,
                 )
             )
-            plan.joint_of_arm[arm.name], plan.generated_of_arm[arm.name], plan.quality_of_arm[arm.name] = (
-                joint,
-                generated,
-                quality,
-            )
+            key = (arm.name, fraction)
+            plan.joint_of_arm[key], plan.generated_of_arm[key], plan.quality_of_arm[key] = joint, generated, quality
+            segmenter = config.segmenter_of(arm)
+            if segmenter is not None and joint.key not in segmenters:
+                for seed in config.seeds:
+                    step = plan.add(
+                        Step(
+                            "segment",
+                            f"{slug}-s{seed}",
+                            {**segmenter, "seed": seed},
+                            {"joint": joint.key, "data": data_key},
+                            self._run_segmenter,
+                        )
+                    )
+                    segmenters.setdefault(joint.key, step)
+                    plan.segmenter_runs.append({"arm": arm.name, "fraction": fraction, "seed": seed, "step": step})
         if any(arm.teacher for arm in config.arms):
             settings = {**config.teacher, "mode": "real", "seed": config.seeds[0]}
-            plan.teacher = plan.add(
+            plan.teacher_of_fraction[fraction] = plan.add(
                 Step(
                     "student",
-                    f"teacher-{student_name(settings)}",
+                    f"{tag}teacher-{student_name(settings)}",
                     settings,
                     {"data": data_key},
                     self._run_student,
@@ -200,32 +265,71 @@ class ExperimentRunner:
                                 "student": student_name(student),
                                 "scale": scale,
                                 "seed": seed,
-                                "step": plan.add(self._student_step(plan, student, arm, scale, seed)),
+                                "fraction": fraction,
+                                "budget": config.budget_of(arm) if arm.uses_generated else "equal_steps",
+                                "step": plan.add(
+                                    self._student_step(plan, student, arm, scale, seed, fraction, data_key)
+                                ),
                             }
                         )
-        return plan
 
-    def _balance_step(self, joint: Dict[str, Any], data_key: str) -> Step:
+    def _balance_step(self, joint: Dict[str, Any], data_key: str, tag: str = "") -> Step:
         """The step that computes the SNR value b at the resolution these joint settings train with."""
         resolution = effective_joint_setting(joint, "resolution")
         balance_resolution = effective_joint_setting(joint, "balance_resolution")
         settings = {"resolution": resolution, "balance_resolution": balance_resolution}
-        return Step("balance", f"b-{resolution}px", settings, {"data": data_key}, self._run_balance)
+        return Step("balance", f"{tag}b-{resolution}px", settings, {"data": data_key}, self._run_balance)
 
-    def _student_step(self, plan: Plan, student: Dict[str, Any], arm: Arm, scale: Optional[float], seed: int) -> Step:
+    def _student_step(
+        self,
+        plan: Plan,
+        student: Dict[str, Any],
+        arm: Arm,
+        scale: Optional[float],
+        seed: int,
+        fraction: float = 1.0,
+        data_key: Optional[str] = None,
+    ) -> Step:
         settings = {**student, "mode": arm.mode, "seed": seed}
-        inputs = {"data": plan.data.key}
+        inputs = {"data": data_key or plan.data.key}
         if arm.uses_generated:
             settings["scale"] = scale
-            inputs["generated"] = plan.generated_of_arm[arm.name].key
+            inputs["generated"] = plan.generated_of_arm[(arm.name, fraction)].key
+            # equal_epochs changes the steps only where the student counts steps (max_steps > 0)
+            if self.config.budget_of(arm) == "equal_epochs" and (student.get("max_steps") or -1) > 0:
+                settings["budget"] = "equal_epochs"
         if arm.teacher:
-            inputs["teacher"] = plan.teacher.key
-        slug = f"{student_name(student)}-{arm.mode}{'-teacher' if arm.teacher else ''}-s{seed}" + (
-            f"-x{scale:g}" if scale is not None else ""
-        )
+            inputs["teacher"] = plan.teacher_of_fraction[fraction].key
+        teacher = "-teacher" if arm.teacher else ""
+        slug = f"{_fraction_tag(fraction)}{student_name(student)}-{arm.mode}{teacher}-s{seed}"
+        slug += f"-x{scale:g}" if scale is not None else ""
+        slug += "-epochs" if "budget" in settings else ""
         return Step(
             "student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes")
         )
+
+    def num_labelled(self, fraction: float) -> int:
+        """The real training images of a fraction (its data step must have run)."""
+        return self.result(self.plan.data_of_fraction[fraction])["splits"][self.config.data["train_split"]]
+
+    def planned_steps(self, step: Step) -> Optional[int]:
+        """The optimizer steps a student step trains under its budget (its data step must have run).
+
+        equal_steps: the student's max_steps. equal_epochs: round(max_steps x (n_real + n_generated) / n_real),
+        n_real the real images it trains on (the training split less the `validation_fraction` part, as
+        train_student splits it: ceil(fraction x n) held out) and n_generated = round(scale x n_real), the
+        rows train_student's `generated_rows` mixes in.
+        """
+        max_steps = step.settings.get("max_steps")
+        if max_steps is None or max_steps <= 0:
+            return None
+        if step.settings.get("budget") != "equal_epochs":
+            return int(max_steps)
+        count = self.result(self._input_step(step, "data"))["splits"][self.config.data["train_split"]]
+        held_out = math.ceil(step.settings.get("validation_fraction", 0.0) * count)
+        n_real = count - held_out
+        n_generated = int(round(step.settings["scale"] * n_real))
+        return int(round(max_steps * (n_real + n_generated) / n_real))
 
     # ------------------------------------------------------------------ running
     def run(self, overwrite: bool = False) -> Dict[str, Any]:
@@ -336,13 +440,51 @@ class ExperimentRunner:
             "fingerprints": {name: dataset_fingerprint(split) for name, split in saved.items()},
         }
 
-    def _train_split(self):
+    def _run_subset(self, step: Step, work: str) -> Dict[str, Any]:
+        """A scarcity subset of the real training split (`subsets.scarcity_subset`), saved as a dataset
+        (train = the subset, test = the full test split) that every step of its fraction reads."""
+        data, source = self.config.data, self.work(self.plan.data)
+        saved = load_saved(source)
+        train = saved[data["train_split"]]
+        flags = images_with_oil(train)
+        indices = scarcity_subset(flags, step.settings["fraction"], step.settings["seed"])
+        subset = datasets.DatasetDict(
+            {
+                data["train_split"]: train.select(indices).flatten_indices(),
+                data["test_split"]: saved[data["test_split"]],
+            }
+        )
+        marker = read_marker(source) or {}  # the same normalization record, so every reader decodes alike
+        settings = {**marker.get("settings", {}), "subset": dict(step.settings)}
+        inputs = {"data": marker.get("settings_hash"), "indices": indices}
+        record = {"kind": "data", "settings_hash": settings_hash(settings, inputs), "settings": settings}
+        save_dataset(subset, work, overwrite=True, extra_files={MARKER: json.dumps(record, indent=2) + "\n"})
+        summary = subset_summary(flags, indices)
+        print(
+            f"subset {step.settings['fraction']:g} (seed {step.settings['seed']}): {summary['num_images']} of "
+            f"{summary['full_num_images']} training images, {summary['num_with_oil']} with oil "
+            f"({100 * summary['oil_share']:.1f} % against {100 * summary['full_oil_share']:.1f} %)"
+        )
+        return {
+            "splits": {name: len(split) for name, split in subset.items()},
+            "fingerprints": {name: dataset_fingerprint(split) for name, split in subset.items()},
+            "indices": indices,
+            **summary,
+        }
+
+    def data_folder(self, step: Step) -> str:
+        """The saved real dataset `step` reads (the data step's, or its fraction's subset)."""
+        return self.work(self._input_step(step, "data"))
+
+    def _train_split(self, step: Optional[Step] = None):
+        """The real training split `step` reads (default: the full one)."""
         split = self.config.data["train_split"]
-        return load_saved(self.work(self.plan.data), split=split)[split]
+        folder = self.work(self.plan.data) if step is None else self.data_folder(step)
+        return load_saved(folder, split=split)[split]
 
     def _run_balance(self, step: Step, work: str) -> Dict[str, Any]:
         resolution = balance_resolution_of(step.settings["balance_resolution"], step.settings["resolution"])
-        _, stats = snr_balance(self._train_split(), resolution, show_progress=True)
+        _, stats = snr_balance(self._train_split(step), resolution, show_progress=True)
         print(
             f"balancing factor b = {stats.b:.4f} ({stats.num_images} training images at {resolution or 'native'} px)"
         )
@@ -365,7 +507,7 @@ class ExperimentRunner:
             settings.update(balance_arguments(balance["b"], balance["resolution"]))
         args = JointTrainingArguments(
             **settings,
-            data=self.work(self.plan.data),
+            data=self.data_folder(step),
             split=self.config.data["train_split"],
             output_dir=work,
             resume_from_checkpoint="latest",
@@ -380,9 +522,8 @@ class ExperimentRunner:
 
     def _run_generate(self, step: Step, work: str) -> Dict[str, Any]:
         settings, joint = step.settings, self._input_step(step, "joint")
-        num_samples = max(
-            1, math.ceil(settings["scale"] * self.result(self.plan.data)["splits"][self.config.data["train_split"]])
-        )
+        real = self.result(self._input_step(step, "data"))["splits"][self.config.data["train_split"]]
+        num_samples = max(1, math.ceil(settings["scale"] * real))  # scale x the (subset's) real images
         generation = GenerationSettings(
             num_samples=num_samples,
             base_seed=settings["seed"],
@@ -391,6 +532,7 @@ class ExperimentRunner:
             eta=settings["eta"],
             scheduler=settings["scheduler"],
             dtype=settings["dtype"],
+            **{k: settings[k] for k in SOFT_LABEL_DEFAULTS if k in settings},  # in the settings only when not default
         )
         generate_dataset(os.path.join(self.work(joint), "pipeline"), work, generation)
         return {"num_samples": num_samples}
@@ -398,7 +540,7 @@ class ExperimentRunner:
     def _run_quality(self, step: Step, work: str) -> Dict[str, Any]:
         generated_step = self._input_step(step, "generated")
         generated = load_saved(self.work(generated_step), split="train")["train"]
-        real = self._train_split()
+        real = self._train_split(step)
         settings = step.settings
         report = quality_report(real, generated, max_images=settings["max_images"], show_progress=True)
         try:
@@ -414,12 +556,14 @@ class ExperimentRunner:
     def _run_student(self, step: Step, work: str) -> Dict[str, Any]:
         settings = dict(step.settings)
         mode, seed, scale = settings.pop("mode"), settings.pop("seed"), settings.pop("scale", 1.0)
+        if settings.pop("budget", "equal_steps") == "equal_epochs":
+            settings["max_steps"] = self.planned_steps(step)
         student_kwargs, training_kwargs = split_student_settings(settings)
         generated = [self.work(self._input_step(step, "generated"))] if "generated" in step.inputs else []
-        teacher = self.work(self.plan.teacher) if "teacher" in step.inputs else None
+        teacher = self.work(self._input_step(step, "teacher")) if "teacher" in step.inputs else None
         data = self.config.data
         args = StudentArguments(
-            real=self.work(self.plan.data),
+            real=self.data_folder(step),
             generated=generated,
             scale=scale,
             mode=mode,
@@ -438,3 +582,22 @@ class ExperimentRunner:
         with open(os.path.join(work, "trainer_state.json"), encoding="utf-8") as handle:
             steps = json.load(handle)["global_step"]  # a time budget can end a run early: the report shows it
         return {"metrics": metrics, "steps": steps}
+
+    def _run_segmenter(self, step: Step, work: str) -> Dict[str, Any]:
+        """The joint model as a segmenter of the test split, scored like a student (`segmenter.py`)."""
+        settings = step.settings
+        pipeline = DAKTerPipeline.from_pretrained(os.path.join(self.work(self._input_step(step, "joint")), "pipeline"))
+        split = self.config.data["test_split"]
+        test = load_saved(self.data_folder(step), split=split)[split]
+        metrics = to_json(
+            evaluate_segmenter(
+                pipeline,
+                test,
+                label_timestep=settings["label_timestep"],
+                seed=settings["seed"],
+                batch_size=settings["batch_size"],
+            )
+        )
+        os.makedirs(work, exist_ok=True)
+        atomic_write_json(os.path.join(work, "test_metrics.json"), metrics)
+        return {"metrics": metrics, "steps": None}

@@ -24,7 +24,15 @@ from scipy import stats
 from dakter_hf.utils.markdown import markdown_table, percent
 
 
-__all__ = ["summarize", "table1_markdown", "table4_markdown", "parse_markdown_table", "scale_points"]
+__all__ = [
+    "summarize",
+    "table1_markdown",
+    "table4_markdown",
+    "per_seed_markdown",
+    "parse_markdown_table",
+    "scale_points",
+    "labelled_points",
+]
 
 # Table 1 metric -> key of a run's metrics dict (test_metrics.json).
 TABLE1_METRICS = {"miou": "mean_iou", "f1": "mean_f1"}
@@ -44,11 +52,11 @@ def _value(x: Any) -> Optional[float]:
 
 
 def _stats(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
-    """Mean and sample std (ddof=1) over the present values; std None below 2 values."""
+    """Mean, sample std (ddof=1) and median over the present values; std None below 2 values."""
     present = [v for v in values if v is not None]
     mean = float(np.mean(present)) if present else None
     std = float(np.std(present, ddof=1)) if len(present) >= 2 else None
-    return {"mean": mean, "std": std}
+    return {"mean": mean, "std": std, "median": float(np.median(present)) if present else None}
 
 
 def _paired(metric: str, arm: Dict[int, Optional[float]], base: Dict[int, Optional[float]], confidence: float) -> dict:
@@ -60,6 +68,7 @@ def _paired(metric: str, arm: Dict[int, Optional[float]], base: Dict[int, Option
         "n_pairs": len(seeds),
         "seeds": seeds,
         "mean_diff": float(diffs.mean()) if len(seeds) else None,
+        "n_above": int((diffs > 0).sum()),  # seeds where the arm is above the baseline of the same seed
         "ci_low": None,
         "ci_high": None,
         "p_value": None,
@@ -86,21 +95,29 @@ def _class_value(metrics: Mapping, name: str, index: int, metric: str) -> Option
     return _value(values[index]) if values is not None and index < len(values) else None
 
 
+def _fraction(run: Mapping) -> float:
+    """The real fraction a run trained on (1.0, the full split, for runs that do not say)."""
+    return float(run.get("fraction") or 1.0)
+
+
 def _groups(runs: Sequence[Mapping], baseline_arm: str) -> Dict[tuple, List[Mapping]]:
-    """Runs by (student, arm, scale), sorted as the tables are; the baseline's scale becomes None."""
+    """Runs by (student, arm, scale, fraction), sorted as the tables are; the baseline's scale becomes None."""
     arm_order: Dict[str, int] = {baseline_arm: -1}
     groups: Dict[tuple, Dict[int, Mapping]] = {}
     for run in runs:
         arm_order.setdefault(run["arm"], len(arm_order))
         scale = None if run["arm"] == baseline_arm or run.get("scale") is None else float(run["scale"])
-        group = groups.setdefault((run["student"], run["arm"], scale), {})
+        group = groups.setdefault((run["student"], run["arm"], scale, _fraction(run)), {})
         if int(run["seed"]) in group:
-            raise ValueError(f"two runs for {run['student']}/{run['arm']}/scale {scale}/seed {run['seed']}")
+            raise ValueError(
+                f"two runs for {run['student']}/{run['arm']}/scale {scale}/fraction {_fraction(run):g}/seed "
+                f"{run['seed']}"
+            )
         group[int(run["seed"])] = run
 
     def order(key):
-        student, arm, scale = key
-        return (student, arm_order[arm], scale is not None, scale or 0.0)
+        student, arm, scale, fraction = key
+        return (fraction, student, arm_order[arm], scale is not None, scale or 0.0)
 
     return {key: [groups[key][s] for s in sorted(groups[key])] for key in sorted(groups, key=order)}
 
@@ -120,11 +137,16 @@ def summarize(
         for key, group in groups.items()
     }
     table1, table4 = [], []
-    for (student, arm, scale), group in groups.items():
+    for (student, arm, scale, fraction), group in groups.items():
+        labelled = {r.get("num_labelled") for r in group} - {None}
         head = {
             "student": student,
             "arm": arm,
             "scale": scale,
+            "fraction": fraction,
+            "num_labelled": labelled.pop() if len(labelled) == 1 else None,
+            "budget": group[0].get("budget"),
+            "steps": [r.get("steps") for r in group],
             "n": len(group),
             "seeds": [int(r["seed"]) for r in group],
         }
@@ -135,11 +157,14 @@ def summarize(
         for m, k in TABLE1_CALIBRATION.items():
             values = [_value(r["metrics"].get(k)) for r in group]
             row1[m] = {**_stats(values), "values": values}
-        base = by_seed.get((student, baseline_arm, None), {m: {} for m in TABLE1_METRICS})
+        # a student without a real-only run of its own (the joint model as a segmenter) has nothing to pair with
+        base = by_seed.get((student, baseline_arm, None, fraction))
         row1["vs_baseline"] = (
             None
-            if arm == baseline_arm
-            else {m: _paired(m, by_seed[(student, arm, scale)][m], base[m], confidence) for m in TABLE1_METRICS}
+            if arm == baseline_arm or base is None
+            else {
+                m: _paired(m, by_seed[(student, arm, scale, fraction)][m], base[m], confidence) for m in TABLE1_METRICS
+            }
         )
         table1.append(row1)
         classes = [
@@ -193,8 +218,28 @@ def _render(header: List[str], rows: List[List[str]], legend: str) -> str:
     return "\n".join(markdown_table(header, rows) + ["", legend]) + "\n"
 
 
-def table1_markdown(summary: Mapping) -> str:
-    """Table 1: mIoU and F1 per (student, arm, scale), with the paired difference to the baseline."""
+def _rows(summary: Mapping, table: str, fraction: Optional[float]) -> List[Mapping]:
+    """The rows of one real fraction (all rows when `fraction` is None)."""
+    return [r for r in summary[table] if fraction is None or r.get("fraction", 1.0) == fraction]
+
+
+def fractions_of(summary: Mapping) -> List[float]:
+    """The real fractions of a summary, ascending."""
+    return sorted({r.get("fraction", 1.0) for r in summary["table1"]})
+
+
+def _median(s: Mapping) -> str:
+    return percent(s.get("median"))
+
+
+def _above(c: Optional[Mapping]) -> str:
+    """ "k/n": the paired seeds where the arm is above the baseline of the same seed."""
+    return "-" if not c else f"{c.get('n_above', 0)}/{c['n_pairs']}"
+
+
+def table1_markdown(summary: Mapping, fraction: Optional[float] = None) -> str:
+    """Table 1: mIoU and F1 per (student, arm, scale) of one real fraction (all rows when None),
+    with the median, the paired difference to the baseline and the seeds above it."""
     base, conf = summary["baseline_arm"], f"{100 * summary['confidence']:g} %"
     header = [
         "Student",
@@ -202,6 +247,8 @@ def table1_markdown(summary: Mapping) -> str:
         "Scale",
         "n",
         "mIoU (%)",
+        "median mIoU (%)",
+        f"seeds above {base} (mIoU)",
         "F1 (%)",
         "ECE (%)",
         f"Δ mIoU vs {base} ({conf} CI)",
@@ -212,13 +259,15 @@ def table1_markdown(summary: Mapping) -> str:
         "Verdict (F1)",
     ]
     rows, pairs = [], set()
-    for r in summary["table1"]:
+    for r in _rows(summary, "table1", fraction):
         cells = [
             r["student"],
             r["arm"],
             _scale(r, base),
             str(r["n"]),
             _mean_std(r["miou"]),
+            _median(r["miou"]),
+            _above((r["vs_baseline"] or {}).get("miou")),
             _mean_std(r["f1"]),
             _mean_std(r.get("ece") or {"mean": None, "std": None}),
         ]
@@ -238,19 +287,20 @@ def table1_markdown(summary: Mapping) -> str:
         f"Percent, mean ± sample std over seeds. Δ: arm − {base} in points, paired over shared seeds "
         f"(n pairs = {', '.join(map(str, sorted(pairs))) or 'n/a'}), {conf} Student-t interval on the "
         f"per-seed differences; p: two-sided paired t-test. {width}'no clear difference' does not mean equal. "
+        f"Seeds above {base}: paired seeds where the arm's mIoU is above {base}'s of the same seed. "
         "ECE: expected calibration error of the top-class probability per test pixel (15 bins; lower is "
         "better; not temperature-scaled)."
     )
     return _render(header, rows, legend)
 
 
-def table4_markdown(summary: Mapping) -> str:
+def table4_markdown(summary: Mapping, fraction: Optional[float] = None) -> str:
     """Table 4: mean metrics and per-class IoU / precision / recall per (student, arm, scale)."""
     base, names = summary["baseline_arm"], summary["class_names"]
     header = ["Student", "Arm", "Scale", "n", "mIoU", "mF1", "mP", "mR"]
     header += [f"{short} {name}" for name in names for short in ("IoU", "P", "R")]
     rows = []
-    for r in summary["table4"]:
+    for r in _rows(summary, "table4", fraction):
         cells = [r["student"], r["arm"], _scale(r, base), str(r["n"])]
         cells += [_mean_std(r["means"][m]) for m in TABLE4_MEANS]
         cells += [_mean_std(c[m]) for c in r["classes"] for m in CLASS_METRICS]
@@ -258,6 +308,30 @@ def table4_markdown(summary: Mapping) -> str:
     legend = (
         "Percent, mean ± sample std (ddof=1) over the n seeds; n/a: missing or class absent in every "
         "seed (left out of the means). With n = 3 the std is itself very uncertain."
+    )
+    return _render(header, rows, legend)
+
+
+def per_seed_markdown(summary: Mapping, fraction: Optional[float] = None, metric: str = "miou") -> str:
+    """Every seed's value of `metric` per (student, arm, scale), beside the median and mean ± std."""
+    base = summary["baseline_arm"]
+    rows_in = _rows(summary, "table1", fraction)
+    seeds = sorted({s for r in rows_in for s in r["seeds"]})
+    header = ["Student", "Arm", "Scale", "steps", *[f"seed {s}" for s in seeds], "median", "mean ± std"]
+    header.append(f"seeds above {base}")
+    rows = []
+    for r in rows_in:
+        values = dict(zip(r["seeds"], r[metric]["values"]))
+        steps = sorted({s for s in r.get("steps", []) if s is not None})
+        step_text = "-" if not steps else str(steps[0]) if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+        cells = [r["student"], r["arm"], _scale(r, base), step_text]
+        cells += [percent(values[s]) if s in values else "-" for s in seeds]
+        cells += [_median(r[metric]), _mean_std(r[metric]), _above((r["vs_baseline"] or {}).get(metric))]
+        rows.append(cells)
+    legend = (
+        f"Percent; one column per seed (a seed fixes the real-data order and the initialisation); steps: the "
+        f"optimizer steps the students trained. Seeds above {base}: seeds where the arm is above {base} of the "
+        "same seed."
     )
     return _render(header, rows, legend)
 
@@ -278,7 +352,7 @@ def parse_markdown_table(text: str) -> List[Dict[str, str]]:
 
 
 def scale_points(
-    summary: Mapping, metric: str = "miou", student: Optional[str] = None
+    summary: Mapping, metric: str = "miou", student: Optional[str] = None, fraction: Optional[float] = None
 ) -> Dict[str, List[Tuple[Optional[float], Optional[float], Optional[float]]]]:
     """{arm: [(scale, mean, std), ...]} by scale, for a plot of `metric` vs augmentation scale.
 
@@ -291,8 +365,31 @@ def scale_points(
         if len(students) != 1:
             raise ValueError(f"several students {students}: pass student=")
         student = students[0]
+    fraction = fractions_of(summary)[-1] if fraction is None else fraction
     points: Dict[str, List[tuple]] = {}
-    for r in summary["table1"]:  # already sorted by scale within an arm
+    for r in _rows(summary, "table1", fraction):  # already sorted by scale within an arm
         if r["student"] == student:
             points.setdefault(r["arm"], []).append((r["scale"], r[metric]["mean"], r[metric]["std"]))
+    return points
+
+
+def labelled_points(
+    summary: Mapping, student: str, metric: str = "miou", scale: Optional[float] = None
+) -> Dict[str, List[Tuple[int, List[float]]]]:
+    """{arm: [(number of labelled images, [value per seed]), ...]} by labelled images, for the plot of
+    `metric` against the labels; arms with generated data at `scale` (default: each arm's largest)."""
+    chosen: Dict[tuple, Mapping] = {}
+    for r in summary["table1"]:
+        if r["student"] != student or r.get("num_labelled") is None:
+            continue
+        key = (r["arm"], r.get("fraction", 1.0))
+        if scale is not None and r["scale"] is not None and r["scale"] != scale:
+            continue
+        if key not in chosen or (r["scale"] or 0.0) > (chosen[key]["scale"] or 0.0):
+            chosen[key] = r
+    points: Dict[str, List[tuple]] = {}
+    for (arm, _), r in sorted(chosen.items(), key=lambda item: item[1]["num_labelled"]):
+        values = [v for v in r[metric]["values"] if v is not None]
+        if values:
+            points.setdefault(arm, []).append((int(r["num_labelled"]), values))
     return points

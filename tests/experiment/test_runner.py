@@ -5,53 +5,12 @@ import os
 import shutil
 
 import pytest
-import yaml
+from experiment_helpers import TINY_STUDENT, tiny_config
 
 from dakter_hf.cli import main
 from dakter_hf.experiment.config import load_experiment_config
 from dakter_hf.experiment.runner import ExperimentRunner
 from dakter_hf.experiment.tables import parse_markdown_table
-
-
-TINY_STUDENT = '{"hidden_sizes": [8, 16, 16, 16], "decoder_hidden_size": 16, "depths": [1, 1, 1, 1]}'
-
-
-def tiny_config(tmp_path, name="tiny.yaml", arms=("real", "dakter-kd"), **changes):
-    config = {
-        "name": "tiny",
-        "data": {"source": "simulate:12,6", "num_classes": 2, "size": 32, "seed": 0},
-        "joint": {
-            "resolution": 32,
-            "unet_preset": "tiny",
-            "image_prediction": "sample",
-            "zero_terminal_snr": False,
-            "train_batch_size": 4,
-            "learning_rate": 1e-3,
-            "max_train_steps": 4,
-            "checkpointing_steps": 2,
-            "logging_steps": 1,
-        },
-        "generation": {"steps": 2, "batch_size": 4},
-        "students": [
-            {
-                "student": "segformer-b0",
-                "resolution": 32,
-                "student_config": TINY_STUDENT,
-                "per_device_train_batch_size": 4,
-                "max_steps": 2,
-                "logging_steps": 1,
-                "save_steps": 2,
-            }
-        ],
-        "seeds": [0, 1],
-        "arms": list(arms),
-        "output_dir": str(tmp_path / "run"),
-        "report_dir": str(tmp_path / "report"),
-    }
-    config.update(changes)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 class Killed(Exception):
@@ -317,7 +276,7 @@ def test_report_markdown_shows_frechet_distances_when_computed_and_how_to_get_we
     frechet.update(fid=12.345, sfid=6.789, num_real=12, num_generated=12, notes=["FID is biased at small N"])
     text = render_markdown(report, {})
     assert f"- {name}: FID 12.35, sFID 6.79 (12 real, 12 generated images)" in text and "Not computed" not in text
-    assert "Optimizer steps per student (over seeds): real 2, dakter-kd 2." in text
+    assert "Optimizer steps per student (over seeds): real 2 (equal steps), dakter-kd 2 (equal steps)." in text
 
 
 def test_scales_satsynth_and_teacher_arms_reuse_the_cache_and_plot_against_scale(finished, tmp_path, monkeypatch):
@@ -393,7 +352,7 @@ def test_b_is_computed_once_and_every_snr_joint_model_trains_with_the_balance_st
     assert calls == [32]  # the balance step's; neither SNR joint step computed b again
     b = runner.result(plan.balance)["b"]
     for arm, expected in (("dakter-kd", b), ("ddpm-l2", b), ("b-1", 1.0)):
-        joint_step = plan.joint_of_arm[arm]
+        joint_step = plan.joint_of_arm[(arm, 1.0)]
         assert joint_step.inputs == {"data": plan.data.key}  # keys as before: b adds no input
         pipeline = DAKTerPipeline.load_config(os.path.join(runner.work(joint_step), "pipeline"))
         assert pipeline["balancing_factor"] == expected and runner.result(joint_step)["b"] == expected

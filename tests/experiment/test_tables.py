@@ -157,7 +157,11 @@ def test_table4_per_class(summary):
     assert [c["class"] for c in r["classes"]] == CLASSES
     assert r["classes"][1]["iou"]["mean"] == pytest.approx(values.mean())
     assert r["classes"][1]["iou"]["std"] == pytest.approx(values.std(ddof=1))
-    assert r["classes"][0]["precision"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.0)}
+    assert r["classes"][0]["precision"] == {
+        "mean": pytest.approx(0.7),
+        "std": pytest.approx(0.0),
+        "median": pytest.approx(0.7),
+    }
     assert r["means"]["mf1"]["mean"] == pytest.approx(values.mean() + 0.1)
     assert set(r["means"]) == {"miou", "mf1", "mp", "mr"}
 
@@ -182,7 +186,7 @@ def test_missing_values_are_none_left_out_and_na():
     c = kd["vs_baseline"]["miou"]
     assert c["n_pairs"] == 1 and c["mean_diff"] == pytest.approx(0.1) and c["verdict"] == "too few paired seeds"
     oil = s["table4"][0]["classes"][1]
-    assert oil["class"] == "oil" and oil["iou"] == {"mean": None, "std": None}
+    assert oil["class"] == "oil" and oil["iou"] == {"mean": None, "std": None, "median": None}
     md4 = parse_markdown_table(table4_markdown(s))
     assert md4[0]["IoU oil"] == "n/a" and md4[0]["mIoU"] == f"{pct(0.6)} ± {pct(real['miou']['std'])}"
     md1 = parse_markdown_table(table1_markdown(s))
