@@ -59,9 +59,9 @@ configs:
 | label loss / encoding / image parameterisation | {label_loss} / {label_encoding} / {prediction} |
 | sampler | {scheduler}, {steps} steps, eta = {eta}, label noise: {label_noise}, {dtype} weights |
 | soft labels from | {soft_label_source} |
-| seeds | sample i uses seed {first_seed} + i ({first_seed} .. {last_seed}) |
+| seeds | {seeds} |
 
-## Columns
+{curation}## Columns
 
 - `image`: the generated SAR image (grey).
 - `soft_label`: {soft_label_text}
@@ -105,8 +105,62 @@ def soft_label_source_text(config: GenerationConfig) -> str:
     return "`final`: the last sampling step's logits (the paper)"
 
 
-def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[Dict]) -> str:
-    """OUT/README.md: what made the dataset, its columns, how to load it; `kl_summary` is the float16 cost."""
+CURATION_SECTION = """## Curation (`--match-real`)
+
+{num_kept} samples kept of {num_candidates} candidates ({factor:g} x N) so that their per-image {oil} fraction
+matches the real training set `{source}` ({real_images} images; fingerprint `{fingerprint}`). The rule: {rule}.
+{borrowed} of the kept samples stand in for a stratum short of candidates (the nearest unused ones).
+
+| per-image {oil} fraction | candidates | kept | real (target) |
+|---|---|---|---|
+| mean | {candidates[mean]:.2%} | {kept[mean]:.2%} | {real[mean]:.2%} |
+| images with {oil} | {candidates[images_with_oil]:.1%} | {kept[images_with_oil]:.1%} | {real[images_with_oil]:.1%} |
+| KS distance to the real fractions | {candidates[ks_to_real]:.3f} | {kept[ks_to_real]:.3f} | 0 |
+
+`curation.json` holds the kept indices and seeds, the strata and every class's mean fraction.
+
+"""
+
+
+def seeds_text(base_seed: int, num_samples: int, curation: Optional[Dict]) -> str:
+    """Which seeds made the rows: samples 0 .. N - 1, or a curated set's candidates."""
+    if not curation:
+        return f"sample i uses seed {base_seed} + i ({base_seed} .. {base_seed + num_samples - 1})"
+    last = base_seed + curation["num_candidates"] - 1
+    return (
+        f"candidate i uses seed {base_seed} + i ({base_seed} .. {last}); each kept row carries its `index` and "
+        "`seed`"
+    )
+
+
+def curation_text(curation: Optional[Dict]) -> str:
+    """The card's curation section (empty without curation); `curation` is `curation.curation_record`'s."""
+    if not curation:
+        return ""
+    fractions = curation["oil_fraction"]
+    return CURATION_SECTION.format(
+        num_kept=curation["num_kept"],
+        num_candidates=curation["num_candidates"],
+        factor=curation["over_generate"],
+        oil=curation["oil_class"],
+        source=curation["match_real"],
+        real_images=curation["real_images"],
+        fingerprint=curation["real_fingerprint"],
+        rule=curation["rule"],
+        borrowed=curation["borrowed"],
+        candidates=fractions["candidates"],
+        kept=fractions["kept"],
+        real=fractions["real"],
+    )
+
+
+def write_dataset_card(
+    out: str, config: GenerationConfig, kl_summary: Optional[Dict], curation: Optional[Dict] = None
+) -> str:
+    """OUT/README.md: what made the dataset, its columns, how to load it; `kl_summary` is the float16 cost.
+
+    `curation`: what a curated generation (`--match-real`) kept and why (`curation.curation_record`).
+    """
     if config.label_loss == "ce":
         soft_label_text = (
             f"{SOFT_LABEL_TEXT[config.soft_label_source]}, float16 `Array3D(C, H, W)` (half the size of float32)."
@@ -135,8 +189,8 @@ def write_dataset_card(out: str, config: GenerationConfig, kl_summary: Optional[
         label_noise=config.label_noise,
         scheduler=config.scheduler,
         dtype=config.dtype,
-        first_seed=config.base_seed,
-        last_seed=config.base_seed + config.num_samples - 1,
+        seeds=seeds_text(config.base_seed, config.num_samples, curation),
+        curation=curation_text(curation),
         soft_label_text=soft_label_text,
         soft_label_source=soft_label_source_text(config),
     )

@@ -18,6 +18,20 @@ def _register_generate(sub) -> None:
     count.add_argument("-n", "--num-samples", type=int, help="number of samples N")
     count.add_argument("--scale", type=float, help="N as a fraction of the real training set (needs --real)")
     parser.add_argument("--real", default=None, help="real training data for --scale (sos:ROOT, saved dir, ...)")
+    parser.add_argument(
+        "--match-real",
+        default=None,
+        metavar="DATA",
+        help="curate: over-generate and keep the N samples whose per-image oil fractions match DATA's training split "
+        "(the forms --real takes; the card and OUT/curation.json say what was kept)",
+    )
+    parser.add_argument(
+        "--over-generate",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="with --match-real: round(FACTOR x N) candidates, kept in OUT/candidates (default 3)",
+    )
     add_source_options(parser, seed=False)
     parser.add_argument("--seed", type=int, default=0, help="base seed: sample i uses seed + i")
     parser.add_argument(
@@ -71,12 +85,15 @@ def _cmd_generate(args) -> int:
     # loaded when the command runs: `dakter --help` stays fast
     from dakter_hf.data.sources import source_path
     from dakter_hf.generation.config import GenerationSettings
+    from dakter_hf.generation.curation import load_real_set
     from dakter_hf.generation.dataset import generate_dataset
     from dakter_hf.generation.hub import push_generated_dataset
     from dakter_hf.utils.ownership import check_output_path
 
-    inputs = [args.pipeline, source_path(args.real) if args.real else None]
+    inputs = [args.pipeline, *(source_path(spec) if spec else None for spec in (args.real, args.match_real))]
     check_output_path(args.out, inputs, kind="generate", flag="--out", overwrite=args.overwrite)
+    if args.over_generate is not None and not args.match_real:
+        raise ValueError("--over-generate needs --match-real (the real training data the kept set matches)")
     num_samples = args.num_samples
     if args.scale is not None:
         if not args.real:
@@ -103,10 +120,20 @@ def _cmd_generate(args) -> int:
         scheduler=args.scheduler,
         dtype=args.dtype,
         save_to_disk=not args.no_save_to_disk,
+        match_real=args.match_real,
+        **({"over_generate": args.over_generate} if args.over_generate is not None else {}),
     )
-    done = generate_dataset(args.pipeline, args.out, settings, device=args.device, overwrite=args.overwrite)
+    real_data = None
+    if args.match_real:
+        real_data = load_real_set(args.match_real, lambda spec: load_from_args(args, spec, "train")["train"])
+        print(f"--match-real {args.match_real}: {settings.num_candidates} candidates for N = {num_samples}")
+    done = generate_dataset(
+        args.pipeline, args.out, settings, device=args.device, overwrite=args.overwrite, real_data=real_data
+    )
     if done:
         print(f"wrote {num_samples} samples to {done} (parquet: {os.path.join(done, 'data')})")
+        if args.match_real:
+            print(f"kept {num_samples} of {settings.num_candidates} candidates: {os.path.join(done, 'curation.json')}")
         if args.push_to_hub:
             push_generated_dataset(done, args.push_to_hub, private=args.private)
             print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")

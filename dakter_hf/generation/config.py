@@ -26,6 +26,7 @@ CONFIG_NAME = "generation_config.json"
 KL_TEMPERATURE = 2.0
 
 NOT_RECORDED = {"recorded": False}  # field metadata: changes how a run goes, never which samples it makes
+CURATION_ONLY = {"recorded": "curation"}  # field metadata: recorded only by a curated generation (--match-real)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class GenerationSettings:
     soft_label_source: str = "final"
     trajectory_steps: int = 5  # `trajectory`: average the label probabilities of the last K steps (--trajectory-steps)
     posterior_timestep: int = 200  # `posterior`: the label noise level the label head reads at (--posterior-timestep)
+    # curation (curation.py): sample round(over_generate x N) candidates, keep the N matching the real set DATA.
+    # DATA as given (--match-real); its fingerprint, not its path, is recorded (match_real_fingerprint)
+    match_real: Optional[str] = field(default=None, metadata=NOT_RECORDED)
+    over_generate: float = field(default=3.0, metadata=CURATION_ONLY)  # candidates per kept sample (--over-generate)
     batch_size: int = field(default=8, metadata=NOT_RECORDED)  # samples per pipeline call (--batch-size)
     save_to_disk: bool = field(default=True, metadata=NOT_RECORDED)  # also write OUT/hf (not --no-save-to-disk)
     # T of the float16 check (see KL_TEMPERATURE); the card and generation_config.json's soft_label_kl record it
@@ -60,6 +65,14 @@ class GenerationSettings:
         check_soft_label_options(self.soft_label_source, self.trajectory_steps, self.posterior_timestep)
         if isinstance(self.kl_temperature, bool) or not float(self.kl_temperature) > 0:
             raise ValueError(f"kl_temperature must be > 0, got {self.kl_temperature!r}")
+        check_curation_options(self.num_samples, self.match_real, self.over_generate)
+
+    @property
+    def num_candidates(self) -> int:
+        """Samples to make: round(over_generate x N) candidates when curating (--match-real), else N."""
+        if self.match_real is None:
+            return self.num_samples
+        return max(self.num_samples, round(float(self.over_generate) * self.num_samples))
 
 
 @dataclass(kw_only=True)
@@ -79,6 +92,7 @@ class GenerationConfig(GenerationSettings):
     image_prediction_type: str
     scheduler: str = "DDIMScheduler"  # the diffusers scheduler class that sampled
     dtype: str = "fp32"  # the weights' precision while sampling
+    match_real_fingerprint: Optional[str] = field(default=None, metadata=CURATION_ONLY)  # curation.RealTarget's
 
     @property
     def num_shards(self) -> int:
@@ -93,6 +107,8 @@ class GenerationConfig(GenerationSettings):
             self.soft_label_source,
             {"trajectory_steps"} if self.soft_label_source == "posterior" else {"posterior_timestep"},
         )
+        if self.match_real is None:  # a generation without curation keeps the record it had before the option
+            unused = unused | {f.name for f in fields(self) if f.metadata.get("recorded") == "curation"}
         return {k: v for k, v in asdict(self).items() if k in recorded and k not in unused}
 
 
@@ -112,3 +128,15 @@ def check_generation_options(num_samples, batch_size, shard_size, num_inference_
         raise ValueError(f"--eta must be in [0, 1], got {eta}")
     if label_noise not in LABEL_NOISE_READINGS:
         raise ValueError(f"--label-noise must be one of {LABEL_NOISE_READINGS}, got {label_noise!r}")
+
+
+def check_curation_options(num_samples, match_real, over_generate) -> None:
+    """--match-real DATA names a source; --over-generate FACTOR >= 1 gives a finite count of candidates."""
+    if match_real is not None and (not isinstance(match_real, str) or not match_real):
+        raise ValueError(f"--match-real must name the real training data, got {match_real!r}")
+    if isinstance(over_generate, bool) or not isinstance(over_generate, (int, float)):
+        raise ValueError(f"--over-generate must be a number >= 1, got {over_generate!r}")
+    if not math.isfinite(over_generate) or over_generate < 1:
+        raise ValueError(f"--over-generate must be a finite number >= 1, got {over_generate!r}")
+    if not math.isfinite(over_generate * num_samples):
+        raise ValueError(f"--over-generate {over_generate} of {num_samples} samples is not a finite count")

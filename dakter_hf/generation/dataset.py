@@ -19,8 +19,12 @@ bytes of float32. The card reports what that costs, measured on the samples
 themselves: the KL divergence between the float32 and float16 soft labels at the
 distillation temperature.
 
+With `match_real` (`--match-real DATA`), round(over_generate x N) candidates are generated the same
+way into OUT/candidates/ and the N whose per-image oil fractions match DATA's are kept as OUT's
+dataset (`curation.py`; OUT/curation.json says what was kept and why).
+
 Where the parts live: `config.py` (the settings and the record), `loading.py` (the
-pipeline), `shards.py` (shards, resume, the float16 check), `card.py`, `hub.py`.
+pipeline), `shards.py` (shards, resume, the float16 check), `curation.py` (--match-real), `card.py`, `hub.py`.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from typing import Optional
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from dakter_hf.data.sources import source_path
 from dakter_hf.errors import FolderError
 from dakter_hf.generation.config import GenerationConfig, GenerationSettings
+from dakter_hf.generation.curation import generate_curated, load_real_set, real_target
 from dakter_hf.generation.loading import load_pipeline, model_fingerprint, prepare_pipeline
 from dakter_hf.generation.shards import Workers, generate_shards
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
@@ -54,6 +60,7 @@ def generate_dataset(
     pipe: Optional[DAKTerPipeline] = None,
     process_index: Optional[int] = None,
     num_processes: Optional[int] = None,
+    real_data=None,
     **old_keywords,
 ) -> Optional[str]:
     """Generate `settings.num_samples` image/soft-label pairs into `out`; returns `out` once complete.
@@ -67,6 +74,8 @@ def generate_dataset(
         process_index, num_processes: which shards this process makes (shard k goes to
             process k % num_processes). Default: from Accelerate, so `accelerate launch`
             splits the work; pass them to split by hand.
+        real_data: the train split `settings.match_real` names, loaded (a `datasets.Dataset`; the CLI
+            loads it with its source flags); default: `load_source(settings.match_real, split="train")`.
         old_keywords: the settings as keywords (`num_samples=..., batch_size=...`), as before
             `GenerationSettings`; deprecated, they work for one release with a FutureWarning.
 
@@ -82,8 +91,15 @@ def generate_dataset(
         workers = Workers(process_index, num_processes or 1)
     pipe = pipe or load_pipeline(pipeline, device=device)
     config = prepare_pipeline(pipe, pipeline, settings)
+    target = None
+    if settings.match_real is not None:
+        real = real_data if real_data is not None else load_real_set(settings.match_real)
+        target = real_target(real, settings.match_real, config.class_names)
+        config = dataclasses.replace(config, match_real_fingerprint=target.fingerprint)
     with contextlib.ExitStack() as hold:
         claim_output(out, pipeline, pipe, config, workers, overwrite, hold)
+        if target is not None:
+            return generate_curated(out, pipe, config, target, workers, show_progress)
         return generate_shards(out, pipe, config, workers, show_progress)
 
 
@@ -117,7 +133,8 @@ def claim_output(
                 lock.ensure_free()
             fingerprint = {"unet": model_fingerprint(pipe.unet)}
             overwrite = overwrite and workers.is_main
-            claim_folder(out, "generate", settings, inputs=fingerprint, input_paths=[pipeline], overwrite=overwrite)
+            inputs = [pipeline, source_path(config.match_real) if config.match_real else None]  # DATA is an input
+            claim_folder(out, "generate", settings, inputs=fingerprint, input_paths=inputs, overwrite=overwrite)
             if workers.is_main:
                 hold.enter_context(lock)
             remove_leftovers(os.path.join(out, "data"), {"*.tmp": "half-written shard"})

@@ -8,9 +8,9 @@ from dakter_hf.utils.hub import push_folder
 
 
 def push_generated_dataset(out: str, repo_id: str, private: bool = False, api=None) -> str:
-    """Upload the card and parquet shards (not the save_to_disk copy) as a Hub dataset repo."""
+    """Upload the card and parquet shards as a Hub dataset repo (not the save_to_disk copy, not the candidates)."""
 
     if not os.path.isfile(os.path.join(out, "README.md")):
         raise FileNotFoundError(f"{out}: no dataset card; generation is not complete")
-    ignore = ["hf/*", "*.tmp", ".soft_label_kl/*"]
+    ignore = ["hf/*", "*.tmp", ".soft_label_kl/*", "candidates/*"]  # candidates: a curated set's over-generation
     return push_folder(out, repo_id, private=private, repo_type="dataset", api=api, ignore_patterns=ignore)

@@ -126,6 +126,8 @@ def prepare_pipeline(pipe: DAKTerPipeline, generator: str, settings: GenerationS
         soft_label_source=settings.soft_label_source,
         trajectory_steps=int(settings.trajectory_steps),
         posterior_timestep=int(settings.posterior_timestep),
+        match_real=settings.match_real,
+        over_generate=float(settings.over_generate),
         license=settings.license,
         scheduler=scheduler,
         dtype=dtype,

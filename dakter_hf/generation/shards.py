@@ -71,7 +71,7 @@ def parquet_files(out: str) -> str:
     return os.path.join(out, "data", "train-*.parquet")
 
 
-def _kl_path(out: str, shard: int) -> str:
+def kl_file(out: str, shard: int) -> str:
     """Per-shard float16 cost, kept beside (not inside) data/ until the card is written."""
     return os.path.join(out, ".soft_label_kl", f"{shard:05d}.npy")
 
@@ -117,11 +117,18 @@ def soft_label_kl(reference: np.ndarray, stored: np.ndarray, temperature: float 
 
 
 def generate_shards(
-    out: str, pipe: DAKTerPipeline, config: GenerationConfig, workers: Workers, show_progress: bool = True
+    out: str,
+    pipe: DAKTerPipeline,
+    config: GenerationConfig,
+    workers: Workers,
+    show_progress: bool = True,
+    finalize: bool = True,
 ) -> Optional[str]:
     """The shards of this process, then (once every shard exists) the card and the save_to_disk copy.
 
     Returns `out` when the dataset is complete, else None (other processes still have shards to make).
+    `finalize=False` (curation's candidates): return `out` once every shard exists, with no card or
+    save_to_disk copy, and the per-shard float16 costs kept.
     """
     check_or_write_config(out, config, workers.writer)
     height, width = sample_shape(pipe)
@@ -133,7 +140,7 @@ def generate_shards(
     for shard in todo:
         rows, kl = generate_shard(pipe, config, shard, progress)
         if kl is not None:  # the shard's float16 cost first: a finished shard always has it
-            kl_path = _kl_path(out, shard)
+            kl_path = kl_file(out, shard)
             os.makedirs(os.path.dirname(kl_path), exist_ok=True)
             with atomic_write(kl_path, "wb") as handle:
                 np.save(handle, kl)
@@ -146,7 +153,7 @@ def generate_shards(
         return None
     if any(not os.path.isfile(shard_path(out, config, k)) for k in range(config.num_shards)):
         return None
-    if not is_finalized(out):
+    if finalize and not is_finalized(out):
         finalize_generated_dataset(out, config)
     return out
 
@@ -191,10 +198,15 @@ def generate_shard(pipe: DAKTerPipeline, config: GenerationConfig, shard: int, p
     return rows, (np.concatenate(kls) if kls else None)
 
 
-def finalize_generated_dataset(out: str, config: GenerationConfig, save_to_disk: Optional[bool] = None) -> None:
-    """Card, KL summary and the save_to_disk form (default: `config.save_to_disk`), once every shard exists."""
+def finalize_generated_dataset(
+    out: str, config: GenerationConfig, save_to_disk: Optional[bool] = None, curation: Optional[Dict] = None
+) -> None:
+    """Card, KL summary and the save_to_disk form (default: `config.save_to_disk`), once every shard exists.
+
+    `curation`: what a curated generation kept (`curation.curation_record`), for the card.
+    """
     save_to_disk = config.save_to_disk if save_to_disk is None else save_to_disk
-    kl_files = [_kl_path(out, k) for k in range(config.num_shards)]
+    kl_files = [kl_file(out, k) for k in range(config.num_shards)]
     kl_summary = None
     if config.label_loss == "ce" and all(os.path.isfile(f) for f in kl_files):
         kl = np.concatenate([np.load(f) for f in kl_files])
@@ -208,5 +220,5 @@ def finalize_generated_dataset(out: str, config: GenerationConfig, save_to_disk:
         datasets.DatasetDict({"train": data}).save_to_disk(os.path.join(staging, "hf"))
         replace_folder(os.path.join(staging, "hf"), os.path.join(out, "hf"))
         shutil.rmtree(staging, ignore_errors=True)
-    write_dataset_card(out, config, kl_summary)
+    write_dataset_card(out, config, kl_summary, curation)
     shutil.rmtree(os.path.join(out, ".soft_label_kl"), ignore_errors=True)
