@@ -67,8 +67,9 @@ def _register_generate(sub) -> None:
     parser.add_argument(
         "--posterior-timestep",
         type=int,
-        default=200,
-        help="label noise level of --soft-labels posterior (default 200; 0 = clean, the last training step = noise)",
+        default=None,
+        help="label noise level of --soft-labels posterior (default: the last training timestep, where the labels "
+        "are noise alone and the label is read from the image; 0 = the sampled label, clean)",
     )
     parser.add_argument("--license", default="other", help="licence field of the dataset card")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: Accelerate's choice)")

@@ -48,7 +48,8 @@ class GenerationSettings:
     # where the soft label comes from: final (the paper), trajectory or posterior; see DAKTerPipeline (--soft-labels)
     soft_label_source: str = "final"
     trajectory_steps: int = 5  # `trajectory`: average the label probabilities of the last K steps (--trajectory-steps)
-    posterior_timestep: int = 200  # `posterior`: the label noise level the label head reads at (--posterior-timestep)
+    # `posterior`: the label noise level of the read; None: the last training timestep (--posterior-timestep)
+    posterior_timestep: Optional[int] = None
     # curation (curation.py): sample round(over_generate x N) candidates, keep the N matching the real set DATA.
     # DATA as given (--match-real); its fingerprint, not its path, is recorded (match_real_fingerprint)
     match_real: Optional[str] = field(default=None, metadata=NOT_RECORDED)

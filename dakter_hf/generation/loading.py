@@ -105,7 +105,8 @@ def prepare_pipeline(pipe: DAKTerPipeline, generator: str, settings: GenerationS
         raise ValueError(
             f"--steps must be at most the {timesteps} training timesteps, got {settings.num_inference_steps}"
         )
-    if settings.soft_label_source == "posterior" and settings.posterior_timestep >= timesteps:
+    posterior_timestep = timesteps - 1 if settings.posterior_timestep is None else int(settings.posterior_timestep)
+    if settings.soft_label_source == "posterior" and posterior_timestep >= timesteps:
         raise ValueError(
             f"--posterior-timestep must be below the {timesteps} training timesteps, got {settings.posterior_timestep}"
         )
@@ -125,7 +126,7 @@ def prepare_pipeline(pipe: DAKTerPipeline, generator: str, settings: GenerationS
         label_noise=settings.label_noise,
         soft_label_source=settings.soft_label_source,
         trajectory_steps=int(settings.trajectory_steps),
-        posterior_timestep=int(settings.posterior_timestep),
+        posterior_timestep=posterior_timestep,
         match_real=settings.match_real,
         over_generate=float(settings.over_generate),
         license=settings.license,
