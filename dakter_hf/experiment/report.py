@@ -15,6 +15,7 @@ from dakter_hf.data.sources import load_saved
 from dakter_hf.evaluation.formatting import format_quality_comparison, format_soft_label_tables
 from dakter_hf.experiment import figures
 from dakter_hf.experiment.steps import code_description, read_done
+from dakter_hf.experiment.subsets import images_with_oil, subset_summary
 from dakter_hf.experiment.tables import (
     fractions_of,
     labelled_points,
@@ -128,6 +129,9 @@ def _fractions(runner) -> Dict[str, Dict[str, Any]]:
     out = {}
     for fraction, step in runner.plan.data_of_fraction.items():
         result = runner.result(step)
+        if "num_with_oil" not in result:  # the full split: its oil counts read here (the data step has none)
+            flags = images_with_oil(runner._train_split())
+            result = {**result, **subset_summary(flags, list(range(len(flags))))}
         out[f"{fraction:g}"] = {
             "fraction": fraction,
             "num_labelled": runner.num_labelled(fraction),
@@ -452,7 +456,9 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
         source = (
             "real images" + (", plus a real-only teacher's soft labels" if arm["teacher"] else "")
             if arm["joint_overrides"] is None
-            else f"real + generated (joint model {arm['joint_overrides'] or 'as configured'})"
+            else f"real + generated (joint model {arm['joint_overrides'] or 'as configured'}"
+            + (f"; generation {arm['generation_overrides']}" if arm.get("generation_overrides") else "")
+            + ")"
         )
         loss = {"real": "CE + Dice", "hard": "CE + Dice on argmax labels", "dakter": "KD on soft labels + CE + Dice"}[
             arm["student_mode"]
@@ -485,7 +491,7 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
             g = entry["generation"]
             lines.append(
                 f"| {name} | {entry['joint']['steps']} | {entry['joint']['b']:.4f} | {entry['num_samples']} | "
-                f"{g['scheduler'] or 'ddim'}, {g['steps']} steps |"
+                f"{g['scheduler'] or 'ddim'}, {g['steps']} steps, soft labels {g.get('soft_label_source', 'final')} |"
             )
         quality = {name: entry["quality"] for name, entry in report["generated_sets"].items()}
         lines += [

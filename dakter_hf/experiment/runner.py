@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import datasets
+from accelerate import PartialState
 
 from dakter_hf.data.export import ExportSettings, export_dataset
 from dakter_hf.data.options import normalization_from_options
@@ -44,6 +45,7 @@ from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
 from dakter_hf.experiment.subsets import images_with_oil, scarcity_subset, subset_summary
 from dakter_hf.generation.config import GenerationSettings
 from dakter_hf.generation.dataset import generate_dataset
+from dakter_hf.generation.loading import load_pipeline
 from dakter_hf.joint.arguments import JointTrainingArguments
 from dakter_hf.joint.balance import balance_arguments, balance_resolution_of, snr_balance
 from dakter_hf.joint.checkpoints import sorted_checkpoints
@@ -51,6 +53,7 @@ from dakter_hf.joint.training import train
 from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.students.metrics import to_json
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments, train_student
+from dakter_hf.utils.devices import no_accelerator
 from dakter_hf.utils.files import atomic_write_json
 from dakter_hf.utils.ownership import (
     MARKER,
@@ -294,7 +297,8 @@ class ExperimentRunner:
         inputs = {"data": data_key or plan.data.key}
         if arm.uses_generated:
             settings["scale"] = scale
-            inputs["generated"] = plan.generated_of_arm[(arm.name, fraction)].key
+            generated = plan.generated_of_arm[(arm.name, fraction)]
+            inputs["generated"] = generated.key
             # equal_epochs changes the steps only where the student counts steps (max_steps > 0)
             if self.config.budget_of(arm) == "equal_epochs" and (student.get("max_steps") or -1) > 0:
                 settings["budget"] = "equal_epochs"
@@ -303,6 +307,8 @@ class ExperimentRunner:
         teacher = "-teacher" if arm.teacher else ""
         slug = f"{_fraction_tag(fraction)}{student_name(student)}-{arm.mode}{teacher}-s{seed}"
         slug += f"-x{scale:g}" if scale is not None else ""
+        source = generated.settings.get("soft_label_source") if arm.uses_generated else None
+        slug += f"-{source}" if source else ""  # (labels only: the key holds the generated set's)
         slug += "-epochs" if "budget" in settings else ""
         return Step(
             "student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes")
@@ -586,7 +592,8 @@ class ExperimentRunner:
     def _run_segmenter(self, step: Step, work: str) -> Dict[str, Any]:
         """The joint model as a segmenter of the test split, scored like a student (`segmenter.py`)."""
         settings = step.settings
-        pipeline = DAKTerPipeline.from_pretrained(os.path.join(self.work(self._input_step(step, "joint")), "pipeline"))
+        device = str(PartialState(cpu=no_accelerator()).device)  # where generation samples: a GPU when there is one
+        pipeline = load_pipeline(os.path.join(self.work(self._input_step(step, "joint")), "pipeline"), device=device)
         split = self.config.data["test_split"]
         test = load_saved(self.data_folder(step), split=split)[split]
         metrics = to_json(

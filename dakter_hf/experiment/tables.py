@@ -115,9 +115,12 @@ def _groups(runs: Sequence[Mapping], baseline_arm: str) -> Dict[tuple, List[Mapp
             )
         group[int(run["seed"])] = run
 
+    # students with a baseline run first (a joint model as a segmenter has none: its rows come last)
+    paired = {student for student, arm, _, _ in groups if arm == baseline_arm}
+
     def order(key):
         student, arm, scale, fraction = key
-        return (fraction, student, arm_order[arm], scale is not None, scale or 0.0)
+        return (fraction, student not in paired, student, arm_order[arm], scale is not None, scale or 0.0)
 
     return {key: [groups[key][s] for s in sorted(groups[key])] for key in sorted(groups, key=order)}
 

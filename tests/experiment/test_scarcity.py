@@ -278,6 +278,7 @@ def test_the_report_has_a_table_per_fraction_the_segmenter_row_and_the_labels_fi
         arms = {(r["Student"], r["Arm"]) for r in rows}
         segmenter = ("joint model (segmenter)", "kd-epochs")
         assert arms == {("segformer-b0", "real"), ("segformer-b0", "kd-epochs"), segmenter}
+        assert rows[0]["Arm"] == "real" and rows[-1]["Student"] == "joint model (segmenter)"  # segmenter last
         kd = next(r for r in rows if r["Arm"] == "kd-epochs" and r["Student"] == "segformer-b0")
         assert kd["seeds above real (mIoU)"].endswith("/2") and kd["median mIoU (%)"] != "n/a"
         per_seed = parse_markdown_table(section.split("### Per seed")[1])
@@ -286,3 +287,22 @@ def test_the_report_has_a_table_per_fraction_the_segmenter_row_and_the_labels_fi
     assert os.path.getsize(tmp_path / "report" / figure) > 1000 and f"]({figure})" in markdown
     segmenter = [r for r in report["runs"] if r["student"] == "joint model (segmenter)"]
     assert len(segmenter) == 4 and all(0 <= r["metrics"]["mean_iou"] <= 1 for r in segmenter)
+
+
+def test_labelled_points_give_each_arms_seed_values_by_labelled_images():
+    from dakter_hf.experiment.tables import labelled_points, summarize
+
+    def run(arm, seed, fraction, value, scale=None):
+        count = int(100 * fraction)
+        return {"arm": arm, "student": "s", "scale": scale, "seed": seed, "fraction": fraction,
+                "num_labelled": count, "metrics": {"mean_iou": value, "mean_f1": value}}  # fmt: skip
+
+    runs = [run("real", s, f, 0.5 + f / 10 + s / 100) for s in (0, 1) for f in (0.1, 1.0)]
+    runs += [run("kd", s, f, 0.6 + s / 100, scale=x) for s in (0, 1) for f in (0.1, 1.0) for x in (0.5, 1.0)]
+    summary = summarize(runs)
+    points = labelled_points(summary, "s")
+    assert points["real"] == [(10, [0.51, pytest.approx(0.52)]), (100, [0.6, pytest.approx(0.61)])]
+    assert [count for count, _ in points["kd"]] == [10, 100]
+    assert [r["fraction"] for r in summary["table1"]] == [0.1] * 3 + [1.0] * 3
+    kd = next(r for r in summary["table1"] if r["arm"] == "kd")
+    assert kd["vs_baseline"]["miou"]["n_above"] == 2 and kd["miou"]["median"] == pytest.approx(0.605)
