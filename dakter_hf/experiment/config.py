@@ -112,6 +112,10 @@ SOFT_LABEL_DEFAULTS = {
     for f in dataclasses.fields(GenerationSettings)
     if f.name in ("soft_label_source", "trajectory_steps", "posterior_timestep")
 }
+# curation (`dakter generate --match-real`): `match_real: true` keeps the generated pairs whose per-image
+# class fractions match the training split the arm's students learn from (the fraction's subset);
+# left out of a step's key at these defaults too
+CURATION_DEFAULTS = {"match_real": False, "over_generate": 3.0}
 GENERATION_DEFAULTS = {
     "steps": 50,
     "scheduler": None,
@@ -120,7 +124,10 @@ GENERATION_DEFAULTS = {
     "seed": 0,
     "dtype": None,
     **SOFT_LABEL_DEFAULTS,
+    **CURATION_DEFAULTS,
 }
+# the generation keys that stay out of a step's key at their defaults (the keys of older sets stay valid)
+OPTIONAL_GENERATION_DEFAULTS = {**SOFT_LABEL_DEFAULTS, **CURATION_DEFAULTS}
 BUDGETS = ("equal_steps", "equal_epochs")
 SEGMENTER_DEFAULTS = {"label_timestep": None, "batch_size": 16}
 QUALITY_DEFAULTS = {"max_images": None, "inception_weights": None}
@@ -464,7 +471,11 @@ def generation_step_settings(generation: Dict[str, Any], arm: Arm, scale: float)
     """The generate step's settings of `arm`: the experiment's, the arm's overrides, the largest scale;
     the soft-label settings at their defaults left out (the keys of sets made before them stay valid)."""
     merged = {**generation, **(arm.generation or {}), "scale": scale}
-    return {k: v for k, v in merged.items() if not (k in SOFT_LABEL_DEFAULTS and v == SOFT_LABEL_DEFAULTS[k])}
+    return {
+        k: v
+        for k, v in merged.items()
+        if not (k in OPTIONAL_GENERATION_DEFAULTS and v == OPTIONAL_GENERATION_DEFAULTS[k])
+    }
 
 
 def _check_generation(path: str, generation: dict, where: str = "generation") -> None:
@@ -478,6 +489,12 @@ def _check_generation(path: str, generation: dict, where: str = "generation") ->
             GenerationSettings(num_samples=1, **soft)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: {where}: {error}") from None
+    if not isinstance(generation["match_real"], bool):
+        raise ValueError(f"{path}: {where}.match_real must be true or false, got {generation['match_real']!r}")
+    try:  # the factor is checked as `dakter generate --over-generate` checks it
+        GenerationSettings(num_samples=1, match_real="train split", over_generate=generation["over_generate"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {where}.over_generate: {error}") from None
     if generation["scheduler"] is not None:
         try:
             make_scheduler(

@@ -168,6 +168,7 @@ def _write_report(runner, out: str) -> Dict[str, Any]:
             "fraction": entry["fraction"],
             "num_samples": runner.result(entry["generate"])["num_samples"],
             "generation": entry["generate"].settings,
+            "curation": (runner.result(entry["generate"]).get("curation") or {}).get("oil_fraction"),
             "quality": runner.result(entry["quality"]),
         }
         for name, entry in sets.items()
@@ -493,6 +494,22 @@ def render_markdown(report: Dict[str, Any], titles: Dict[str, str]) -> str:
                 f"| {name} | {entry['joint']['steps']} | {entry['joint']['b']:.4f} | {entry['num_samples']} | "
                 f"{g['scheduler'] or 'ddim'}, {g['steps']} steps, soft labels {g.get('soft_label_source', 'final')} |"
             )
+        curated = {
+            name: entry["curation"] for name, entry in report["generated_sets"].items() if entry.get("curation")
+        }
+        if curated:
+            lines += [
+                "",
+                "Curated sets (`match_real`), mean oil pixel fraction per image and share of images with oil:",
+                "",
+            ]
+            for name, oil in curated.items():
+                before, after, real = oil["candidates"], oil["kept"], oil["real"]
+                lines.append(
+                    f"- {name}: candidates {before['mean']:.2%} ({before['images_with_oil']:.0%} with oil) -> kept "
+                    f"{after['mean']:.2%} ({after['images_with_oil']:.0%}); real training split {real['mean']:.2%} "
+                    f"({real['images_with_oil']:.0%})"
+                )
         quality = {name: entry["quality"] for name, entry in report["generated_sets"].items()}
         lines += [
             "",

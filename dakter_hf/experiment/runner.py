@@ -30,6 +30,7 @@ from dakter_hf.errors import FolderError
 from dakter_hf.evaluation.fid import InceptionWeightsMissing, find_inception_weights, frechet_distances
 from dakter_hf.evaluation.report import quality_report
 from dakter_hf.experiment.config import (
+    CURATION_DEFAULTS,
     SOFT_LABEL_DEFAULTS,
     Arm,
     ExperimentConfig,
@@ -44,6 +45,7 @@ from dakter_hf.experiment.segmenter import evaluate_segmenter
 from dakter_hf.experiment.steps import Progress, Step, read_done, run_step
 from dakter_hf.experiment.subsets import images_with_oil, scarcity_subset, subset_summary
 from dakter_hf.generation.config import GenerationSettings
+from dakter_hf.generation.curation import CURATION_NAME
 from dakter_hf.generation.dataset import generate_dataset
 from dakter_hf.generation.loading import load_pipeline
 from dakter_hf.joint.arguments import JointTrainingArguments
@@ -54,7 +56,7 @@ from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
 from dakter_hf.students.metrics import to_json
 from dakter_hf.students.train import StudentArguments, StudentTrainingArguments, train_student
 from dakter_hf.utils.devices import no_accelerator
-from dakter_hf.utils.files import atomic_write_json
+from dakter_hf.utils.files import atomic_write_json, read_json
 from dakter_hf.utils.ownership import (
     MARKER,
     FolderLock,
@@ -539,9 +541,16 @@ class ExperimentRunner:
             scheduler=settings["scheduler"],
             dtype=settings["dtype"],
             **{k: settings[k] for k in SOFT_LABEL_DEFAULTS if k in settings},  # in the settings only when not default
+            # curation matches the real training split this step's students learn from (the fraction's)
+            match_real=self.data_folder(step) if settings.get("match_real") else None,
+            over_generate=settings.get("over_generate", CURATION_DEFAULTS["over_generate"]),
         )
-        generate_dataset(os.path.join(self.work(joint), "pipeline"), work, generation)
-        return {"num_samples": num_samples}
+        real = self._train_split(step) if settings.get("match_real") else None
+        generate_dataset(os.path.join(self.work(joint), "pipeline"), work, generation, real_data=real)
+        result = {"num_samples": num_samples}
+        if real is not None:  # the oil fraction before (candidates) and after (kept), from OUT/curation.json
+            result["curation"] = read_json(os.path.join(work, CURATION_NAME))
+        return result
 
     def _run_quality(self, step: Step, work: str) -> Dict[str, Any]:
         generated_step = self._input_step(step, "generated")

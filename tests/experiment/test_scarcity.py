@@ -306,3 +306,33 @@ def test_labelled_points_give_each_arms_seed_values_by_labelled_images():
     assert [r["fraction"] for r in summary["table1"]] == [0.1] * 3 + [1.0] * 3
     kd = next(r for r in summary["table1"] if r["arm"] == "kd")
     assert kd["vs_baseline"]["miou"]["n_above"] == 2 and kd["miou"]["median"] == pytest.approx(0.605)
+
+
+def test_a_curated_arm_matches_its_own_fractions_training_split(tmp_path):
+    """`generation: {match_real: true}`: the set is curated against the subset the arm's students learn from."""
+    arms = [
+        "real",
+        "dakter-kd",
+        {"name": "curated", "mode": "dakter", "generation": {"match_real": True, "over_generate": 2}},
+    ]
+    path = tiny_config(tmp_path, arms=arms, seeds=[0], real_fractions=[0.5])
+    config = load_experiment_config(path)
+    runner = ExperimentRunner(config)
+    plain, curated = (runner.plan.generated_of_arm[(arm, 0.5)] for arm in ("dakter-kd", "curated"))
+    assert "match_real" not in plain.settings and curated.settings["match_real"] is True
+    assert plain.key != curated.key and plain.inputs == curated.inputs
+    runner.run()
+    result = runner.result(curated)
+    record = result["curation"]
+    subset = runner.result(runner.plan.data_of_fraction[0.5])["splits"]["train"]
+    assert result["num_samples"] == subset  # scale 1 of the subset: N kept of 2 N candidates
+    assert record["num_candidates"] == 2 * subset and len(record["kept_indices"]) == subset
+    assert "curation" not in runner.result(plain)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "- curated: candidates " in report and "-> kept" in report
+    for bad in ({"match_real": "yes"}, {"match_real": True, "over_generate": 0.5}):
+        bad_path = tiny_config(
+            tmp_path, name="bad.yaml", arms=["real", {"name": "c", "mode": "dakter", "generation": bad}]
+        )
+        with pytest.raises(ValueError, match="match_real|over_generate"):
+            load_experiment_config(bad_path)
