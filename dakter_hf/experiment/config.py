@@ -66,6 +66,7 @@ class Arm:
     generation: Optional[Dict[str, Any]] = None  # overrides of the generation settings (e.g. soft_label_source)
     budget: Optional[str] = None  # equal_steps or equal_epochs; None: the experiment's `budget`
     segmenter: bool = False  # also evaluate this arm's joint model as a segmenter of the test split
+    student: Optional[Dict[str, Any]] = None  # overrides of every student's settings in this arm (e.g. kd_weight)
 
     @property
     def uses_generated(self) -> bool:
@@ -264,11 +265,11 @@ def _arm(entry, path: str, index: int) -> Arm:
             )
         return ARMS[entry]
     if isinstance(entry, dict):
-        unknown = set(entry) - {"name", "mode", "joint", "title", "generation", "budget", "segmenter"}
+        unknown = set(entry) - {"name", "mode", "joint", "title", "generation", "budget", "segmenter", "student"}
         if unknown or "name" not in entry or entry.get("mode") not in ("real", "hard", "dakter"):
             raise ValueError(
                 f"{path}: an arm mapping needs `name` and `mode` (real, hard or dakter), optionally `joint`, "
-                f"`generation`, `budget`, `segmenter` and `title`; got {entry}"
+                f"`generation`, `budget`, `segmenter`, `student` and `title`; got {entry}"
             )
         generation = entry.get("generation")
         if generation is not None:
@@ -308,8 +309,23 @@ def _arm(entry, path: str, index: int) -> Arm:
             generation=dict(generation) if generation else None,
             budget=budget,
             segmenter=segmenter,
+            student=_arm_student(entry.get("student"), path, index),
         )
     raise ValueError(f"{path}: an arm is a name or a mapping, got {entry!r}")
+
+
+def _arm_student(student, path: str, index: int) -> Optional[Dict[str, Any]]:
+    """An arm's `student:` overrides (train_student.py arguments, e.g. kd_weight, temperature), checked like a
+    `students:` entry; the runner's own keys are refused."""
+    if student is None:
+        return None
+    if not isinstance(student, dict) or not student:
+        raise ValueError(
+            f"{path}: arms[{index}].student must be a mapping of train_student.py arguments, got {student!r}"
+        )
+    if "student" in student:
+        raise ValueError(f"{path}: arms[{index}].student may not change the student model; list it in `students`")
+    return _checked(student, _student_types(), STUDENT_RESERVED, f"{path}: arms[{index}].student")
 
 
 def _check_finite(value: Any, where: str) -> None:
@@ -517,12 +533,18 @@ def _check_settings(path: str, joint: dict, arms: List[Arm], students: List[dict
         for arm in arms
         if arm.uses_generated
     ]
-    for where, settings in [(f"students[{i}]", s) for i, s in enumerate(students)] + (
-        [("teacher", teacher)] if any(a.teacher for a in arms) else []
-    ):
+    entries = [(f"students[{i}]", s, "real") for i, s in enumerate(students)]
+    entries += [  # an arm's student overrides, on every student they apply to, in the arm's mode
+        (f"students[{i}] (arm {arm.name})", {**s, **arm.student}, arm.mode)
+        for arm in arms
+        if arm.student
+        for i, s in enumerate(students)
+    ]
+    for where, settings, mode in entries + ([("teacher", teacher, "real")] if any(a.teacher for a in arms) else []):
         student, training = split_student_settings(settings)
         checks += [
-            (where, student_type, {**student, "mode": "real"}),
+            # a stand-in generated path where the mode needs one: the runner gives the real one
+            (where, student_type, {**student, "mode": mode, "generated": [] if mode == "real" else [os.devnull]}),
             (where, training_type, {**training, "output_dir": os.devnull}),
         ]
     for where, kind, values in checks:

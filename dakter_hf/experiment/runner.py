@@ -295,7 +295,7 @@ class ExperimentRunner:
         fraction: float = 1.0,
         data_key: Optional[str] = None,
     ) -> Step:
-        settings = {**student, "mode": arm.mode, "seed": seed}
+        settings = {**student, **(arm.student or {}), "mode": arm.mode, "seed": seed}
         inputs = {"data": data_key or plan.data.key}
         if arm.uses_generated:
             settings["scale"] = scale
@@ -312,6 +312,7 @@ class ExperimentRunner:
         source = generated.settings.get("soft_label_source") if arm.uses_generated else None
         slug += f"-{source}" if source else ""  # (labels only: the key holds the generated set's)
         slug += "-epochs" if "budget" in settings else ""
+        slug += "".join(f"-{key}{value}" for key, value in sorted((arm.student or {}).items()))
         return Step(
             "student", slug, settings, inputs, self._run_student, budget_minutes=student.get("max_train_minutes")
         )

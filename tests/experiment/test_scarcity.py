@@ -336,3 +336,25 @@ def test_a_curated_arm_matches_its_own_fractions_training_split(tmp_path):
         )
         with pytest.raises(ValueError, match="match_real|over_generate"):
             load_experiment_config(bad_path)
+
+
+def test_an_arm_may_override_student_settings(tmp_path):
+    """`student: {kd_weight: ...}` on an arm: its students get it, others keep theirs; bad values are refused."""
+    arms = ["real", "dakter-kd", {"name": "kd-strong", "mode": "dakter", "student": {"kd_weight": 0.5}}]
+    path = tiny_config(tmp_path, arms=arms)
+    runner = ExperimentRunner(load_experiment_config(path))
+    steps = {(run["arm"], run["seed"]): run["step"] for run in runner.plan.runs}
+    assert steps[("kd-strong", 0)].settings["kd_weight"] == 0.5
+    assert "kd_weight" not in steps[("dakter-kd", 0)].settings and "kd_weight" not in steps[("real", 0)].settings
+    assert steps[("kd-strong", 0)].inputs == steps[("dakter-kd", 0)].inputs  # same generated set, other loss
+    assert steps[("kd-strong", 0)].key != steps[("dakter-kd", 0)].key
+    for student, message in (
+        ({"kd_weight": -1}, "kd_weight"),
+        ({"output_dir": "x"}, "set by the experiment"),
+        ({"student": "segformer-b1"}, "may not change the student model"),
+    ):
+        bad = tiny_config(
+            tmp_path, name="bad.yaml", arms=["real", {"name": "k", "mode": "dakter", "student": student}]
+        )
+        with pytest.raises(ValueError, match=message):
+            load_experiment_config(bad)
