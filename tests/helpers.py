@@ -124,3 +124,19 @@ def reference_b(images, masks, num_classes):
         power_x.append(reference_power(x))
         power_y.append(np.mean([reference_power(channel) for channel in channels]))
     return float(np.sqrt(np.mean(power_x) / np.mean(power_y)))
+
+
+class CountingPipe:
+    """Stand-in for a loaded pipeline that counts calls and can 'die' on call number `fail_on`."""
+
+    def __init__(self, pipe, fail_on=None):
+        self.pipe, self.fail_on, self.calls = pipe, fail_on, 0
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt("killed")
+        return self.pipe(*args, **kwargs)

@@ -12,6 +12,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from helpers import CountingPipe
 from scipy.stats import ks_2samp
 
 from dakter_hf.cli import main
@@ -274,35 +275,19 @@ def test_same_kept_set_when_two_processes_share_the_candidates(pipeline_dir, cur
     assert kept_rows(out)["index"].tolist() == kept_rows(curated)["index"].tolist()
 
 
-class DyingPipe:
-    """A loaded pipeline that 'dies' on call number `fail_on` and counts its calls."""
-
-    def __init__(self, pipe, fail_on=None):
-        self.pipe, self.fail_on, self.calls = pipe, fail_on, 0
-
-    def __getattr__(self, name):
-        return getattr(self.pipe, name)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise KeyboardInterrupt("killed")
-        return self.pipe(*args, **kwargs)
-
-
 def test_resume_after_an_interrupted_over_generation(pipeline_dir, curated, tmp_path):
     out = tmp_path / "killed"
     pipe = DAKTerPipeline.from_pretrained(pipeline_dir)
     with pytest.raises(KeyboardInterrupt):  # batch size 1: candidate shards 0 and 1 done, shard 2 half made
-        curate(pipeline_dir, out, batch_size=1, pipe=DyingPipe(pipe, fail_on=8))
+        curate(pipeline_dir, out, batch_size=1, pipe=CountingPipe(pipe, fail_on=8))
     assert len(os.listdir(out / CANDIDATES / "data")) == 2
     assert not (out / "README.md").exists() and not os.listdir(out / "data")
-    resumed = DyingPipe(pipe)
+    resumed = CountingPipe(pipe)
     assert curate(pipeline_dir, out, batch_size=1, pipe=resumed) == str(out)
     assert resumed.calls == 6, "finished candidate shards must be skipped"
     assert kept_rows(out)["index"].tolist() == kept_rows(curated)["index"].tolist()
     assert (out / CURATION_NAME).read_text() == (curated / CURATION_NAME).read_text()
-    again = DyingPipe(pipe)
+    again = CountingPipe(pipe)
     assert curate(pipeline_dir, out, pipe=again) == str(out) and again.calls == 0  # finished: nothing to do
 
 
@@ -325,7 +310,7 @@ def test_resume_after_a_kill_while_writing_the_kept_set(pipeline_dir, curated, t
     finished = [name for name in os.listdir(out / "data") if name.endswith(".parquet")]
     assert finished == ["train-00000-of-00002.parquet"] and list((out / "data").glob(".train-00001-*.tmp"))
     assert not (out / "README.md").exists() and not (out / CURATION_NAME).exists()
-    counting = DyingPipe(DAKTerPipeline.from_pretrained(pipeline_dir))
+    counting = CountingPipe(DAKTerPipeline.from_pretrained(pipeline_dir))
     assert curate(pipeline_dir, out, pipe=counting) == str(out) and counting.calls == 0
     a, b = kept_rows(out), kept_rows(curated)
     for key in ("index", "image", "mask"):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import accelerate_launch, assert_imports_none_of, assert_old_path_forwards, generate_cli
+from helpers import CountingPipe, accelerate_launch, assert_imports_none_of, assert_old_path_forwards, generate_cli
 
 from dakter_hf.cli import main
 from dakter_hf.generation.config import KL_TEMPERATURE, GenerationConfig, GenerationSettings
@@ -111,22 +111,6 @@ def assert_same_rows(a, b, soft_atol=SOFT_TOL):
 
 def shard_files(out):
     return sorted(os.path.basename(p) for p in Path(out, "data").glob("*.parquet"))
-
-
-class CountingPipe:
-    """Stand-in for a loaded pipeline that counts calls and can 'die' on call number `fail_on`."""
-
-    def __init__(self, pipe, fail_on=None):
-        self.pipe, self.fail_on, self.calls = pipe, fail_on, 0
-
-    def __getattr__(self, name):
-        return getattr(self.pipe, name)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise KeyboardInterrupt("killed")
-        return self.pipe(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------- features

@@ -49,44 +49,33 @@ def generators(seed=0):
     return [torch.Generator().manual_seed(seed + i) for i in range(B)]
 
 
+def sample(pipe, **options):
+    """B samples of STEPS steps from seeds 0..B-1, as tensors; `options` go to the pipeline call."""
+    return pipe(batch_size=B, num_inference_steps=STEPS, generator=generators(), output_type="pt", **options)
+
+
 @pytest.mark.parametrize("num_classes", [2, 5])
 @pytest.mark.parametrize("label_timestep", [False, True])
 @pytest.mark.parametrize("source", SOFT_LABEL_SOURCES)
 def test_each_source_gives_per_pixel_distributions(source, label_timestep, num_classes):
     pipe = tiny_pipeline(num_classes, label_timestep)
-    out = pipe(
-        batch_size=B,
-        num_inference_steps=STEPS,
-        generator=generators(),
-        soft_label_source=source,
-        trajectory_steps=3,
-        output_type="pt",
-    )
+    out = sample(pipe, soft_label_source=source, trajectory_steps=3)
     assert out.soft_labels.shape == (B, num_classes, SIZE, SIZE)
     assert torch.isfinite(out.soft_labels).all()
     probabilities = out.soft_labels.softmax(dim=1)
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(B, SIZE, SIZE), atol=1e-5)
     assert torch.equal(out.masks, out.soft_labels.argmax(dim=1))  # the hard mask is the soft label's argmax
-    again = pipe(
-        batch_size=B,
-        num_inference_steps=STEPS,
-        generator=generators(),
-        soft_label_source=source,
-        trajectory_steps=3,
-        output_type="pt",
-    )
+    again = sample(pipe, soft_label_source=source, trajectory_steps=3)
     assert torch.equal(out.soft_labels, again.soft_labels)  # deterministic per seed
 
 
 def test_final_is_the_last_steps_logits_and_the_default():
     pipe = tiny_pipeline()
     calls = record_calls(pipe.unet)
-    default = pipe(batch_size=B, num_inference_steps=STEPS, generator=generators(), output_type="pt")
+    default = sample(pipe)
     assert len(calls) == STEPS
     assert torch.equal(default.soft_labels, calls[-1]["output"][:, 1:])
-    final = pipe(
-        batch_size=B, num_inference_steps=STEPS, generator=generators(), soft_label_source="final", output_type="pt"
-    )
+    final = sample(pipe, soft_label_source="final")
     assert torch.equal(default.soft_labels, final.soft_labels)
 
 
@@ -98,28 +87,14 @@ def test_trajectory_is_the_mean_probability_of_the_last_k_steps(scheduler):
 
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     calls = record_calls(pipe.unet)
-    out = pipe(
-        batch_size=B,
-        num_inference_steps=STEPS,
-        generator=generators(),
-        soft_label_source="trajectory",
-        trajectory_steps=3,
-        output_type="pt",
-    )
+    out = sample(pipe, soft_label_source="trajectory", trajectory_steps=3)
     expected = torch.stack([c["output"][:, 1:].softmax(dim=1) for c in calls[-3:]]).mean(dim=0)
     assert torch.allclose(out.soft_labels.softmax(dim=1), expected, atol=1e-6)
     # K = 1 is the final step's distribution
-    one = pipe(
-        batch_size=B,
-        num_inference_steps=STEPS,
-        generator=generators(),
-        soft_label_source="trajectory",
-        trajectory_steps=1,
-        output_type="pt",
-    )
+    one = sample(pipe, soft_label_source="trajectory", trajectory_steps=1)
     assert torch.allclose(one.soft_labels.softmax(dim=1), calls[-1]["output"][:, 1:].softmax(dim=1), atol=1e-6)
     # the images do not depend on where the soft label comes from
-    final = pipe(batch_size=B, num_inference_steps=STEPS, generator=generators(), output_type="pt")
+    final = sample(pipe)
     assert torch.equal(final.images, out.images)
 
 
@@ -127,14 +102,7 @@ def test_posterior_reads_the_label_head_with_the_image_clean():
     pipe = tiny_pipeline(label_timestep=True)
     assert has_label_timestep(pipe.unet)
     calls = record_calls(pipe.unet)
-    out = pipe(
-        batch_size=B,
-        num_inference_steps=STEPS,
-        generator=generators(),
-        soft_label_source="posterior",
-        posterior_timestep=300,
-        output_type="pt",
-    )
+    out = sample(pipe, soft_label_source="posterior", posterior_timestep=300)
     assert len(calls) == STEPS + 1  # the sampler's steps, then one read of the label head
     read = calls[-1]
     assert int(torch.as_tensor(read["timestep"])) == 0  # the image's timestep: clean
