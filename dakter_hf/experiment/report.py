@@ -363,6 +363,27 @@ def _budget_lines(report: Dict[str, Any]) -> List[str]:
     ]
 
 
+def _verdict_lines(summary: Dict[str, Any], fraction: float) -> List[str]:
+    """The answer in words, before the table: each arm's mIoU against real-only, paired over seeds."""
+    rows = [r for r in summary["table1"] if r.get("fraction", 1.0) == fraction and r.get("vs_baseline")]
+    if not rows:
+        return []
+    lines = ["In short (test mIoU against real-only of the same seeds, 95 % interval of the paired difference):", ""]
+    for row in rows:
+        c = row["vs_baseline"]["miou"]
+        scale = "" if row["scale"] is None else f" x{row['scale']:g}"
+        if c.get("ci_low") is None:
+            lines.append(f"- {row['student']}, {row['arm']}{scale}: {c['verdict']}.")
+            continue
+        lines.append(
+            f"- {row['student']}, {row['arm']}{scale}: {c['mean_diff']:+.2f} points [{c['ci_low']:+.2f}, "
+            f"{c['ci_high']:+.2f}], above real-only on {c['n_above']} of {c['n_pairs']} seeds: **{c['verdict']}**."
+        )
+    if not any(r["vs_baseline"]["miou"]["verdict"] == "better" for r in rows):
+        lines.append("- No arm is clearly better than real-only here.")
+    return lines + [""]
+
+
 def _table1_sections(report: Dict[str, Any]) -> List[str]:
     """Table 1 (with the per-seed values) once per real fraction; the title as before for one fraction."""
     summary, fractions = report["summary"], report.get("real_fractions") or {}
@@ -377,6 +398,7 @@ def _table1_sections(report: Dict[str, Any]) -> List[str]:
             else ""
         )
         lines += [f"## Table 1{where}: test mIoU and F1, mean ± std over seeds", ""]
+        lines += _verdict_lines(summary, fraction)
         lines += [table1_markdown(summary, fraction), ""]
         lines += [_steps_line(runs, report.get("budgets")), ""]
         lines += [f"### Per seed: test mIoU{where}", "", per_seed_markdown(summary, fraction), ""]

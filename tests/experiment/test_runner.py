@@ -97,6 +97,12 @@ def test_report_tables_agree_with_the_json_and_the_student_results(finished):
         mean = sum(values) / len(values)
         assert rows[entry["arm"]]["mIoU (%)"].split(" ± ")[0] == f"{100 * mean:.2f}"
     assert rows["dakter-kd"]["Verdict (mIoU)"] in ("better", "worse", "no clear difference")
+    # the answer in words before the table agrees with it
+    short = markdown.split("In short")[1].split("| Student")[0]
+    line = next(x for x in short.splitlines() if ", dakter-kd x" in x)
+    assert f"**{rows['dakter-kd']['Verdict (mIoU)']}**" in line
+    comparison = next(e for e in report["summary"]["table1"] if e["arm"] == "dakter-kd")["vs_baseline"]["miou"]
+    assert f"on {comparison['n_above']} of {comparison['n_pairs']} seeds" in line
 
 
 def test_second_run_trains_nothing_and_an_added_arm_trains_only_itself(finished, tmp_path, monkeypatch):
