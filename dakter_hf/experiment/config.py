@@ -147,6 +147,7 @@ TOP_KEYS = {
     "quality",
     "description",
     "show_real_images",
+    "baseline",
     "real_fractions",
     "subset_seed",
     "budget",
@@ -214,12 +215,13 @@ class ExperimentConfig:
     subset_seed: int = 0
     budget: str = "equal_steps"
     joint_segmenter: Optional[Dict[str, Any]] = None  # segmenter settings; None: only arms that ask for one
+    baseline_arm: str = BASELINE_ARM  # the real-only arm every other arm is paired against
     path: Optional[str] = None
     text: str = field(default="", repr=False)
 
     @property
     def baseline(self) -> str:
-        return BASELINE_ARM
+        return self.baseline_arm
 
     def budget_of(self, arm: Arm) -> str:
         """The student budget of `arm`: its own, else the experiment's."""
@@ -326,6 +328,17 @@ def _arm_student(student, path: str, index: int) -> Optional[Dict[str, Any]]:
     if "student" in student:
         raise ValueError(f"{path}: arms[{index}].student may not change the student model; list it in `students`")
     return _checked(student, _student_types(), STUDENT_RESERVED, f"{path}: arms[{index}].student")
+
+
+def _baseline(raw: dict, arms: List[Arm], path: str) -> str:
+    """`baseline:`, the arm the others are compared with: `real` unless the file names another real-only arm
+    (e.g. one trained as many steps as the equal-epochs arms)."""
+    name = raw.get("baseline", BASELINE_ARM)
+    arm = next((a for a in arms if a.name == name), None)
+    if arm is None or arm.uses_generated or arm.teacher:
+        choices = ", ".join(a.name for a in arms if not a.uses_generated)
+        raise ValueError(f"{path}: baseline must name a real-only arm of `arms` ({choices}), got {name!r}")
+    return str(name)
 
 
 def _check_finite(value: Any, where: str) -> None:
@@ -455,6 +468,7 @@ def load_experiment_config(
         report_dir=os.path.abspath(report),
         description=str(raw.get("description", "")),
         show_real_images=_section(raw, "show_real_images", path, bool, True),
+        baseline_arm=_baseline(raw, arms, path),
         real_fractions=sorted(float(f) for f in fractions),
         subset_seed=subset_seed,
         budget=budget,

@@ -364,11 +364,12 @@ def _budget_lines(report: Dict[str, Any]) -> List[str]:
 
 
 def _verdict_lines(summary: Dict[str, Any], fraction: float) -> List[str]:
-    """The answer in words, before the table: each arm's mIoU against real-only, paired over seeds."""
+    """The answer in words, before the table: each arm's mIoU against the baseline, paired over seeds."""
     rows = [r for r in summary["table1"] if r.get("fraction", 1.0) == fraction and r.get("vs_baseline")]
     if not rows:
         return []
-    lines = ["In short (test mIoU against real-only of the same seeds, 95 % interval of the paired difference):", ""]
+    base = summary["baseline_arm"]
+    lines = [f"In short (test mIoU against `{base}` of the same seeds, 95 % interval of the paired difference):", ""]
     for row in rows:
         c = row["vs_baseline"]["miou"]
         scale = "" if row["scale"] is None else f" x{row['scale']:g}"
@@ -377,10 +378,10 @@ def _verdict_lines(summary: Dict[str, Any], fraction: float) -> List[str]:
             continue
         lines.append(
             f"- {row['student']}, {row['arm']}{scale}: {c['mean_diff']:+.2f} points [{c['ci_low']:+.2f}, "
-            f"{c['ci_high']:+.2f}], above real-only on {c['n_above']} of {c['n_pairs']} seeds: **{c['verdict']}**."
+            f"{c['ci_high']:+.2f}], above `{base}` on {c['n_above']} of {c['n_pairs']} seeds: **{c['verdict']}**."
         )
     if not any(r["vs_baseline"]["miou"]["verdict"] == "better" for r in rows):
-        lines.append("- No arm is clearly better than real-only here.")
+        lines.append(f"- No arm is clearly better than `{base}` here.")
     return lines + [""]
 
 

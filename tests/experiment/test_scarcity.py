@@ -358,3 +358,21 @@ def test_an_arm_may_override_student_settings(tmp_path):
         )
         with pytest.raises(ValueError, match=message):
             load_experiment_config(bad)
+
+
+def test_the_baseline_may_be_another_real_only_arm(tmp_path):
+    """`baseline: real-long`: every arm is paired against a real-only arm trained as long as the others."""
+    arms = ["real", {"name": "real-long", "mode": "real", "student": {"max_steps": 4}}, "dakter-kd"]
+    config = load_experiment_config(tiny_config(tmp_path, arms=arms, baseline="real-long", seeds=[0, 1]))
+    assert config.baseline == "real-long"
+    report = ExperimentRunner(config).run()
+    summary = report["summary"]
+    assert summary["baseline_arm"] == "real-long"
+    rows = {row["arm"]: row for row in summary["table1"]}
+    assert rows["real-long"]["vs_baseline"] is None and rows["real"]["vs_baseline"] is not None
+    diffs = [a - b for a, b in zip(rows["dakter-kd"]["miou"]["values"], rows["real-long"]["miou"]["values"])]
+    assert rows["dakter-kd"]["vs_baseline"]["miou"]["mean_diff"] == pytest.approx(sum(diffs) / len(diffs))
+    assert "against `real-long` of the same seeds" in (tmp_path / "report" / "report.md").read_text()
+    for bad in ("dakter-kd", "nobody"):
+        with pytest.raises(ValueError, match="baseline must name a real-only arm"):
+            load_experiment_config(tiny_config(tmp_path, name="bad.yaml", arms=arms, baseline=bad))
