@@ -376,12 +376,25 @@ def _verdict_lines(summary: Dict[str, Any], fraction: float) -> List[str]:
         if c.get("ci_low") is None:
             lines.append(f"- {row['student']}, {row['arm']}{scale}: {c['verdict']}.")
             continue
-        lines.append(
-            f"- {row['student']}, {row['arm']}{scale}: {c['mean_diff']:+.2f} points [{c['ci_low']:+.2f}, "
-            f"{c['ci_high']:+.2f}], above `{base}` on {c['n_above']} of {c['n_pairs']} seeds: **{c['verdict']}**."
+        lines.append(  # the metrics are fractions; the table and this line speak in points
+            f"- {row['student']}, {row['arm']}{scale}: {100 * c['mean_diff']:+.2f} points [{100 * c['ci_low']:+.2f}, "
+            f"{100 * c['ci_high']:+.2f}], above `{base}` on {c['n_above']} of {c['n_pairs']} seeds: "
+            f"**{c['verdict']}**."
         )
     if not any(r["vs_baseline"]["miou"]["verdict"] == "better" for r in rows):
         lines.append(f"- No arm is clearly better than `{base}` here.")
+    baselines = {r["student"]: r for r in summary["table1"] if r.get("fraction", 1.0) == fraction and r["arm"] == base}
+    for row in summary["table1"]:  # the joint model as a segmenter: no run of its own to pair with
+        if row.get("fraction", 1.0) != fraction or row["student"] != SEGMENTER_STUDENT or not baselines:
+            continue
+        reference = next(iter(baselines.values()))
+        ours, theirs = row["miou"], reference["miou"]
+        above = sum(v > max(theirs["values"]) for v in ours["values"] if v is not None)
+        lines.append(
+            f"- {SEGMENTER_STUDENT} ({row['arm']}): {100 * ours['mean']:.2f} mIoU against {100 * theirs['mean']:.2f} "
+            f"for `{base}` ({reference['student']}), not paired (its seed draws only label noise); "
+            f"{above} of {len(ours['values'])} of its runs lie above every `{base}` seed."
+        )
     return lines + [""]
 
 

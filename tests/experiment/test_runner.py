@@ -103,6 +103,8 @@ def test_report_tables_agree_with_the_json_and_the_student_results(finished):
     assert f"**{rows['dakter-kd']['Verdict (mIoU)']}**" in line
     comparison = next(e for e in report["summary"]["table1"] if e["arm"] == "dakter-kd")["vs_baseline"]["miou"]
     assert f"on {comparison['n_above']} of {comparison['n_pairs']} seeds" in line
+    assert f"{100 * comparison['mean_diff']:+.2f} points" in line  # points, as in the table
+    assert f"{100 * comparison['mean_diff']:+.2f} [" in rows["dakter-kd"]["Δ mIoU vs real (95 % CI)"]
 
 
 def test_second_run_trains_nothing_and_an_added_arm_trains_only_itself(finished, tmp_path, monkeypatch):
