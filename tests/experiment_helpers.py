@@ -6,7 +6,8 @@ import yaml
 TINY_STUDENT = '{"hidden_sizes": [8, 16, 16, 16], "decoder_hidden_size": 16, "depths": [1, 1, 1, 1]}'
 
 
-def tiny_config(tmp_path, name="tiny.yaml", arms=("real", "dakter-kd"), **changes):
+def tiny_config(tmp_path, name="tiny.yaml", arms=("real", "dakter-kd"), joint_changes=None, **changes):
+    """A tiny experiment file; `joint_changes` are merged into its joint settings, `changes` replace top-level keys."""
     config = {
         "name": "tiny",
         "data": {"source": "simulate:12,6", "num_classes": 2, "size": 32, "seed": 0},
@@ -38,6 +39,7 @@ def tiny_config(tmp_path, name="tiny.yaml", arms=("real", "dakter-kd"), **change
         "output_dir": str(tmp_path / "run"),
         "report_dir": str(tmp_path / "report"),
     }
+    config["joint"].update(joint_changes or {})
     config.update(changes)
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from typing import Optional, Tuple
 
 import torch
 
 from dakter_hf.generation.config import GenerationConfig, GenerationSettings
 from dakter_hf.generation.schedulers import configure_sampling
-from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline
+from dakter_hf.pipelines.pipeline_dakter import DAKTerPipeline, has_label_timestep
 from dakter_hf.utils.hub import is_hub_id
 
 
@@ -114,6 +115,14 @@ def prepare_pipeline(pipe: DAKTerPipeline, generator: str, settings: GenerationS
         raise ValueError(
             f"--soft-labels {settings.soft_label_source} needs a model with label logits (label_loss ce); {generator} "
             f"was trained with label_loss {pipe.config.label_loss}"
+        )
+    if settings.soft_label_source == "posterior" and not has_label_timestep(pipe.unet):
+        warnings.warn(
+            f"--soft-labels posterior on {generator}: this joint model was trained with one noise level for image "
+            "and labels (--independent_label_timestep 0), so a clean image beside noisy labels is an input it never "
+            "saw; train with --independent_label_timestep > 0 for a segmenter it has learnt",
+            UserWarning,
+            stacklevel=2,
         )
     pipe.set_progress_bar_config(disable=True)
     model = pipe.config

@@ -176,6 +176,11 @@ class JointTrainingArguments:
             raise ValueError(
                 f"--independent_label_timestep must be a fraction in [0, 1], got {self.independent_label_timestep!r}"
             )
+        if self.independent_label_timestep > 0 and self.label_loss != "ce":
+            raise ValueError(
+                "--independent_label_timestep trains the label head as a segmenter of label logits; it needs "
+                f"--label_loss ce, got {self.label_loss}"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_train_minutes is not None and not self.max_train_minutes > 0:

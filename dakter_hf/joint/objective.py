@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from dakter_hf.pipelines.pipeline_dakter import check_label_options, encode_labels, joint_forward, num_label_channels
+from dakter_hf.pipelines.pipeline_dakter import (
+    check_label_options,
+    encode_labels,
+    has_label_timestep,
+    joint_forward,
+    num_label_channels,
+)
 
 
 PREDICTION_ALIASES = {
@@ -160,6 +166,11 @@ class DAKTerObjective:
                 0, self.scheduler.config.num_train_timesteps, (batch,), generator=generator, device=steps_device
             ).to(device)
         label_timesteps, image_weight = None, None
+        if self.independent_label_timestep > 0 and not has_label_timestep(unet):
+            raise ValueError(
+                "independent_label_timestep > 0 needs a UNet with a label-timestep embedding "
+                '(class_embed_type="timestep"); this one has one timestep for both modalities'
+            )
         if self.independent_label_timestep > 0:  # drawn after noise and t, so p = 0 keeps the paper's draws
             label_timesteps, image_weight = self._segmenter_draws(batch, timesteps, generator)
             image_timesteps = timesteps * image_weight.long()  # the segmenter samples: a clean image, t = 0

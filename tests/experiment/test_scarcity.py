@@ -85,6 +85,7 @@ def test_one_subset_step_per_fraction_is_the_data_of_every_step_of_that_fraction
         teacher={"student": "segformer-b0"},
         real_fractions=[0.25, 1.0, 0.5],
         joint_segmenter=True,
+        joint_changes={"independent_label_timestep": 0.5},
     )
     subsets = [s for s in plan.steps if s.kind == "subset"]
     assert sorted(s.settings["fraction"] for s in subsets) == [0.25, 0.5]
@@ -130,6 +131,7 @@ def test_arms_may_override_generation_settings_and_share_the_joint_step(tmp_path
             "dakter-kd",
             {"name": "kd-posterior", "mode": "dakter", "generation": {"soft_label_source": "posterior"}},
         ],
+        joint_changes={"independent_label_timestep": 0.5},
     )
     joint = plan.joint_of_arm
     assert joint[("kd-posterior", 1.0)] is joint[("dakter-kd", 1.0)]
@@ -147,6 +149,11 @@ def test_arms_may_override_generation_settings_and_share_the_joint_step(tmp_path
         ({"arms": ["real", {"name": "x", "mode": "dakter", "budget": "lots"}]}, "arms[1].budget"),
         ({"arms": ["real", {"name": "x", "mode": "dakter", "generation": {"stpes": 2}}]}, "unknown key(s) ['stpes']"),
         ({"joint_segmenter": {"label_timestep": -1}}, "joint_segmenter.label_timestep"),
+        ({"joint_segmenter": True}, "set joint.independent_label_timestep"),
+        (
+            {"arms": ["real", {"name": "p", "mode": "dakter", "generation": {"soft_label_source": "posterior"}}]},
+            "never saw",
+        ),
         (
             {"arms": ["real", {"name": "x", "mode": "hard", "joint": {"label_loss": "l2"}, "segmenter": True}]},
             "a segmenter needs a joint model with label_loss ce",
@@ -242,7 +249,9 @@ def test_the_segmenter_is_scored_with_the_students_metrics():
 def scarce(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("scarce")
     arms = ["real", {"name": "kd-epochs", "mode": "dakter", "budget": "equal_epochs", "segmenter": True}]
-    path = tiny_config(tmp_path, arms=arms, seeds=[0, 1], real_fractions=[0.5, 1.0])
+    path = tiny_config(
+        tmp_path, arms=arms, seeds=[0, 1], real_fractions=[0.5, 1.0], joint_changes={"independent_label_timestep": 0.5}
+    )
     assert main(["experiment", "--config", path]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     return tmp_path, report, (tmp_path / "report" / "report.md").read_text()

@@ -110,11 +110,18 @@ def test_posterior_reads_the_label_head_with_the_image_clean():
     # the image channel is the finished image itself (no noise), as returned
     assert torch.allclose(read["sample"][:, :1], out.images * 2 - 1, atol=1e-6)
     assert torch.equal(out.soft_labels, read["output"][:, 1:])
-    # the label channels: the final label state noised to t = 300 (not the clean state)
+    # the label channels: the final label state, b (2 softmax(last step's logits) - 1),
+    # noised again to t = 300 with noise each sample's generator draws after its start noise
     alpha = float(pipe.scheduler.alphas_cumprod[300])
-    assert 0 < alpha < 1
-    last_state = calls[-2]  # the sampler's last input; the label input of the read differs from it
-    assert not torch.allclose(read["sample"][:, 1:], last_state["sample"][:, 1:])
+    state = (calls[STEPS - 1]["output"][:, 1:].softmax(dim=1) * 2 - 1) * pipe.config.balancing_factor
+    noise = []
+    for g in generators():
+        torch.randn((1, 3, SIZE, SIZE), generator=g)  # the start noise of sampling
+        noise.append(torch.randn((1, 2, SIZE, SIZE), generator=g))
+    expected = math.sqrt(alpha) * state + math.sqrt(1 - alpha) * torch.cat(noise)
+    # (the last DDIM step ends at alphas_cumprod[0] = 0.9999, not 1: the state is x0 up to 1 % of its noise)
+    assert (read["sample"][:, 1:] - expected).abs().max() < 0.03
+    assert (read["sample"][:, 1:] - math.sqrt(alpha) * state).abs().max() > 0.5  # the noise is really there
 
 
 def test_segment_defaults_to_label_noise_alone_and_checks_its_input():
@@ -184,3 +191,27 @@ def test_the_objective_trains_the_segmenter_on_a_fraction_of_samples():
     assert 0 < int(clean.sum()) < 8
     with pytest.raises(ValueError, match="independent_label_timestep"):
         DAKTerObjective(2, 1.0, independent_label_timestep=1.5)
+    with pytest.raises(ValueError, match="label-timestep embedding"):  # a plain UNet cannot tell the two apart
+        every(plain_unet, images, masks, generator=torch.Generator().manual_seed(3))
+
+
+def test_a_wrapped_unet_still_gets_its_label_timestep():
+    """Training passes the UNet as wrapped by accelerate (DDP): the label timestep must still reach it."""
+    unet = make_joint_unet(2, "tiny", sample_size=SIZE, class_embed_type="timestep")
+    wrapper = torch.nn.Module()
+    wrapper.module = unet
+    wrapper.forward = lambda *args, **kwargs: unet(*args, **kwargs)
+    assert has_label_timestep(wrapper)
+    calls = record_calls(unet)
+    objective = DAKTerObjective(
+        2, 1.0, image_prediction_type="v", zero_terminal_snr=True, independent_label_timestep=1.0
+    )
+    objective(wrapper, torch.zeros(2, 1, SIZE, SIZE), torch.zeros(2, SIZE, SIZE, dtype=torch.long))
+    assert calls[0]["class_labels"] is not None
+
+
+def test_half_precision_weights_sample_and_segment_with_a_label_timestep():
+    pipe = tiny_pipeline(label_timestep=True).to(torch.bfloat16)
+    out = sample(pipe, soft_label_source="posterior")
+    assert torch.isfinite(out.soft_labels).all()
+    assert pipe.segment(torch.zeros(1, 1, SIZE, SIZE)).dtype == torch.float32

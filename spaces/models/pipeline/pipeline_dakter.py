@@ -111,7 +111,32 @@ def has_label_timestep(unet) -> bool:
     Such a UNet has diffusers' `class_embed_type="timestep"`: the label timestep enters through the
     class embedding, beside the image's timestep.
     """
+    unet = _unwrapped(unet)
     return getattr(getattr(unet, "config", None), "class_embed_type", None) == "timestep"
+
+
+def _unwrapped(model):
+    """The model inside a DDP / torch.compile wrapper (training passes the wrapped UNet)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def _cast_label_timestep_input(unet) -> None:
+    """Half-precision weights and a label timestep: diffusers feeds the class embedding a float32 projection
+    of the timestep, so a hook (added once) casts the embedding's input to its weights' dtype, whatever
+    `.to(dtype)` comes later."""
+    embedding = getattr(_unwrapped(unet), "class_embedding", None)
+    if embedding is None or getattr(embedding, "_dakter_casts_input", False):
+        return
+
+    def cast(module, args):
+        return (args[0].to(next(module.parameters()).dtype), *args[1:])
+
+    embedding.register_forward_pre_hook(cast)
+    embedding._dakter_casts_input = True
 
 
 def joint_forward(unet, sample: torch.Tensor, timestep, label_timestep=None) -> torch.Tensor:
@@ -124,6 +149,7 @@ def joint_forward(unet, sample: torch.Tensor, timestep, label_timestep=None) -> 
     """
     if not has_label_timestep(unet):
         return unet(sample, timestep if label_timestep is None else label_timestep).sample
+    _cast_label_timestep_input(unet)
     label_timestep = timestep if label_timestep is None else label_timestep
     if not torch.is_tensor(label_timestep) or label_timestep.ndim == 0:
         label_timestep = torch.full((sample.shape[0],), int(label_timestep), device=sample.device, dtype=torch.long)
