@@ -180,12 +180,21 @@ def format_soft_label_tables(reports: Dict[str, Dict[str, object]]) -> str:
                 ]
             )
 
-        for cls, entry in first["per_class"].items():
-            rows.append(row(cls, "real", entry["real"], "-"))
+        for cls in first["per_class"]:
+            shown = []  # each set is measured against its own real masks (an experiment's fractions differ)
             for name, result in fractions.items():
                 other = result["per_class"].get(cls)
-                if other is not None:
-                    rows.append(row(cls, name, other["generated"], _format_value(other["w1"])))
+                if other is None:
+                    continue
+                if other["real"] not in shown:
+                    same = [
+                        n for n, r in fractions.items() if (r["per_class"].get(cls) or {}).get("real") == other["real"]
+                    ]
+                    rows.append(
+                        row(cls, "real" if len(same) == len(fractions) else f"real ({same[0]})", other["real"], "-")
+                    )
+                    shown.append(other["real"])
+                rows.append(row(cls, name, other["generated"], _format_value(other["w1"])))
         if lines:
             lines.append("")
         lines += _markdown_table(header, rows)

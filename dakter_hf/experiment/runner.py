@@ -302,7 +302,7 @@ class ExperimentRunner:
             generated = plan.generated_of_arm[(arm.name, fraction)]
             inputs["generated"] = generated.key
             # equal_epochs changes the steps only where the student counts steps (max_steps > 0)
-            if self.config.budget_of(arm) == "equal_epochs" and (student.get("max_steps") or -1) > 0:
+            if self.config.budget_of(arm) == "equal_epochs" and (settings.get("max_steps") or -1) > 0:
                 settings["budget"] = "equal_epochs"
         if arm.teacher:
             inputs["teacher"] = plan.teacher_of_fraction[fraction].key

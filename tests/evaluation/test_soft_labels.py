@@ -345,3 +345,23 @@ def test_cli_quality_prints_and_writes_the_soft_label_statistics(tmp_path, capsy
     capsys.readouterr()
     with open(os.path.join(out, "quality.json"), encoding="utf-8") as handle:
         assert json.load(handle)["soft_labels"]["top_below_threshold_kd"] == pytest.approx(0.25)
+
+
+def test_each_set_is_shown_beside_its_own_real_masks():
+    """Sets measured against different real masks (an experiment's label fractions) each get their real row."""
+
+    def comparison(real_oil, generated_oil):
+        real, generated = ClassFractions(2), ClassFractions(2)
+        for oil in real_oil:
+            real.add(np.array([1] * oil + [0] * (10 - oil)))
+        for oil in generated_oil:
+            generated.add(np.array([1] * oil + [0] * (10 - oil)))
+        return {"class_fractions": class_fraction_comparison(real, generated, ["background", "oil"], oil_class=1)}
+
+    shared = format_soft_label_tables({"a": comparison([2, 4], [1, 1]), "b": comparison([2, 4], [3, 3])})
+    rows = parse_markdown_table(shared)
+    assert [r["masks"] for r in rows if r["class"] == "oil"] == ["real", "a", "b"]
+    apart = format_soft_label_tables({"a": comparison([2, 4], [1, 1]), "b": comparison([6, 8], [3, 3])})
+    oil = [r for r in parse_markdown_table(apart) if r["class"] == "oil"]
+    assert [r["masks"] for r in oil] == ["real (a)", "a", "real (b)", "b"]
+    assert oil[2]["mean"] == "0.7"  # b's real masks: 6 and 8 of 10 pixels
