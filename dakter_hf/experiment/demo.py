@@ -30,8 +30,9 @@ def _register_demo(sub) -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="run the experiment runner at small scale: a real-only and a DAKTer-KD student over 5 seeds, ending in a "
-        "report with tables and figures (~4 min on 2 cores)",
+        help="run the experiment runner at small scale: real-only students (600 and 1200 steps), DAKTer students "
+        "(argmax, KD on final and on posterior soft labels, equal epochs) and the joint model as a segmenter, 5 seeds,"
+        " ending in a report with tables and figures (about 5 min on 2 cores)",
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: outputs/demo, or outputs/demo-full with --full)"
