@@ -450,6 +450,17 @@ def load_experiment_config(
     for arm in arms:
         if arm.segmenter and not segments(joint, arm):
             raise ValueError(f"{path}: arm {arm.name}: a segmenter needs a joint model with label_loss ce")
+        posterior = ({**generation, **(arm.generation or {})}).get("soft_label_source") == "posterior"
+        segmented = arm.segmenter or (segmenter is not None and segments(joint, arm))
+        untrained = arm.uses_generated and not effective_joint_setting(
+            joint_settings(joint, arm), "independent_label_timestep"
+        )
+        if untrained and (posterior or segmented):
+            raise ValueError(
+                f"{path}: arm {arm.name}: posterior soft labels and the segmenter read the joint model with a clean "
+                "image beside noisy labels, an input a model trained with independent_label_timestep 0 never saw; "
+                "set joint.independent_label_timestep (e.g. 0.25)"
+            )
     out = output_dir or raw.get("output_dir") or os.path.join("outputs", "experiments", name)
     # a run elsewhere (--out) reports beside itself, not into the file's (perhaps committed) report folder
     report = report_dir or (None if output_dir else raw.get("report_dir")) or os.path.join(out, "report")

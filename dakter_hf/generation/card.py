@@ -128,8 +128,7 @@ def seeds_text(base_seed: int, num_samples: int, curation: Optional[Dict]) -> st
         return f"sample i uses seed {base_seed} + i ({base_seed} .. {base_seed + num_samples - 1})"
     last = base_seed + curation["num_candidates"] - 1
     return (
-        f"candidate i uses seed {base_seed} + i ({base_seed} .. {last}); each kept row carries its `index` and "
-        "`seed`"
+        f"candidate i uses seed {base_seed} + i ({base_seed} .. {last}); each kept row carries its `index` and `seed`"
     )
 
 
