@@ -37,8 +37,17 @@ def _launch(real, out, log):
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("DAKTER_STOP_WITH_PARENT", None)
-    # its own session: the signal goes to the launcher alone, as `kill PID` does (not to a terminal's group)
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # its own session: the signal goes to the launcher alone, as `kill PID` does (not to a terminal's group);
+    # SIGINT at its default, as a shell starts a command: a test suite run in the background (`cmd &`) inherits
+    # SIGINT ignored, and a Python launcher that ignores SIGINT never stops on it
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _alive(process: psutil.Process) -> bool:
