@@ -25,6 +25,12 @@ CONFIG_NAME = "generation_config.json"
 # import them, so the value is written here too, and a test keeps the two equal.
 KL_TEMPERATURE = 2.0
 
+# the soft-label settings a source does not use, left out of its record
+UNRECORDED_BY_SOURCE = {
+    "final": ("soft_label_source", "trajectory_steps", "posterior_timestep"),
+    "trajectory": ("posterior_timestep",),
+    "posterior": ("trajectory_steps",),
+}
 NOT_RECORDED = {"recorded": False}  # field metadata: changes how a run goes, never which samples it makes
 CURATION_ONLY = {"recorded": "curation"}  # field metadata: recorded only by a curated generation (--match-real)
 
@@ -104,10 +110,7 @@ class GenerationConfig(GenerationSettings):
         recorded = {f.name for f in fields(self) if f.metadata.get("recorded", True)}
         # the soft-label source's settings only where they decide something: folders made before the
         # option (the paper's `final`) keep the record they had, and resume
-        unused = {"final": {"soft_label_source", "trajectory_steps", "posterior_timestep"}}.get(
-            self.soft_label_source,
-            {"trajectory_steps"} if self.soft_label_source == "posterior" else {"posterior_timestep"},
-        )
+        unused = set(UNRECORDED_BY_SOURCE[self.soft_label_source])
         if self.match_real is None:  # a generation without curation keeps the record it had before the option
             unused = unused | {f.name for f in fields(self) if f.metadata.get("recorded") == "curation"}
         return {k: v for k, v in asdict(self).items() if k in recorded and k not in unused}
